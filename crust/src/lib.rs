@@ -1,0 +1,1 @@
+//! crust: connections between peers.
