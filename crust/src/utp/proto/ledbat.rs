@@ -1,0 +1,574 @@
+//! Delay-based congestion control: LEDBAT (RFC 6817) and LEDBAT++.
+//!
+//! The connection feeds in one-way delay samples as they arrive
+//! ([`Ledbat::on_delay_sample`] from the peer's `timestamp_difference`,
+//! [`Ledbat::on_reverse_delay_sample`] from our own measurement of the peer's
+//! packets, used for clock-drift correction), then reports ACKs
+//! ([`Ledbat::on_ack`]), losses ([`Ledbat::on_loss`]) and RTO expiries
+//! ([`Ledbat::on_timeout`]). [`Ledbat::window`] is the congestion window in
+//! bytes.
+//!
+//! Delays are differences of two unsynchronised clocks, so only their changes
+//! mean anything: the queuing delay is the filtered current delay (minimum of
+//! the last few samples) minus the base delay (minimum over about ten
+//! one-minute buckets). All arithmetic on raw delays wraps.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::config::{CongestionMode, Config};
+use super::packet::ts_lt;
+
+const BUCKET: Duration = Duration::from_secs(60);
+/// libutp never corrects more than this much drift at once.
+const MAX_DRIFT_STEP: u32 = 10_000;
+
+/// Wrapping minimum of two raw delay values.
+fn wmin(a: u32, b: u32) -> u32 {
+    if ts_lt(a, b) { a } else { b }
+}
+
+/// A sliding minimum of delay samples over minute buckets, plus a short
+/// filter of the most recent samples.
+#[derive(Debug, Clone)]
+pub(crate) struct DelayHistory {
+    buckets: VecDeque<u32>,
+    max_buckets: usize,
+    bucket_started: Option<Instant>,
+    base: Option<u32>,
+    recent: VecDeque<u32>,
+    filter: usize,
+}
+
+impl DelayHistory {
+    pub(crate) fn new(max_buckets: usize, filter: usize) -> Self {
+        Self {
+            buckets: VecDeque::new(),
+            max_buckets: max_buckets.max(1),
+            bucket_started: None,
+            base: None,
+            recent: VecDeque::new(),
+            filter: filter.max(1),
+        }
+    }
+
+    pub(crate) fn add_sample(&mut self, now: Instant, sample: u32) {
+        match self.bucket_started {
+            Some(started) if now.saturating_duration_since(started) < BUCKET => {
+                if let Some(last) = self.buckets.back_mut() {
+                    *last = wmin(*last, sample);
+                }
+            }
+            _ => {
+                self.buckets.push_back(sample);
+                while self.buckets.len() > self.max_buckets {
+                    self.buckets.pop_front();
+                }
+                self.bucket_started = Some(now);
+            }
+        }
+        self.base = self.buckets.iter().copied().reduce(wmin);
+        self.recent.push_back(sample);
+        while self.recent.len() > self.filter {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Adds `offset` to every stored sample (clock-drift correction).
+    pub(crate) fn shift(&mut self, offset: u32) {
+        for b in self.buckets.iter_mut().chain(self.recent.iter_mut()) {
+            *b = b.wrapping_add(offset);
+        }
+        self.base = self.base.map(|b| b.wrapping_add(offset));
+    }
+
+    pub(crate) fn base(&self) -> Option<u32> {
+        self.base
+    }
+
+    /// Filtered current delay minus base delay, in microseconds.
+    pub(crate) fn queuing_delay(&self) -> Option<u32> {
+        let base = self.base?;
+        let current = self.recent.iter().copied().reduce(wmin)?;
+        Some(if ts_lt(current, base) { 0 } else { current.wrapping_sub(base) })
+    }
+}
+
+/// What the connection knows about round trips when an ACK arrives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RttInfo {
+    /// Smoothed RTT.
+    pub(crate) srtt: Duration,
+    /// RTT of the newest sample (bounds the queuing delay).
+    pub(crate) latest: Option<Duration>,
+    /// Smallest RTT seen (LEDBAT++'s base for the dynamic gain).
+    pub(crate) min: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slowdown {
+    /// Waiting for the first slow start to end.
+    NotScheduled,
+    /// Next slowdown at this time.
+    Scheduled(Instant),
+    /// Window held at two packets until `until`; then slow start back to `saved`.
+    Frozen { until: Instant, started: Instant, saved: f64 },
+    /// Slow start after a freeze, begun at `started`.
+    Ramping { started: Instant },
+}
+
+/// LEDBAT and LEDBAT++ window computation.
+#[derive(Debug, Clone)]
+pub(crate) struct Ledbat {
+    mode: CongestionMode,
+    target_us: f64,
+    cwnd: f64,
+    ssthresh: f64,
+    slow_start: bool,
+    mss: f64,
+    ours: DelayHistory,
+    theirs: DelayHistory,
+    last_cut: Option<Instant>,
+    slowdown: Slowdown,
+}
+
+impl Ledbat {
+    pub(crate) fn new(config: &Config, mss: usize) -> Self {
+        let mss = mss as f64;
+        Self {
+            mode: config.congestion,
+            target_us: config.target().as_micros() as f64,
+            cwnd: mss * f64::from(config.initial_window_packets.max(1)),
+            ssthresh: f64::INFINITY,
+            slow_start: true,
+            mss,
+            ours: DelayHistory::new(config.base_delay_history, config.delay_filter),
+            theirs: DelayHistory::new(config.base_delay_history, config.delay_filter),
+            last_cut: None,
+            slowdown: Slowdown::NotScheduled,
+        }
+    }
+
+    /// Congestion window in bytes.
+    pub(crate) fn window(&self) -> usize {
+        self.cwnd as usize
+    }
+
+    pub(crate) fn in_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    pub(crate) fn set_mss(&mut self, mss: usize) {
+        self.mss = mss as f64;
+        self.cwnd = self.cwnd.max(self.min_cwnd());
+    }
+
+    fn min_cwnd(&self) -> f64 {
+        2.0 * self.mss
+    }
+
+    /// The peer's `timestamp_difference`: how long our packet took to reach it,
+    /// on the two unsynchronised clocks. Zero means "no sample" and is ignored
+    /// by the caller.
+    pub(crate) fn on_delay_sample(&mut self, now: Instant, delay: u32) {
+        self.ours.add_sample(now, delay);
+    }
+
+    /// Our own measurement of the peer's packets. If its base falls, the
+    /// peer's clock runs slower than ours, and our base delay must rise by the
+    /// same amount (libutp's drift correction).
+    pub(crate) fn on_reverse_delay_sample(&mut self, now: Instant, delay: u32) {
+        let before = self.theirs.base();
+        self.theirs.add_sample(now, delay);
+        if let (Some(before), Some(after)) = (before, self.theirs.base()) {
+            if ts_lt(after, before) {
+                let drift = before.wrapping_sub(after);
+                if drift <= MAX_DRIFT_STEP {
+                    self.ours.shift(drift);
+                }
+            }
+        }
+    }
+
+    /// Queuing delay, clamped to the latest RTT sample (a one-way queue
+    /// longer than the round trip that contains it is clock noise; libutp).
+    pub(crate) fn queuing_delay(&self, latest_rtt: Option<Duration>) -> Option<Duration> {
+        let qd = Duration::from_micros(u64::from(self.ours.queuing_delay()?));
+        Some(match latest_rtt {
+            Some(rtt) if rtt > Duration::ZERO => qd.min(rtt),
+            _ => qd,
+        })
+    }
+
+    pub(crate) fn base_delay(&self) -> Option<u32> {
+        self.ours.base()
+    }
+
+    /// `bytes_acked` newly acknowledged; `flight` bytes were in flight before
+    /// the ACK.
+    pub(crate) fn on_ack(&mut self, now: Instant, bytes_acked: usize, flight: usize, rtt: RttInfo) {
+        let RttInfo { srtt: rtt, latest, min: min_rtt } = rtt;
+        if bytes_acked == 0 {
+            return;
+        }
+        let acked = bytes_acked as f64;
+        // Only a window that was actually used may grow (libtorrent).
+        let saturated = flight as f64 + self.mss >= self.cwnd;
+        let qd = self.queuing_delay(latest).map_or(0.0, |d| d.as_micros() as f64);
+        let off_target = ((self.target_us - qd) / self.target_us).clamp(-1.0, 1.0);
+        match self.mode {
+            CongestionMode::Ledbat => {
+                if self.slow_start {
+                    if qd > 0.9 * self.target_us || self.cwnd >= self.ssthresh {
+                        self.exit_slow_start(now, rtt);
+                    } else if saturated {
+                        self.cwnd += acked;
+                    }
+                }
+                if !self.slow_start {
+                    let delta = off_target * acked * self.mss / self.cwnd;
+                    if delta < 0.0 || saturated {
+                        self.cwnd += delta;
+                    }
+                }
+            }
+            CongestionMode::LedbatPlusPlus => {
+                self.advance_slowdown(now, rtt);
+                if matches!(self.slowdown, Slowdown::Frozen { .. }) {
+                    return;
+                }
+                let gain = self.dynamic_gain(min_rtt);
+                if self.slow_start {
+                    if qd > 0.75 * self.target_us || self.cwnd >= self.ssthresh {
+                        self.exit_slow_start(now, rtt);
+                    } else if saturated {
+                        self.cwnd += gain * acked;
+                    }
+                }
+                if !self.slow_start {
+                    if qd <= self.target_us {
+                        if saturated {
+                            self.cwnd += gain * acked * self.mss / self.cwnd;
+                        }
+                    } else {
+                        // Per RTT: W += max(GAIN - W·(delay/target − 1), −W/2),
+                        // spread over the ACKs of one window.
+                        let per_rtt = (gain * self.mss - self.cwnd * (qd / self.target_us - 1.0)).max(-self.cwnd / 2.0);
+                        self.cwnd += per_rtt * acked / self.cwnd;
+                    }
+                }
+            }
+        }
+        self.cwnd = self.cwnd.max(self.min_cwnd());
+    }
+
+    /// LEDBAT++: `GAIN = 1 / min(16, ⌈2·TARGET / base⌉)` with the base RTT.
+    fn dynamic_gain(&self, min_rtt: Option<Duration>) -> f64 {
+        let base_us = min_rtt.map_or(self.target_us, |r| (r.as_micros() as f64).max(1.0));
+        1.0 / (2.0 * self.target_us / base_us).ceil().clamp(1.0, 16.0)
+    }
+
+    fn exit_slow_start(&mut self, now: Instant, rtt: Duration) {
+        self.slow_start = false;
+        self.ssthresh = self.cwnd;
+        if self.mode == CongestionMode::LedbatPlusPlus {
+            self.slowdown = match self.slowdown {
+                Slowdown::NotScheduled => Slowdown::Scheduled(now + rtt * 2),
+                // The next slowdown comes after nine times this one's length,
+                // capping the utilisation cost at about 10%.
+                Slowdown::Ramping { started } => {
+                    Slowdown::Scheduled(now + now.saturating_duration_since(started) * 9)
+                }
+                other => other,
+            };
+        }
+    }
+
+    fn advance_slowdown(&mut self, now: Instant, rtt: Duration) {
+        match self.slowdown {
+            Slowdown::Scheduled(at) if now >= at && !self.slow_start => {
+                let saved = self.cwnd;
+                self.cwnd = self.min_cwnd();
+                self.slowdown = Slowdown::Frozen { until: now + rtt * 2, started: now, saved };
+            }
+            Slowdown::Frozen { until, started, saved } if now >= until => {
+                self.slow_start = true;
+                self.ssthresh = saved;
+                self.slowdown = Slowdown::Ramping { started };
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn in_slowdown(&self) -> bool {
+        matches!(self.slowdown, Slowdown::Frozen { .. })
+    }
+
+    /// A packet was lost. Halves the window at most once per RTT; returns
+    /// whether it did.
+    pub(crate) fn on_loss(&mut self, now: Instant, rtt: Duration) -> bool {
+        if let Some(last) = self.last_cut {
+            if now.saturating_duration_since(last) < rtt {
+                return false;
+            }
+        }
+        self.last_cut = Some(now);
+        self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
+        self.ssthresh = self.cwnd;
+        if self.slow_start {
+            self.exit_slow_start(now, rtt);
+        }
+        true
+    }
+
+    /// The RTO fired: back to one packet and slow start (BEP 29, libutp).
+    pub(crate) fn on_timeout(&mut self) {
+        self.ssthresh = (self.cwnd / 2.0).max(self.min_cwnd());
+        self.cwnd = self.mss;
+        self.slow_start = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: usize = 1000;
+
+    fn ledbat(mode: CongestionMode) -> Ledbat {
+        let mut c = Config::default();
+        c.congestion = mode;
+        Ledbat::new(&c, MSS)
+    }
+
+    fn rtt() -> Duration {
+        Duration::from_millis(50)
+    }
+
+    fn info(srtt: Duration, latest: Option<Duration>) -> RttInfo {
+        RttInfo { srtt, latest, min: latest }
+    }
+
+    #[test]
+    fn base_delay_is_sliding_minimum() {
+        let t0 = Instant::now();
+        let mut h = DelayHistory::new(10, 3);
+        h.add_sample(t0, 5_000);
+        h.add_sample(t0 + Duration::from_secs(1), 3_000);
+        assert_eq!(h.base(), Some(3_000));
+        // Ten minutes later the old minimum has slid out of the window.
+        for m in 1..=11 {
+            h.add_sample(t0 + Duration::from_secs(60 * m + 1), 8_000);
+        }
+        assert_eq!(h.base(), Some(8_000));
+    }
+
+    #[test]
+    fn base_delay_tracks_route_change_downwards_at_once() {
+        let t0 = Instant::now();
+        let mut h = DelayHistory::new(10, 3);
+        h.add_sample(t0, 50_000);
+        h.add_sample(t0 + Duration::from_secs(5), 20_000);
+        assert_eq!(h.base(), Some(20_000));
+    }
+
+    #[test]
+    fn current_delay_is_min_of_recent_samples() {
+        let t0 = Instant::now();
+        let mut h = DelayHistory::new(10, 3);
+        h.add_sample(t0, 1_000);
+        for s in [9_000, 4_000, 30_000] {
+            h.add_sample(t0, s);
+        }
+        // Base 1000; recent = [9000, 4000, 30000] -> 4000 - 1000.
+        assert_eq!(h.queuing_delay(), Some(3_000));
+    }
+
+    #[test]
+    fn raw_delays_wrap() {
+        let t0 = Instant::now();
+        let mut h = DelayHistory::new(10, 1);
+        h.add_sample(t0, u32::MAX - 100);
+        h.add_sample(t0, 400);
+        assert_eq!(h.base(), Some(u32::MAX - 100));
+        assert_eq!(h.queuing_delay(), Some(501));
+    }
+
+    #[test]
+    fn clock_drift_shifts_our_base() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        l.on_delay_sample(t0, 100_000);
+        l.on_reverse_delay_sample(t0, 200_000);
+        // Their clock runs slow by 5 ms: their base falls and ours rises to match.
+        l.on_reverse_delay_sample(t0, 195_000);
+        assert_eq!(l.base_delay(), Some(105_000));
+        l.on_delay_sample(t0, 105_000);
+        assert_eq!(l.queuing_delay(None), Some(Duration::ZERO));
+        // A jump too large to be drift is not applied.
+        l.on_reverse_delay_sample(t0, 100_000);
+        assert_eq!(l.base_delay(), Some(105_000));
+    }
+
+    #[test]
+    fn slow_start_doubles_until_delay_rises() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        l.on_delay_sample(t0, 10_000);
+        let w0 = l.window();
+        l.on_ack(t0, w0, w0, info(rtt(), Some(rtt())));
+        assert_eq!(l.window(), 2 * w0);
+        assert!(l.in_slow_start());
+        for _ in 0..3 {
+            l.on_delay_sample(t0, 10_000 + 120_000);
+        }
+        let w = l.window();
+        l.on_ack(t0, w, w, info(Duration::from_millis(300), Some(rtt() * 10)));
+        assert!(!l.in_slow_start());
+        assert!(l.window() <= w);
+    }
+
+    fn steady(mode: CongestionMode, qd_us: u32) -> (usize, usize) {
+        let t0 = Instant::now();
+        let mut l = ledbat(mode);
+        l.on_delay_sample(t0, 1_000);
+        l.on_loss(t0, rtt()); // leave slow start
+        l.cwnd = 50.0 * MSS as f64;
+        for _ in 0..3 {
+            l.on_delay_sample(t0, 1_000 + qd_us);
+        }
+        let before = l.window();
+        for i in 0..50 {
+            let w = l.window();
+            l.on_ack(t0 + Duration::from_millis(i), MSS, w, info(rtt(), Some(Duration::from_secs(1))));
+        }
+        (before, l.window())
+    }
+
+    #[test]
+    fn window_grows_below_target() {
+        let (before, after) = steady(CongestionMode::Ledbat, 10_000);
+        assert!(after > before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn window_shrinks_above_target() {
+        let (before, after) = steady(CongestionMode::Ledbat, 180_000);
+        assert!(after < before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn window_steady_at_target() {
+        let (before, after) = steady(CongestionMode::Ledbat, 100_000);
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn ledbat_pp_uses_60ms_target() {
+        let (b, a) = steady(CongestionMode::LedbatPlusPlus, 80_000);
+        assert!(a < b, "{b} -> {a}");
+        let (b, a) = steady(CongestionMode::Ledbat, 80_000);
+        assert!(a > b, "{b} -> {a}");
+    }
+
+    #[test]
+    fn ledbat_pp_decrease_bounded_by_half_per_rtt() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::LedbatPlusPlus);
+        l.on_delay_sample(t0, 0);
+        l.on_loss(t0, rtt());
+        l.cwnd = 40.0 * MSS as f64;
+        for _ in 0..3 {
+            l.on_delay_sample(t0, 10_000_000);
+        }
+        let w = l.window();
+        l.on_ack(t0, w, w, info(rtt(), Some(Duration::from_secs(100))));
+        assert!(l.window() >= w / 2 - 1, "{w} -> {}", l.window());
+    }
+
+    #[test]
+    fn ledbat_pp_dynamic_gain() {
+        let l = ledbat(CongestionMode::LedbatPlusPlus);
+        // target 60 ms, base 10 ms -> 1/12
+        assert!((l.dynamic_gain(Some(Duration::from_millis(10))) - 1.0 / 12.0).abs() < 1e-9);
+        assert!((l.dynamic_gain(Some(Duration::from_micros(100))) - 1.0 / 16.0).abs() < 1e-9);
+        assert!((l.dynamic_gain(Some(Duration::from_millis(500))) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ledbat_pp_periodic_slowdown() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::LedbatPlusPlus);
+        l.on_delay_sample(t0, 0);
+        let mut now = t0;
+        let step = Duration::from_millis(10);
+        // Slow start until delay rises.
+        for _ in 0..20 {
+            now += step;
+            let w = l.window();
+            l.on_ack(now, w, w, info(rtt(), Some(rtt())));
+        }
+        for _ in 0..3 {
+            l.on_delay_sample(now, 50_000);
+        }
+        now += step;
+        let w = l.window();
+        l.on_ack(now, MSS, w, info(rtt(), Some(rtt())));
+        assert!(!l.in_slow_start());
+        let before = l.window();
+        assert!(before > 10 * MSS);
+        // Two RTTs later the window is frozen at two packets...
+        now += rtt() * 2;
+        l.on_ack(now, MSS, before, info(rtt(), Some(rtt())));
+        assert!(l.in_slowdown());
+        assert_eq!(l.window(), 2 * MSS);
+        now += rtt();
+        l.on_ack(now, MSS, 2 * MSS, info(rtt(), Some(rtt())));
+        assert_eq!(l.window(), 2 * MSS);
+        // ...then released into slow start towards the old window (the
+        // queue has drained meanwhile).
+        for _ in 0..3 {
+            l.on_delay_sample(now, 0);
+        }
+        now += rtt() * 2;
+        l.on_ack(now, MSS, 2 * MSS, info(rtt(), Some(rtt())));
+        assert!(!l.in_slowdown());
+        assert!(l.in_slow_start());
+    }
+
+    #[test]
+    fn loss_halves_once_per_rtt() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        l.cwnd = 64.0 * MSS as f64;
+        assert!(l.on_loss(t0, rtt()));
+        assert_eq!(l.window(), 32 * MSS);
+        assert!(!l.on_loss(t0 + rtt() / 2, rtt()));
+        assert_eq!(l.window(), 32 * MSS);
+        assert!(l.on_loss(t0 + rtt(), rtt()));
+        assert_eq!(l.window(), 16 * MSS);
+    }
+
+    #[test]
+    fn window_never_below_two_packets_except_after_timeout() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        for i in 0..20 {
+            l.on_loss(t0 + Duration::from_secs(i), rtt());
+        }
+        assert_eq!(l.window(), 2 * MSS);
+        l.on_timeout();
+        assert_eq!(l.window(), MSS);
+        assert!(l.in_slow_start());
+    }
+
+    #[test]
+    fn unsaturated_window_does_not_grow() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        l.on_delay_sample(t0, 0);
+        let w = l.window();
+        l.on_ack(t0, MSS, MSS, info(rtt(), Some(rtt())));
+        assert_eq!(l.window(), w);
+    }
+}
