@@ -136,6 +136,26 @@ impl fmt::Display for AcceptError {
 
 impl std::error::Error for AcceptError {}
 
+/// Counters for tests, logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionStats {
+    /// Datagrams sent, of every type.
+    pub packets_sent: u64,
+    /// DATA, FIN and SYN packets sent again.
+    pub retransmits: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    /// Packets declared lost by duplicate ACKs or SACK.
+    pub fast_losses: u64,
+    /// Times the congestion window was halved.
+    pub window_cuts: u64,
+    /// Path-MTU probes sent.
+    pub mtu_probes: u64,
+    /// Datagrams received.
+    pub packets_received: u64,
+}
+
 /// Connection lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -175,10 +195,10 @@ impl Sent {
 #[derive(Debug, Clone, Copy)]
 struct Delivered {
     seq: u16,
-    ty: PacketType,
     len: usize,
     sent_at: Option<Instant>,
-    transmissions: u32,
+    /// Karn: sent more than once, or marked for resending.
+    ambiguous: bool,
     mtu_probe: bool,
     in_network: bool,
 }
@@ -187,10 +207,9 @@ impl Delivered {
     fn of(s: &Sent) -> Self {
         Self {
             seq: s.seq,
-            ty: s.ty,
             len: s.payload.len(),
             sent_at: s.sent_at,
-            transmissions: s.transmissions,
+            ambiguous: s.transmissions != 1 || s.need_resend,
             mtu_probe: s.mtu_probe,
             in_network: s.in_network(),
         }
@@ -253,6 +272,7 @@ pub struct Connection {
     zero_window_deadline: Option<Instant>,
     zero_window_probe: bool,
     closing: bool,
+    fin_queued: bool,
     fin_acked: bool,
     peer_finished_reported: bool,
     linger_deadline: Option<Instant>,
@@ -261,6 +281,7 @@ pub struct Connection {
     last_advertised: usize,
     events: VecDeque<Event>,
     peer_syn_seq: u16,
+    stats: ConnectionStats,
 }
 
 impl Connection {
@@ -378,6 +399,7 @@ impl Connection {
             zero_window_deadline: None,
             zero_window_probe: false,
             closing: false,
+            fin_queued: false,
             fin_acked: false,
             peer_finished_reported: false,
             linger_deadline: None,
@@ -385,6 +407,7 @@ impl Connection {
             write_blocked: false,
             events: VecDeque::new(),
             peer_syn_seq: 0,
+            stats: ConnectionStats::default(),
             config,
         }
     }
@@ -449,6 +472,11 @@ impl Connection {
     /// The largest UDP payload known to pass the path.
     pub fn path_mtu(&self) -> u16 {
         self.mtu.floor
+    }
+
+    /// Counters since the connection started.
+    pub fn stats(&self) -> ConnectionStats {
+        self.stats
     }
 
     /// Why the connection died, if it did.
@@ -552,10 +580,17 @@ impl Connection {
         }
         let h = &p.header;
         self.last_recv = now;
+        self.stats.packets_received += 1;
         if h.ty == PacketType::Reset {
-            match self.state {
-                State::Closed => self.state = State::Dead,
-                _ => self.die(ConnectionError::Reset),
+            if self.state == State::Closed || self.only_fin_unacked() {
+                // The peer had everything and stopped lingering before our
+                // FIN's ack got through: that is a clean close.
+                if self.state != State::Closed {
+                    self.events.push_back(Event::Closed);
+                }
+                self.state = State::Dead;
+            } else {
+                self.die(ConnectionError::Reset);
             }
             return;
         }
@@ -655,6 +690,11 @@ impl Connection {
         for _ in 0..count {
             let Some(s) = self.sent.pop_front() else { break };
             self.unacked_bytes -= s.payload.len();
+            // Only a cumulative ack finishes our stream: a SACKed FIN still
+            // has holes before it.
+            if s.ty == PacketType::Fin {
+                self.fin_acked = true;
+            }
             if !s.sacked {
                 bytes_acked += self.on_delivered(now, Delivered::of(&s), &mut rtt_sample);
             }
@@ -725,14 +765,12 @@ impl Connection {
     /// Bookkeeping for one packet the peer has; returns the bytes newly
     /// delivered that were counted in flight.
     fn on_delivered(&mut self, now: Instant, s: Delivered, rtt_sample: &mut Option<Duration>) -> usize {
-        // Karn: only packets sent once give an RTT sample.
-        if s.transmissions == 1 {
+        // Karn: only packets sent once (and not since marked for resending)
+        // give an RTT sample.
+        if !s.ambiguous {
             if let Some(at) = s.sent_at {
                 *rtt_sample = Some(now.saturating_duration_since(at));
             }
-        }
-        if s.ty == PacketType::Fin {
-            self.fin_acked = true;
         }
         if s.mtu_probe && self.mtu.probe_seq == Some(s.seq) {
             self.mtu.probe_seq = None;
@@ -796,14 +834,26 @@ impl Connection {
             self.mtu.ceiling = size.saturating_sub(1).max(self.mtu.floor);
             self.finish_mtu_search_if_done(now);
         } else {
-            self.cc.on_loss(now, self.rtt.srtt());
+            self.stats.fast_losses += 1;
+            if self.cc.on_loss(now, self.rtt.srtt()) {
+                self.stats.window_cuts += 1;
+            }
         }
+    }
+
+    /// We have the peer's whole stream and it has ours, except perhaps the
+    /// FIN itself.
+    fn only_fin_unacked(&self) -> bool {
+        self.recv.eof_reached()
+            && self.fin_queued
+            && self.send_queue.is_empty()
+            && self.sent.iter().all(|s| s.ty == PacketType::Fin || s.sacked)
     }
 
     fn check_closed(&mut self, now: Instant) {
         if self.state == State::Connected && self.fin_acked && self.recv.eof_reached() {
             self.state = State::Closed;
-            self.linger_deadline = Some(now + self.config.linger);
+            self.linger_deadline = Some(now + self.config.linger.max(self.rtt.rto() * 3));
             self.rto_deadline = None;
             self.events.push_back(Event::Closed);
         }
@@ -874,6 +924,7 @@ impl Connection {
 
     fn on_rto(&mut self, now: Instant) {
         self.rto_deadline = None;
+        self.stats.timeouts += 1;
         if self.state == State::SynSent {
             let tries = self.sent.front().map_or(0, |s| s.transmissions);
             if tries > self.config.max_syn_retransmits {
@@ -999,6 +1050,9 @@ impl Connection {
         s.sent_at = Some(now);
         s.transmissions += 1;
         s.tx_order = self.tx_counter;
+        if s.transmissions > 1 {
+            self.stats.retransmits += 1;
+        }
         self.in_flight += len;
         let (ty, seq) = (s.ty, s.seq);
         // A probe that went missing is resent fragmentable: its bytes cannot
@@ -1018,7 +1072,8 @@ impl Connection {
 
     fn poll_new_data(&mut self, now: Instant) -> Option<Transmit> {
         if self.send_queue.is_empty() {
-            if self.closing && !self.sent.iter().any(|s| s.ty == PacketType::Fin) {
+            if self.closing && !self.fin_queued {
+                self.fin_queued = true;
                 self.push_sent(PacketType::Fin, Vec::new());
                 return self.poll_resend(now);
             }
@@ -1062,6 +1117,7 @@ impl Connection {
         if probe {
             self.sent[i].mtu_probe = true;
             self.mtu.probe_seq = Some(self.sent[i].seq);
+            self.stats.mtu_probes += 1;
         }
         self.poll_resend(now)
     }
@@ -1091,6 +1147,7 @@ impl Connection {
         packet::encode(&header, sack, payload, &mut contents);
         self.last_sent = now;
         self.last_advertised = wnd;
+        self.stats.packets_sent += 1;
         self.keepalive_due = false;
         if ack_nr == self.recv.ack_nr() {
             self.ack_now = false;

@@ -33,7 +33,7 @@ mod rtt;
 mod tests;
 
 pub use config::{CongestionMode, Config, EndpointConfig};
-pub use connection::{AcceptError, Connection, ConnectionError, Event, ReadError, State, Transmit};
+pub use connection::{AcceptError, Connection, ConnectionError, ConnectionStats, Event, ReadError, State, Transmit};
 pub use endpoint::{ConnectionHandle, DatagramOutcome, Endpoint};
 pub use packet::{
     DecodeError, EXT_BITS, EXT_CLOSE_REASON, EXT_SACK, HEADER_LEN, Header, Packet, PacketType, VERSION, encode,

@@ -1,1 +1,4 @@
-//! Simulated-pair tests.
+//! Simulated-pair tests: two endpoints, impaired links, a virtual clock.
+
+mod sim;
+mod transfer;

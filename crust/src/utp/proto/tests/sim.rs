@@ -1,0 +1,314 @@
+//! A simulated pair of endpoints joined by two impaired one-way links, on a
+//! virtual clock that jumps straight to the next event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::utp::proto::rng::SplitMix64;
+use crate::utp::proto::{Config, ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, Transmit};
+
+/// How one direction of the path treats packets. Every decision comes from a
+/// seeded generator.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkConfig {
+    pub(crate) delay: Duration,
+    /// Uniform extra delay per packet; large values reorder heavily.
+    pub(crate) jitter: Duration,
+    pub(crate) loss: f64,
+    pub(crate) duplicate: f64,
+    /// Bottleneck rate in bytes per second.
+    pub(crate) rate: Option<u64>,
+    /// Bottleneck queue in bytes (tail drop).
+    pub(crate) queue_bytes: usize,
+    /// Largest datagram that passes; larger "don't fragment" ones vanish.
+    pub(crate) mtu: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            rate: None,
+            queue_bytes: usize::MAX,
+            mtu: 1500,
+        }
+    }
+}
+
+impl LinkConfig {
+    pub(crate) fn lossy(loss: f64) -> Self {
+        Self { loss, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LinkStats {
+    pub(crate) sent: u64,
+    pub(crate) dropped: u64,
+    pub(crate) max_queue_delay: Duration,
+    /// Queuing delay samples of the bottleneck, one per packet.
+    pub(crate) queue_delays: Vec<Duration>,
+}
+
+pub(crate) struct Link {
+    pub(crate) cfg: LinkConfig,
+    rng: SplitMix64,
+    queue: BinaryHeap<Reverse<(Instant, u64, Vec<u8>)>>,
+    order: u64,
+    busy_until: Option<Instant>,
+    pub(crate) stats: LinkStats,
+    /// Drop the next packets matching this predicate (scripted loss).
+    pub(crate) drop_next: Vec<Box<dyn FnMut(&[u8]) -> bool>>,
+}
+
+impl Link {
+    pub(crate) fn new(cfg: LinkConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            rng: SplitMix64::new(seed),
+            queue: BinaryHeap::new(),
+            order: 0,
+            busy_until: None,
+            stats: LinkStats::default(),
+            drop_next: Vec::new(),
+        }
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.rng.next_u64() as f64 / u64::MAX as f64) < p
+    }
+
+    pub(crate) fn send(&mut self, now: Instant, t: Transmit) {
+        self.stats.sent += 1;
+        let mut scripted = false;
+        for f in &mut self.drop_next {
+            if f(&t.contents) {
+                scripted = true;
+            }
+        }
+        if scripted || (t.dont_fragment && t.contents.len() > self.cfg.mtu) || self.chance(self.cfg.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let mut depart = now;
+        if let Some(rate) = self.cfg.rate {
+            let start = self.busy_until.map_or(now, |b| b.max(now));
+            let backlog = start.saturating_duration_since(now);
+            let backlog_bytes = (backlog.as_secs_f64() * rate as f64) as usize;
+            if backlog_bytes + t.contents.len() > self.cfg.queue_bytes {
+                self.stats.dropped += 1;
+                return;
+            }
+            self.stats.max_queue_delay = self.stats.max_queue_delay.max(backlog);
+            self.stats.queue_delays.push(backlog);
+            depart = start + Duration::from_secs_f64(t.contents.len() as f64 / rate as f64);
+            self.busy_until = Some(depart);
+        }
+        let copies = if self.chance(self.cfg.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let jitter = if self.cfg.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(self.rng.next_u64() % self.cfg.jitter.as_nanos() as u64)
+            };
+            self.order += 1;
+            self.queue.push(Reverse((depart + self.cfg.delay + jitter, self.order, t.contents.clone())));
+        }
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.next_time()? <= now {
+            self.queue.pop().map(|Reverse((_, _, d))| d)
+        } else {
+            None
+        }
+    }
+}
+
+pub(crate) const A_ADDR: &str = "127.0.0.1:1001";
+pub(crate) const B_ADDR: &str = "127.0.0.1:1002";
+
+pub(crate) fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// Two endpoints, `a` (initiator) and `b` (acceptor), and the links between.
+pub(crate) struct Pair {
+    pub(crate) now: Instant,
+    pub(crate) start: Instant,
+    pub(crate) a: Endpoint,
+    pub(crate) b: Endpoint,
+    pub(crate) ab: Link,
+    pub(crate) ba: Link,
+    pub(crate) a_events: Vec<(ConnectionHandle, Event)>,
+    pub(crate) b_events: Vec<(ConnectionHandle, Event)>,
+}
+
+impl Pair {
+    pub(crate) fn new(seed: u64, config: Config, ab: LinkConfig, ba: LinkConfig) -> Self {
+        let mut ec = EndpointConfig::default();
+        ec.connection = config;
+        let now = Instant::now();
+        Self {
+            now,
+            start: now,
+            a: Endpoint::new(ec.clone(), seed),
+            b: Endpoint::new(ec, seed ^ 0x5555_aaaa_5555_aaaa),
+            ab: Link::new(ab, seed.wrapping_mul(3) ^ 1),
+            ba: Link::new(ba, seed.wrapping_mul(7) ^ 2),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// Sends everything both sides want to send.
+    pub(crate) fn flush(&mut self) {
+        while let Some(t) = self.a.poll_transmit(self.now) {
+            assert_eq!(t.destination, addr(B_ADDR));
+            self.ab.send(self.now, t);
+        }
+        while let Some(t) = self.b.poll_transmit(self.now) {
+            assert_eq!(t.destination, addr(A_ADDR));
+            self.ba.send(self.now, t);
+        }
+        while let Some(e) = self.a.poll_event() {
+            self.a_events.push(e);
+        }
+        while let Some(e) = self.b.poll_event() {
+            self.b_events.push(e);
+        }
+    }
+
+    /// Flushes, jumps the clock to the next event and handles it. Returns
+    /// false when nothing at all is scheduled.
+    pub(crate) fn step(&mut self) -> bool {
+        self.flush();
+        let next = [self.ab.next_time(), self.ba.next_time(), self.a.poll_timeout(), self.b.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = next else { return false };
+        self.now = self.now.max(next);
+        while let Some(d) = self.ab.pop_due(self.now) {
+            self.b.handle_datagram(self.now, addr(A_ADDR), &d).expect("valid datagram");
+        }
+        while let Some(d) = self.ba.pop_due(self.now) {
+            self.a.handle_datagram(self.now, addr(B_ADDR), &d).expect("valid datagram");
+        }
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.flush();
+        true
+    }
+
+    /// Steps until `done` or the virtual deadline; returns whether `done`.
+    pub(crate) fn drive_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.now >= deadline || !self.step() {
+                return done(self);
+            }
+        }
+    }
+
+    /// Connects `a` to `b` and runs the handshake up to the acceptor's
+    /// STATE reply reaching `a`. Returns the two handles.
+    pub(crate) fn connect(&mut self) -> (ConnectionHandle, ConnectionHandle) {
+        let ha = self.a.connect(self.now, addr(B_ADDR));
+        let mut hb = None;
+        let ok = self.drive_until(Duration::from_secs(60), |p| {
+            if hb.is_none() {
+                hb = p.b.accept();
+            }
+            hb.is_some() && p.a.connection(ha).is_some_and(|c| c.state() != State::SynSent)
+        });
+        assert!(ok, "handshake did not complete");
+        (ha, hb.expect("accepted"))
+    }
+}
+
+/// Deterministic stream contents.
+pub(crate) fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(31) ^ (i >> 9).wrapping_mul(7)) as u8
+}
+
+/// Outcome of [`transfer`].
+#[derive(Debug)]
+pub(crate) struct TransferReport {
+    pub(crate) elapsed: Duration,
+    pub(crate) a_received: u64,
+    pub(crate) b_received: u64,
+    pub(crate) closed: bool,
+}
+
+/// Sends `ab_bytes` from `a` to `b` and `ba_bytes` back, both closing when
+/// done, checking every byte. Fails on corruption; reports what arrived.
+pub(crate) fn transfer(pair: &mut Pair, ab_bytes: u64, ba_bytes: u64, limit: Duration) -> TransferReport {
+    let (ha, hb) = pair.connect();
+    let mut sent = [0u64; 2];
+    let mut received = [0u64; 2];
+    let mut eof = [false; 2];
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 64 * 1024];
+    let totals = [ab_bytes, ba_bytes];
+    let closed = pair.drive_until(limit, |p| {
+        for side in 0..2 {
+            let (ep, h, peer_total) = if side == 0 { (&mut p.a, ha, ba_bytes) } else { (&mut p.b, hb, ab_bytes) };
+            let Some(c) = ep.connection_mut(h) else { continue };
+            // Write as much as fits.
+            while sent[side] < totals[side] {
+                let n = (totals[side] - sent[side]).min(chunk.len() as u64) as usize;
+                for (k, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = pattern(sent[side] + k as u64);
+                }
+                let w = c.write(&chunk[..n]);
+                sent[side] += w as u64;
+                if w < n {
+                    break;
+                }
+            }
+            if sent[side] == totals[side] {
+                c.close();
+            }
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => {
+                        eof[side] = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        for (k, b) in buf[..n].iter().enumerate() {
+                            let i = received[side] + k as u64;
+                            assert_eq!(*b, pattern(i), "corrupt byte {i} on side {side}");
+                        }
+                        received[side] += n as u64;
+                        assert!(received[side] <= peer_total, "too many bytes");
+                    }
+                    Err(ReadError::Blocked) => break,
+                    Err(ReadError::Lost(e)) => panic!("side {side} lost: {e}"),
+                }
+            }
+        }
+        let state = |ep: &Endpoint, h| ep.connection(h).map(|c| c.state());
+        eof == [true, true]
+            && matches!(state(&p.a, ha), Some(State::Closed | State::Dead))
+            && matches!(state(&p.b, hb), Some(State::Closed | State::Dead))
+    });
+    TransferReport { elapsed: pair.elapsed(), a_received: received[0], b_received: received[1], closed }
+}
