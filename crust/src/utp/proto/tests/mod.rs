@@ -1,4 +1,5 @@
 //! Simulated-pair tests: two endpoints, impaired links, a virtual clock.
 
+mod interop;
 mod sim;
 mod transfer;
