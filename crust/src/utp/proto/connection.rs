@@ -632,8 +632,9 @@ impl Connection {
 
     fn process_data(&mut self, now: Instant, h: &Header, payload: &[u8]) {
         if self.state == State::SynRecv {
-            if h.seq_nr != self.peer_syn_seq.wrapping_add(1) {
-                // Only the first DATA completes the handshake; hold on.
+            // Any DATA or FIN after the SYN proves the initiator got our
+            // reply, even one that overtook the first (as in libutp).
+            if seq_lt(h.seq_nr, self.peer_syn_seq.wrapping_add(1)) {
                 self.ack_now = true;
                 return;
             }
@@ -876,7 +877,10 @@ impl Connection {
             State::SynSent => None,
             _ => Some(self.last_recv + self.idle_timeout()),
         };
-        let keepalive = (self.state == State::Connected).then(|| self.last_sent + self.config.keepalive_interval);
+        // With packets in flight the RTO watches the path; keep-alives are
+        // for quiet connections (NAT bindings, idle timeouts).
+        let keepalive = (self.state == State::Connected && self.sent.is_empty())
+            .then(|| self.last_sent + self.config.keepalive_interval);
         [self.rto_deadline, self.ack_deadline, self.zero_window_deadline, idle, keepalive]
             .into_iter()
             .flatten()
@@ -917,7 +921,10 @@ impl Connection {
             self.zero_window_probe = true;
             self.rtt.on_timeout();
         }
-        if self.state == State::Connected && now >= self.last_sent + self.config.keepalive_interval {
+        if self.state == State::Connected
+            && self.sent.is_empty()
+            && now >= self.last_sent + self.config.keepalive_interval
+        {
             self.keepalive_due = true;
         }
     }
