@@ -301,7 +301,17 @@ impl Connection {
         rng: &mut SplitMix64,
     ) -> Self {
         let isn = rng.next_u16();
-        let mut c = Self::new(now, remote, config, rng, true, recv_id, recv_id.wrapping_add(1), isn, 0);
+        let mut c = Self::new(
+            now,
+            remote,
+            config,
+            rng,
+            true,
+            recv_id,
+            recv_id.wrapping_add(1),
+            isn,
+            0,
+        );
         c.state = State::SynSent;
         c.push_sent(PacketType::Syn, Vec::new());
         c
@@ -333,8 +343,17 @@ impl Connection {
         }
         let id = syn.header.conn_id;
         let isn = rng.next_u16();
-        let mut c =
-            Self::new(now, remote, config, rng, false, id.wrapping_add(1), id, isn, syn.header.seq_nr);
+        let mut c = Self::new(
+            now,
+            remote,
+            config,
+            rng,
+            false,
+            id.wrapping_add(1),
+            id,
+            isn,
+            syn.header.seq_nr,
+        );
         c.state = State::SynRecv;
         c.peer_syn_seq = syn.header.seq_nr;
         c.note_timestamps(now, &syn.header);
@@ -466,7 +485,8 @@ impl Connection {
 
     /// The filtered one-way queuing delay LEDBAT is steering on.
     pub fn queuing_delay(&self) -> Option<Duration> {
-        self.cc.queuing_delay(Some(self.rtt.latest()).filter(|_| self.rtt.has_sample()))
+        self.cc
+            .queuing_delay(Some(self.rtt.latest()).filter(|_| self.rtt.has_sample()))
     }
 
     /// The largest UDP payload known to pass the path.
@@ -494,7 +514,9 @@ impl Connection {
         if self.closing || self.state == State::Dead || self.state == State::Closed {
             return 0;
         }
-        self.config.send_buffer.saturating_sub(self.send_queue.len() + self.unacked_bytes)
+        self.config
+            .send_buffer
+            .saturating_sub(self.send_queue.len() + self.unacked_bytes)
     }
 
     /// Everything written has been sent and acknowledged.
@@ -567,10 +589,10 @@ impl Connection {
     /// (`EMSGSIZE`, or an ICMP "fragmentation needed"). It counts as the
     /// probe's loss, not as congestion.
     pub fn handle_mtu_probe_rejected(&mut self, now: Instant) {
-        if let Some(seq) = self.mtu.probe_seq {
-            if let Some(i) = self.index_of(seq) {
-                self.mark_lost(now, i);
-            }
+        if let Some(seq) = self.mtu.probe_seq
+            && let Some(i) = self.index_of(seq)
+        {
+            self.mark_lost(now, i);
         }
     }
 
@@ -689,7 +711,9 @@ impl Connection {
         let mut rtt_sample = None;
         let count = usize::from(ack_nr.wrapping_sub(last_acked));
         for _ in 0..count {
-            let Some(s) = self.sent.pop_front() else { break };
+            let Some(s) = self.sent.pop_front() else {
+                break;
+            };
             self.unacked_bytes -= s.payload.len();
             // Only a cumulative ack finishes our stream: a SACKed FIN still
             // has holes before it.
@@ -707,8 +731,12 @@ impl Connection {
                     if byte & (1 << bit) == 0 {
                         continue;
                     }
-                    let seq = ack_nr.wrapping_add(2).wrapping_add((byte_i * 8 + bit) as u16);
-                    let Some(i) = self.index_of(seq) else { continue };
+                    let seq = ack_nr
+                        .wrapping_add(2)
+                        .wrapping_add((byte_i * 8 + bit) as u16);
+                    let Some(i) = self.index_of(seq) else {
+                        continue;
+                    };
                     if self.sent[i].sacked || self.sent[i].sent_at.is_none() {
                         continue;
                     }
@@ -735,12 +763,12 @@ impl Connection {
             // repeats ack_nr legitimately, and the 29 s keep-alive acks
             // ack_nr − 1.
             self.dup_acks += 1;
-            if self.dup_acks == 3 {
-                if let Some(s) = self.sent.front() {
-                    if !s.sacked && !s.need_resend {
-                        self.mark_lost(now, 0);
-                    }
-                }
+            if self.dup_acks == 3
+                && let Some(s) = self.sent.front()
+                && !s.sacked
+                && !s.need_resend
+            {
+                self.mark_lost(now, 0);
             }
         }
         if newly_sacked > 0 {
@@ -765,17 +793,24 @@ impl Connection {
 
     /// Bookkeeping for one packet the peer has; returns the bytes newly
     /// delivered that were counted in flight.
-    fn on_delivered(&mut self, now: Instant, s: Delivered, rtt_sample: &mut Option<Duration>) -> usize {
+    fn on_delivered(
+        &mut self,
+        now: Instant,
+        s: Delivered,
+        rtt_sample: &mut Option<Duration>,
+    ) -> usize {
         // Karn: only packets sent once (and not since marked for resending)
         // give an RTT sample.
-        if !s.ambiguous {
-            if let Some(at) = s.sent_at {
-                *rtt_sample = Some(now.saturating_duration_since(at));
-            }
+        if !s.ambiguous
+            && let Some(at) = s.sent_at
+        {
+            *rtt_sample = Some(now.saturating_duration_since(at));
         }
         if s.mtu_probe && self.mtu.probe_seq == Some(s.seq) {
             self.mtu.probe_seq = None;
-            self.mtu.floor = u16::try_from(s.len + HEADER_LEN).unwrap_or(self.mtu.floor).max(self.mtu.floor);
+            self.mtu.floor = u16::try_from(s.len + HEADER_LEN)
+                .unwrap_or(self.mtu.floor)
+                .max(self.mtu.floor);
             self.cc.set_mss(self.mss());
             self.finish_mtu_search_if_done(now);
         }
@@ -848,7 +883,10 @@ impl Connection {
         self.recv.eof_reached()
             && self.fin_queued
             && self.send_queue.is_empty()
-            && self.sent.iter().all(|s| s.ty == PacketType::Fin || s.sacked)
+            && self
+                .sent
+                .iter()
+                .all(|s| s.ty == PacketType::Fin || s.sacked)
     }
 
     fn check_closed(&mut self, now: Instant) {
@@ -870,7 +908,13 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Dead => return None,
-            State::Closed => return self.linger_deadline.into_iter().chain(self.ack_deadline).min(),
+            State::Closed => {
+                return self
+                    .linger_deadline
+                    .into_iter()
+                    .chain(self.ack_deadline)
+                    .min();
+            }
             _ => {}
         }
         let idle = match self.state {
@@ -881,21 +925,25 @@ impl Connection {
         // for quiet connections (NAT bindings, idle timeouts).
         let keepalive = (self.state == State::Connected && self.sent.is_empty())
             .then(|| self.last_sent + self.config.keepalive_interval);
-        [self.rto_deadline, self.ack_deadline, self.zero_window_deadline, idle, keepalive]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.rto_deadline,
+            self.ack_deadline,
+            self.zero_window_deadline,
+            idle,
+            keepalive,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Dead => return,
-            State::Closed => {
-                if self.linger_deadline.is_some_and(|d| now >= d) {
-                    self.state = State::Dead;
-                    return;
-                }
+            State::Closed if self.linger_deadline.is_some_and(|d| now >= d) => {
+                self.state = State::Dead;
+                return;
             }
             _ => {}
         }
@@ -1005,7 +1053,9 @@ impl Connection {
         let now_wnd = self.recv.window();
         let mss = self.mss();
         let grown = now_wnd.saturating_sub(self.last_advertised);
-        if (self.last_advertised < 2 * mss && now_wnd >= 2 * mss) || grown >= self.config.recv_buffer / 4 {
+        if (self.last_advertised < 2 * mss && now_wnd >= 2 * mss)
+            || grown >= self.config.recv_buffer / 4
+        {
             self.ack_now = true;
         }
     }
@@ -1018,10 +1068,10 @@ impl Connection {
         if let Some(t) = self.poll_resend(now) {
             return Some(t);
         }
-        if self.state == State::Connected {
-            if let Some(t) = self.poll_new_data(now) {
-                return Some(t);
-            }
+        if self.state == State::Connected
+            && let Some(t) = self.poll_new_data(now)
+        {
+            return Some(t);
         }
         if self.ack_now || self.keepalive_due {
             let ack_nr = if self.ack_now {
@@ -1032,7 +1082,15 @@ impl Connection {
                 self.recv.ack_nr().wrapping_sub(1)
             };
             let sack = self.recv.sack();
-            return Some(self.build(now, PacketType::State, self.seq_nr, ack_nr, sack.as_deref(), &[], false));
+            return Some(self.build(
+                now,
+                PacketType::State,
+                self.seq_nr,
+                ack_nr,
+                sack.as_deref(),
+                &[],
+                false,
+            ));
         }
         None
     }
@@ -1066,8 +1124,16 @@ impl Connection {
         // be split without renumbering the stream.
         let dont_fragment = s.mtu_probe && s.transmissions == 1;
         let payload = std::mem::take(&mut self.sent[i].payload);
-        let conn_id = if ty == PacketType::Syn { self.recv_id } else { self.send_id };
-        let ack_nr = if ty == PacketType::Syn { 0 } else { self.recv.ack_nr() };
+        let conn_id = if ty == PacketType::Syn {
+            self.recv_id
+        } else {
+            self.send_id
+        };
+        let ack_nr = if ty == PacketType::Syn {
+            0
+        } else {
+            self.recv.ack_nr()
+        };
         let mut t = self.build(now, ty, seq, ack_nr, None, &payload, dont_fragment);
         if ty == PacketType::Syn {
             // The SYN carries our recv_id (BEP 29); rewrite the id field.
@@ -1091,15 +1157,23 @@ impl Connection {
         let allowed = window.saturating_sub(self.in_flight);
         let mut size = mss.min(self.send_queue.len());
         let mut probe = false;
-        if self.mtu.enabled && self.mtu.probe_seq.is_none() && !self.mtu.searching() {
-            if self.mtu.next_search.is_some_and(|t| now >= t) {
-                self.mtu.next_search = None;
-                self.mtu.ceiling = self.mtu.max;
-            }
+        if self.mtu.enabled
+            && self.mtu.probe_seq.is_none()
+            && !self.mtu.searching()
+            && self.mtu.next_search.is_some_and(|t| now >= t)
+        {
+            self.mtu.next_search = None;
+            self.mtu.ceiling = self.mtu.max;
         }
-        if self.mtu.searching() && self.mtu.probe_seq.is_none() && self.cc.window() > 3 * usize::from(self.mtu.floor) {
+        if self.mtu.searching()
+            && self.mtu.probe_seq.is_none()
+            && self.cc.window() > 3 * usize::from(self.mtu.floor)
+        {
             let probe_payload = usize::from(self.mtu.probe_size()) - HEADER_LEN;
-            if self.send_queue.len() >= probe_payload && allowed >= probe_payload && self.peer_wnd >= probe_payload {
+            if self.send_queue.len() >= probe_payload
+                && allowed >= probe_payload
+                && self.peer_wnd >= probe_payload
+            {
                 size = probe_payload;
                 probe = true;
             }
@@ -1161,6 +1235,10 @@ impl Connection {
             self.ack_deadline = None;
             self.unacked_packets = 0;
         }
-        Transmit { destination: self.remote, contents, dont_fragment }
+        Transmit {
+            destination: self.remote,
+            contents,
+            dont_fragment,
+        }
     }
 }

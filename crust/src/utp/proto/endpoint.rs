@@ -90,14 +90,29 @@ impl Endpoint {
         // Our recv_id and send_id (= recv_id + 1) must both be free for this peer.
         let recv_id = loop {
             let id = self.rng.next_u16();
-            if !self.by_id.contains_key(&(remote, id)) && !self.by_id.contains_key(&(remote, id.wrapping_add(1))) {
+            if !self.by_id.contains_key(&(remote, id))
+                && !self.by_id.contains_key(&(remote, id.wrapping_add(1)))
+            {
                 break id;
             }
         };
-        let conn = Connection::connect_with_id(now, remote, self.config.connection.clone(), recv_id, &mut self.rng);
+        let conn = Connection::connect_with_id(
+            now,
+            remote,
+            self.config.connection.clone(),
+            recv_id,
+            &mut self.rng,
+        );
         let handle = self.new_handle();
         self.by_id.insert((remote, recv_id), handle);
-        self.conns.insert(handle, Entry { conn, half_open: false, accepted: true });
+        self.conns.insert(
+            handle,
+            Entry {
+                conn,
+                half_open: false,
+                accepted: true,
+            },
+        );
         handle
     }
 
@@ -177,7 +192,9 @@ impl Endpoint {
     }
 
     fn deliver(&mut self, now: Instant, h: ConnectionHandle, p: &Packet<'_>) {
-        let Some(e) = self.conns.get_mut(&h) else { return };
+        let Some(e) = self.conns.get_mut(&h) else {
+            return;
+        };
         e.conn.handle_packet(now, p);
         if e.half_open && e.conn.state() != State::SynRecv {
             e.half_open = false;
@@ -191,7 +208,9 @@ impl Endpoint {
     /// A dead connection leaves the demultiplexer at once (so its ids are
     /// free and later packets get RESET); the application still holds it.
     fn retire(&mut self, h: ConnectionHandle) {
-        let Some(e) = self.conns.get_mut(&h) else { return };
+        let Some(e) = self.conns.get_mut(&h) else {
+            return;
+        };
         if e.half_open {
             e.half_open = false;
             self.half_open -= 1;
@@ -214,13 +233,25 @@ impl Endpoint {
         {
             return DatagramOutcome::Refused;
         }
-        let Ok(conn) = Connection::accept_packet(now, remote, p, self.config.connection.clone(), &mut self.rng)
-        else {
+        let Ok(conn) = Connection::accept_packet(
+            now,
+            remote,
+            p,
+            self.config.connection.clone(),
+            &mut self.rng,
+        ) else {
             return DatagramOutcome::Ignored;
         };
         let h = self.new_handle();
         self.by_id.insert((remote, conn.recv_id()), h);
-        self.conns.insert(h, Entry { conn, half_open: true, accepted: false });
+        self.conns.insert(
+            h,
+            Entry {
+                conn,
+                half_open: true,
+                accepted: false,
+            },
+        );
         self.half_open += 1;
         self.incoming.push_back(h);
         DatagramOutcome::Incoming(h)
@@ -230,7 +261,8 @@ impl Endpoint {
     fn send_reset(&mut self, now: Instant, remote: SocketAddr, to: &Header) {
         let burst = f64::from(self.config.reset_burst);
         if let Some(last) = self.reset_refilled {
-            let refill = now.saturating_duration_since(last).as_secs_f64() * f64::from(self.config.resets_per_second);
+            let refill = now.saturating_duration_since(last).as_secs_f64()
+                * f64::from(self.config.resets_per_second);
             self.reset_tokens = (self.reset_tokens + refill).min(burst);
         }
         self.reset_refilled = Some(now);
@@ -249,7 +281,11 @@ impl Endpoint {
         };
         let mut contents = Vec::new();
         packet::encode(&header, None, &[], &mut contents);
-        self.transmits.push_back(Transmit { destination: remote, contents, dont_fragment: false });
+        self.transmits.push_back(Transmit {
+            destination: remote,
+            contents,
+            dont_fragment: false,
+        });
     }
 
     /// Runs every connection's due timers.
@@ -272,7 +308,10 @@ impl Endpoint {
 
     /// The earliest timer of any connection.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|e| e.conn.poll_timeout()).min()
+        self.conns
+            .values()
+            .filter_map(|e| e.conn.poll_timeout())
+            .min()
     }
 
     /// The next datagram to send: endpoint RESETs first, then the
@@ -289,11 +328,11 @@ impl Endpoint {
             .map(|(h, _)| *h)
             .collect();
         for h in order {
-            if let Some(e) = self.conns.get_mut(&h) {
-                if let Some(t) = e.conn.poll_transmit(now) {
-                    self.cursor = Some(h);
-                    return Some(t);
-                }
+            if let Some(e) = self.conns.get_mut(&h)
+                && let Some(t) = e.conn.poll_transmit(now)
+            {
+                self.cursor = Some(h);
+                return Some(t);
             }
         }
         None
@@ -322,13 +361,19 @@ impl Endpoint {
     /// too large (`EMSGSIZE`); the connection that sent it takes it as the
     /// probe's loss, not as congestion.
     pub fn handle_transmit_too_large(&mut self, now: Instant, transmit: &Transmit) {
-        let Ok(p) = Packet::decode(&transmit.contents) else { return };
+        let Ok(p) = Packet::decode(&transmit.contents) else {
+            return;
+        };
         let send_id = p.header.conn_id;
         let remote = transmit.destination;
         let found = [send_id.wrapping_sub(1), send_id.wrapping_add(1)]
             .into_iter()
             .filter_map(|id| self.by_id.get(&(remote, id)).copied())
-            .find(|h| self.conns.get(h).is_some_and(|e| e.conn.send_id() == send_id));
+            .find(|h| {
+                self.conns
+                    .get(h)
+                    .is_some_and(|e| e.conn.send_id() == send_id)
+            });
         if let Some(e) = found.and_then(|h| self.conns.get_mut(&h)) {
             e.conn.handle_mtu_probe_rejected(now);
         }

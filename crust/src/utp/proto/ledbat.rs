@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::config::{CongestionMode, Config};
+use super::config::{Config, CongestionMode};
 use super::packet::ts_lt;
 
 const BUCKET: Duration = Duration::from_secs(60);
@@ -90,7 +90,11 @@ impl DelayHistory {
     pub(crate) fn queuing_delay(&self) -> Option<u32> {
         let base = self.base?;
         let current = self.recent.iter().copied().reduce(wmin)?;
-        Some(if ts_lt(current, base) { 0 } else { current.wrapping_sub(base) })
+        Some(if ts_lt(current, base) {
+            0
+        } else {
+            current.wrapping_sub(base)
+        })
     }
 }
 
@@ -112,7 +116,11 @@ enum Slowdown {
     /// Next slowdown at this time.
     Scheduled(Instant),
     /// Window held at two packets until `until`; then slow start back to `saved`.
-    Frozen { until: Instant, started: Instant, saved: f64 },
+    Frozen {
+        until: Instant,
+        started: Instant,
+        saved: f64,
+    },
     /// Slow start after a freeze, begun at `started`.
     Ramping { started: Instant },
 }
@@ -154,6 +162,7 @@ impl Ledbat {
         self.cwnd as usize
     }
 
+    #[cfg(test)]
     pub(crate) fn in_slow_start(&self) -> bool {
         self.slow_start
     }
@@ -180,12 +189,12 @@ impl Ledbat {
     pub(crate) fn on_reverse_delay_sample(&mut self, now: Instant, delay: u32) {
         let before = self.theirs.base();
         self.theirs.add_sample(now, delay);
-        if let (Some(before), Some(after)) = (before, self.theirs.base()) {
-            if ts_lt(after, before) {
-                let drift = before.wrapping_sub(after);
-                if drift <= MAX_DRIFT_STEP {
-                    self.ours.shift(drift);
-                }
+        if let (Some(before), Some(after)) = (before, self.theirs.base())
+            && ts_lt(after, before)
+        {
+            let drift = before.wrapping_sub(after);
+            if drift <= MAX_DRIFT_STEP {
+                self.ours.shift(drift);
             }
         }
     }
@@ -200,6 +209,7 @@ impl Ledbat {
         })
     }
 
+    #[cfg(test)]
     pub(crate) fn base_delay(&self) -> Option<u32> {
         self.ours.base()
     }
@@ -207,14 +217,20 @@ impl Ledbat {
     /// `bytes_acked` newly acknowledged; `flight` bytes were in flight before
     /// the ACK.
     pub(crate) fn on_ack(&mut self, now: Instant, bytes_acked: usize, flight: usize, rtt: RttInfo) {
-        let RttInfo { srtt: rtt, latest, min: min_rtt } = rtt;
+        let RttInfo {
+            srtt: rtt,
+            latest,
+            min: min_rtt,
+        } = rtt;
         if bytes_acked == 0 {
             return;
         }
         let acked = bytes_acked as f64;
         // Only a window that was actually used may grow (libtorrent).
         let saturated = flight as f64 + self.mss >= self.cwnd;
-        let qd = self.queuing_delay(latest).map_or(0.0, |d| d.as_micros() as f64);
+        let qd = self
+            .queuing_delay(latest)
+            .map_or(0.0, |d| d.as_micros() as f64);
         let off_target = ((self.target_us - qd) / self.target_us).clamp(-1.0, 1.0);
         match self.mode {
             CongestionMode::Ledbat => {
@@ -253,7 +269,8 @@ impl Ledbat {
                     } else {
                         // Per RTT: W += max(GAIN - W·(delay/target − 1), −W/2),
                         // spread over the ACKs of one window.
-                        let per_rtt = (gain * self.mss - self.cwnd * (qd / self.target_us - 1.0)).max(-self.cwnd / 2.0);
+                        let per_rtt = (gain * self.mss - self.cwnd * (qd / self.target_us - 1.0))
+                            .max(-self.cwnd / 2.0);
                         self.cwnd += per_rtt * acked / self.cwnd;
                     }
                 }
@@ -289,9 +306,17 @@ impl Ledbat {
             Slowdown::Scheduled(at) if now >= at && !self.slow_start => {
                 let saved = self.cwnd;
                 self.cwnd = self.min_cwnd();
-                self.slowdown = Slowdown::Frozen { until: now + rtt * 2, started: now, saved };
+                self.slowdown = Slowdown::Frozen {
+                    until: now + rtt * 2,
+                    started: now,
+                    saved,
+                };
             }
-            Slowdown::Frozen { until, started, saved } if now >= until => {
+            Slowdown::Frozen {
+                until,
+                started,
+                saved,
+            } if now >= until => {
                 self.slow_start = true;
                 self.ssthresh = saved;
                 self.slowdown = Slowdown::Ramping { started };
@@ -300,6 +325,7 @@ impl Ledbat {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn in_slowdown(&self) -> bool {
         matches!(self.slowdown, Slowdown::Frozen { .. })
     }
@@ -307,10 +333,10 @@ impl Ledbat {
     /// A packet was lost. Halves the window at most once per RTT; returns
     /// whether it did.
     pub(crate) fn on_loss(&mut self, now: Instant, rtt: Duration) -> bool {
-        if let Some(last) = self.last_cut {
-            if now.saturating_duration_since(last) < rtt {
-                return false;
-            }
+        if let Some(last) = self.last_cut
+            && now.saturating_duration_since(last) < rtt
+        {
+            return false;
         }
         self.last_cut = Some(now);
         self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
@@ -330,6 +356,7 @@ impl Ledbat {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 
@@ -346,7 +373,11 @@ mod tests {
     }
 
     fn info(srtt: Duration, latest: Option<Duration>) -> RttInfo {
-        RttInfo { srtt, latest, min: latest }
+        RttInfo {
+            srtt,
+            latest,
+            min: latest,
+        }
     }
 
     #[test]
@@ -440,7 +471,12 @@ mod tests {
         let before = l.window();
         for i in 0..50 {
             let w = l.window();
-            l.on_ack(t0 + Duration::from_millis(i), MSS, w, info(rtt(), Some(Duration::from_secs(1))));
+            l.on_ack(
+                t0 + Duration::from_millis(i),
+                MSS,
+                w,
+                info(rtt(), Some(Duration::from_secs(1))),
+            );
         }
         (before, l.window())
     }

@@ -32,10 +32,12 @@ mod rtt;
 #[cfg(test)]
 mod tests;
 
-pub use config::{CongestionMode, Config, EndpointConfig};
-pub use connection::{AcceptError, Connection, ConnectionError, ConnectionStats, Event, ReadError, State, Transmit};
+pub use config::{Config, CongestionMode, EndpointConfig};
+pub use connection::{
+    AcceptError, Connection, ConnectionError, ConnectionStats, Event, ReadError, State, Transmit,
+};
 pub use endpoint::{ConnectionHandle, DatagramOutcome, Endpoint};
 pub use packet::{
-    DecodeError, EXT_BITS, EXT_CLOSE_REASON, EXT_SACK, HEADER_LEN, Header, Packet, PacketType, VERSION, encode,
-    looks_like_utp,
+    DecodeError, EXT_BITS, EXT_CLOSE_REASON, EXT_SACK, HEADER_LEN, Header, Packet, PacketType,
+    VERSION, encode, looks_like_utp,
 };

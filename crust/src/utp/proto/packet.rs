@@ -127,9 +127,11 @@ impl<'a> Packet<'a> {
         if version != VERSION {
             return Err(DecodeError::BadVersion(version));
         }
-        let ty = PacketType::from_nibble(bytes[0] >> 4).ok_or(DecodeError::BadType(bytes[0] >> 4))?;
+        let ty =
+            PacketType::from_nibble(bytes[0] >> 4).ok_or(DecodeError::BadType(bytes[0] >> 4))?;
         let u16_at = |i: usize| u16::from_be_bytes([bytes[i], bytes[i + 1]]);
-        let u32_at = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u32_at =
+            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
         let header = Header {
             ty,
             conn_id: u16_at(2),
@@ -172,7 +174,12 @@ impl<'a> Packet<'a> {
             next = *following;
             rest = after;
         }
-        Ok(Packet { header, sack, close_reason, payload: rest })
+        Ok(Packet {
+            header,
+            sack,
+            close_reason,
+            payload: rest,
+        })
     }
 }
 
@@ -234,7 +241,13 @@ mod tests {
 
     #[test]
     fn every_type_round_trips() {
-        for ty in [PacketType::Data, PacketType::Fin, PacketType::State, PacketType::Reset, PacketType::Syn] {
+        for ty in [
+            PacketType::Data,
+            PacketType::Fin,
+            PacketType::State,
+            PacketType::Reset,
+            PacketType::Syn,
+        ] {
             let mut buf = Vec::new();
             encode(&header(ty), None, b"hi", &mut buf);
             assert_eq!(buf[0], (ty as u8) << 4 | 1);
@@ -248,12 +261,17 @@ mod tests {
     #[test]
     fn exact_byte_layout() {
         let mut buf = Vec::new();
-        encode(&header(PacketType::State), Some(&[0b101, 0, 0, 0]), &[], &mut buf);
+        encode(
+            &header(PacketType::State),
+            Some(&[0b101, 0, 0, 0]),
+            &[],
+            &mut buf,
+        );
         assert_eq!(
             buf,
             [
-                0x21, 1, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7, 0, 0x10, 0, 0, 0xff, 0xff, 0, 3, 0, 4, 5,
-                0, 0, 0
+                0x21, 1, 0x12, 0x34, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 7, 0, 0x10, 0, 0, 0xff, 0xff,
+                0, 3, 0, 4, 5, 0, 0, 0
             ]
         );
         let p = Packet::decode(&buf).unwrap();

@@ -63,7 +63,8 @@ impl RecvBuffer {
 
     /// Free bytes to advertise.
     pub(crate) fn window(&self) -> usize {
-        self.capacity.saturating_sub(self.ready.len() + self.ooo_bytes)
+        self.capacity
+            .saturating_sub(self.ready.len() + self.ooo_bytes)
     }
 
     pub(crate) fn readable(&self) -> usize {
@@ -89,13 +90,15 @@ impl RecvBuffer {
         if seq_lt(seq, next) || self.eof_reached {
             return Inserted::Duplicate;
         }
-        if let Some(eof) = self.eof_seq {
-            if seq_lt(eof, seq) || (seq == eof && !fin) {
-                return Inserted::Dropped;
-            }
+        if let Some(eof) = self.eof_seq
+            && (seq_lt(eof, seq) || (seq == eof && !fin))
+        {
+            return Inserted::Dropped;
         }
         let distance = seq.wrapping_sub(next);
-        if distance > self.max_reorder || self.ready.len() + self.ooo_bytes + payload.len() > self.capacity {
+        if distance > self.max_reorder
+            || self.ready.len() + self.ooo_bytes + payload.len() > self.capacity
+        {
             return Inserted::Dropped;
         }
         if fin {

@@ -83,7 +83,8 @@ impl RttEstimator {
             None => self.initial_rto,
             Some(srtt) => (srtt + self.rttvar * 4).max(self.min_rto),
         };
-        base.saturating_mul(1u32 << self.backoff.min(16)).min(self.max_rto)
+        base.saturating_mul(1u32 << self.backoff.min(16))
+            .min(self.max_rto)
     }
 }
 
@@ -92,7 +93,11 @@ mod tests {
     use super::*;
 
     fn est() -> RttEstimator {
-        RttEstimator::new(Duration::from_secs(1), Duration::from_millis(500), Duration::from_secs(60))
+        RttEstimator::new(
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+        )
     }
 
     #[test]

@@ -5,12 +5,14 @@ use std::time::{Duration, Instant};
 
 use super::sim::{A_ADDR, B_ADDR, addr};
 use crate::utp::proto::{
-    Config, Connection, ConnectionError, Endpoint, EndpointConfig, Event, Header, Packet, PacketType, State,
-    Transmit, encode,
+    Config, Connection, ConnectionError, Endpoint, EndpointConfig, Event, Header, Packet,
+    PacketType, State, Transmit, encode,
 };
 
 fn header(p: &Transmit) -> Header {
-    Packet::decode(&p.contents).expect("own packets decode").header
+    Packet::decode(&p.contents)
+        .expect("own packets decode")
+        .header
 }
 
 fn transmits(c: &mut Connection, now: Instant) -> Vec<Transmit> {
@@ -29,7 +31,8 @@ fn handshake(seed: u64) -> (Connection, Connection, Instant) {
     config.initial_window_packets = 100;
     let mut a = Connection::connect(now, addr(B_ADDR), config.clone(), seed);
     let syn = a.poll_transmit(now).expect("syn");
-    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, config, seed + 1).expect("accept");
+    let mut b =
+        Connection::accept(now, addr(A_ADDR), &syn.contents, config, seed + 1).expect("accept");
     let reply = b.poll_transmit(now).expect("syn reply");
     a.handle_datagram(now, &reply.contents).expect("decode");
     (a, b, now)
@@ -60,7 +63,8 @@ fn connection_ids_differ_by_one() {
     // The SYN carries the initiator's recv_id; it sends with recv_id + 1.
     assert_eq!(sh.conn_id, a.recv_id());
     assert_eq!(a.send_id(), a.recv_id().wrapping_add(1));
-    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 43).expect("accept");
+    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 43)
+        .expect("accept");
     assert_eq!(b.recv_id(), sh.conn_id.wrapping_add(1));
     assert_eq!(b.send_id(), sh.conn_id);
     let reply = b.poll_transmit(now).expect("reply");
@@ -88,7 +92,8 @@ fn syn_reply_carries_next_seq_without_increment() {
     let now = Instant::now();
     let mut a = Connection::connect(now, addr(B_ADDR), Config::default(), 1);
     let syn = a.poll_transmit(now).expect("syn");
-    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 2).expect("accept");
+    let mut b =
+        Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 2).expect("accept");
     let reply = b.poll_transmit(now).expect("reply");
     let rh = header(&reply);
     assert_eq!(rh.ty, PacketType::State);
@@ -107,7 +112,11 @@ fn syn_reply_carries_next_seq_without_increment() {
     b.handle_datagram(now, &data.contents).expect("decode");
     b.write(b"world");
     let back = transmits(&mut b, now);
-    let bd = back.iter().map(header).find(|h| h.ty == PacketType::Data).expect("b data");
+    let bd = back
+        .iter()
+        .map(header)
+        .find(|h| h.ty == PacketType::Data)
+        .expect("b data");
     // The acceptor's first DATA uses exactly the seq_nr it announced.
     assert_eq!(bd.seq_nr, rh.seq_nr);
     for t in &back {
@@ -125,11 +134,15 @@ fn accepts_libutp_style_reply_from_a_libutp_acceptor() {
     let now = Instant::now();
     let mut a = Connection::connect(now, addr(B_ADDR), Config::default(), 9);
     let syn = header(&a.poll_transmit(now).expect("syn"));
-    a.handle_datagram(now, &state_packet(syn.conn_id, 5000, syn.seq_nr, 0)).expect("decode");
+    a.handle_datagram(now, &state_packet(syn.conn_id, 5000, syn.seq_nr, 0))
+        .expect("decode");
     assert_eq!(a.state(), State::Connected);
     a.write(b"x");
     let d = header(&a.poll_transmit(now).expect("data"));
-    assert_eq!((d.ty, d.ack_nr, d.conn_id), (PacketType::Data, 4999, syn.conn_id.wrapping_add(1)));
+    assert_eq!(
+        (d.ty, d.ack_nr, d.conn_id),
+        (PacketType::Data, 4999, syn.conn_id.wrapping_add(1))
+    );
 }
 
 #[test]
@@ -172,7 +185,8 @@ fn resent_syn_reply_keeps_its_sequence_number() {
     let now = Instant::now();
     let mut a = Connection::connect(now, addr(B_ADDR), Config::default(), 11);
     let syn = a.poll_transmit(now).expect("syn");
-    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 12).expect("accept");
+    let mut b = Connection::accept(now, addr(A_ADDR), &syn.contents, Config::default(), 12)
+        .expect("accept");
     let r1 = header(&b.poll_transmit(now).expect("reply"));
     // The reply was lost; the initiator resends its SYN.
     let later = now + Duration::from_secs(1);
@@ -188,7 +202,11 @@ fn acceptor_waits_for_initiators_first_data() {
     let (mut a, mut b, now) = handshake(21);
     assert_eq!(b.state(), State::SynRecv);
     assert_eq!(b.write(b"early"), 5);
-    assert!(transmits(&mut b, now).iter().all(|t| header(t).ty != PacketType::Data));
+    assert!(
+        transmits(&mut b, now)
+            .iter()
+            .all(|t| header(t).ty != PacketType::Data)
+    );
     a.write(b"first");
     for t in transmits(&mut a, now) {
         b.handle_datagram(now, &t.contents).expect("decode");
@@ -196,9 +214,15 @@ fn acceptor_waits_for_initiators_first_data() {
     assert_eq!(b.state(), State::Connected);
     assert!(events(&mut b).contains(&Event::Connected));
     let out = transmits(&mut b, now);
-    let data: Vec<_> = out.iter().filter(|t| header(t).ty == PacketType::Data).collect();
+    let data: Vec<_> = out
+        .iter()
+        .filter(|t| header(t).ty == PacketType::Data)
+        .collect();
     assert_eq!(data.len(), 1);
-    assert_eq!(Packet::decode(&data[0].contents).expect("decode").payload, b"early");
+    assert_eq!(
+        Packet::decode(&data[0].contents).expect("decode").payload,
+        b"early"
+    );
 }
 
 #[test]
@@ -220,7 +244,8 @@ fn reset_for_unknown_connection_is_rate_limited() {
     };
     encode(&h, None, b"stray", &mut data);
     for _ in 0..100 {
-        ep.handle_datagram(now, addr(A_ADDR), &data).expect("decode");
+        ep.handle_datagram(now, addr(A_ADDR), &data)
+            .expect("decode");
     }
     let resets: Vec<_> = std::iter::from_fn(|| ep.poll_transmit(now)).collect();
     assert_eq!(resets.len(), 5);
@@ -229,13 +254,23 @@ fn reset_for_unknown_connection_is_rate_limited() {
     // Tokens come back at the configured rate.
     let later = now + Duration::from_secs(1);
     for _ in 0..100 {
-        ep.handle_datagram(later, addr(A_ADDR), &data).expect("decode");
+        ep.handle_datagram(later, addr(A_ADDR), &data)
+            .expect("decode");
     }
     assert_eq!(std::iter::from_fn(|| ep.poll_transmit(later)).count(), 2);
     // Never answer a RESET with a RESET.
     let mut reset = Vec::new();
-    encode(&Header { ty: PacketType::Reset, ..h }, None, &[], &mut reset);
-    ep.handle_datagram(later + Duration::from_secs(10), addr(A_ADDR), &reset).expect("decode");
+    encode(
+        &Header {
+            ty: PacketType::Reset,
+            ..h
+        },
+        None,
+        &[],
+        &mut reset,
+    );
+    ep.handle_datagram(later + Duration::from_secs(10), addr(A_ADDR), &reset)
+        .expect("decode");
     assert_eq!(ep.poll_transmit(later + Duration::from_secs(10)), None);
 }
 
@@ -256,7 +291,8 @@ fn reset_with_id_offset(offset: i32) -> Option<ConnectionError> {
         ack_nr: header(&syn).seq_nr,
     };
     encode(&h, None, &[], &mut reset);
-    a.handle_datagram(now, addr(B_ADDR), &reset).expect("decode");
+    a.handle_datagram(now, addr(B_ADDR), &reset)
+        .expect("decode");
     a.connection(ha).and_then(|c| c.error())
 }
 
@@ -274,16 +310,21 @@ fn zero_timestamp_difference_is_no_sample() {
     let now = Instant::now();
     let mut a = Connection::connect(now, addr(B_ADDR), Config::default(), 31);
     let syn = header(&a.poll_transmit(now).expect("syn"));
-    a.handle_datagram(now, &state_packet(syn.conn_id, 5000, syn.seq_nr, 0)).expect("decode");
+    a.handle_datagram(now, &state_packet(syn.conn_id, 5000, syn.seq_nr, 0))
+        .expect("decode");
     assert_eq!(a.queuing_delay(), None);
-    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 0)).expect("decode");
+    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 0))
+        .expect("decode");
     assert_eq!(a.queuing_delay(), None);
-    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 5000)).expect("decode");
+    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 5000))
+        .expect("decode");
     assert_eq!(a.queuing_delay(), Some(Duration::ZERO));
     // A later 0 is still not a sample: it cannot lower the base delay.
-    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 0)).expect("decode");
+    a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 0))
+        .expect("decode");
     for _ in 0..3 {
-        a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 9000)).expect("decode");
+        a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 9000))
+            .expect("decode");
     }
     assert_eq!(a.queuing_delay(), Some(Duration::from_micros(4000)));
 }
@@ -323,16 +364,34 @@ fn three_duplicate_state_acks_trigger_fast_retransmit() {
     let t = now + Duration::from_millis(20);
     // DATA packets repeating the ack do not count as duplicates.
     let mut data = Vec::new();
-    let dh = Header { ty: PacketType::Data, conn_id: a.recv_id(), timestamp: 1, timestamp_diff: 0, wnd_size: 1 << 20, seq_nr: a.ack_nr().wrapping_add(1), ack_nr: last_acked };
+    let dh = Header {
+        ty: PacketType::Data,
+        conn_id: a.recv_id(),
+        timestamp: 1,
+        timestamp_diff: 0,
+        wnd_size: 1 << 20,
+        seq_nr: a.ack_nr().wrapping_add(1),
+        ack_nr: last_acked,
+    };
     encode(&dh, None, b"d", &mut data);
     a.handle_datagram(t, &data).expect("decode");
     for _ in 0..2 {
-        a.handle_datagram(t, &state_packet(a.recv_id(), 0, last_acked, 0)).expect("decode");
+        a.handle_datagram(t, &state_packet(a.recv_id(), 0, last_acked, 0))
+            .expect("decode");
     }
-    assert!(transmits(&mut a, t).iter().all(|p| header(p).ty != PacketType::Data));
-    a.handle_datagram(t, &state_packet(a.recv_id(), 0, last_acked, 0)).expect("decode");
+    assert!(
+        transmits(&mut a, t)
+            .iter()
+            .all(|p| header(p).ty != PacketType::Data)
+    );
+    a.handle_datagram(t, &state_packet(a.recv_id(), 0, last_acked, 0))
+        .expect("decode");
     let out = transmits(&mut a, t);
-    let resent: Vec<_> = out.iter().map(header).filter(|h| h.ty == PacketType::Data).collect();
+    let resent: Vec<_> = out
+        .iter()
+        .map(header)
+        .filter(|h| h.ty == PacketType::Data)
+        .collect();
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].seq_nr, first.seq_nr);
     assert_eq!(a.stats().retransmits, 1);
@@ -346,12 +405,27 @@ fn sack_evidence_triggers_fast_retransmit() {
     let t = now + Duration::from_millis(20);
     // Packets 2, 3 and 4 arrived (bit i acknowledges ack_nr + 2 + i), so
     // the first is lost; 5 and 6 are not yet suspect.
-    let h = Header { ty: PacketType::State, conn_id: a.recv_id(), timestamp: 1, timestamp_diff: 0, wnd_size: 1 << 20, seq_nr: 0, ack_nr: first.wrapping_sub(1) };
+    let h = Header {
+        ty: PacketType::State,
+        conn_id: a.recv_id(),
+        timestamp: 1,
+        timestamp_diff: 0,
+        wnd_size: 1 << 20,
+        seq_nr: 0,
+        ack_nr: first.wrapping_sub(1),
+    };
     let mut p = Vec::new();
     encode(&h, Some(&[0b0000_0111, 0, 0, 0]), &[], &mut p);
     a.handle_datagram(t, &p).expect("decode");
-    let resent: Vec<_> = transmits(&mut a, t).iter().map(header).filter(|h| h.ty == PacketType::Data).collect();
-    assert_eq!(resent.iter().map(|h| h.seq_nr).collect::<Vec<_>>(), vec![first]);
+    let resent: Vec<_> = transmits(&mut a, t)
+        .iter()
+        .map(header)
+        .filter(|h| h.ty == PacketType::Data)
+        .collect();
+    assert_eq!(
+        resent.iter().map(|h| h.seq_nr).collect::<Vec<_>>(),
+        vec![first]
+    );
     assert_eq!(a.stats().window_cuts, 1);
 }
 
@@ -370,11 +444,20 @@ fn sack_longer_than_32_bits_is_understood() {
     let mut mask = vec![0u8; 12];
     let bit = n - 2;
     mask[bit / 8] |= 1 << (bit % 8);
-    let h = Header { ty: PacketType::State, conn_id: a.recv_id(), timestamp: 1, timestamp_diff: 0, wnd_size: 1 << 20, seq_nr: 0, ack_nr: first.wrapping_sub(1) };
+    let h = Header {
+        ty: PacketType::State,
+        conn_id: a.recv_id(),
+        timestamp: 1,
+        timestamp_diff: 0,
+        wnd_size: 1 << 20,
+        seq_nr: 0,
+        ack_nr: first.wrapping_sub(1),
+    };
     let mut p = Vec::new();
     encode(&h, Some(&mask), &[], &mut p);
     let before = a.bytes_in_flight();
-    a.handle_datagram(now + Duration::from_millis(5), &p).expect("decode");
+    a.handle_datagram(now + Duration::from_millis(5), &p)
+        .expect("decode");
     assert_eq!(a.bytes_in_flight(), before - 1000);
 }
 
@@ -413,12 +496,18 @@ fn delayed_ack_waits_then_acks_every_second_packet() {
     let t = b.poll_timeout().expect("ack timer");
     assert_eq!(t - now, Config::default().delayed_ack);
     b.handle_timeout(t);
-    assert_eq!(header(&b.poll_transmit(t).expect("delayed ack")).ack_nr, header(&p[0]).seq_nr);
+    assert_eq!(
+        header(&b.poll_transmit(t).expect("delayed ack")).ack_nr,
+        header(&p[0]).seq_nr
+    );
     // A second unacknowledged packet is acked at once.
     b.handle_datagram(t, &p[1].contents).expect("decode");
     assert_eq!(b.poll_transmit(t), None);
     b.handle_datagram(t, &p[2].contents).expect("decode");
-    assert_eq!(header(&b.poll_transmit(t).expect("immediate ack")).ack_nr, header(&p[2]).seq_nr);
+    assert_eq!(
+        header(&b.poll_transmit(t).expect("immediate ack")).ack_nr,
+        header(&p[2]).seq_nr
+    );
 }
 
 #[test]

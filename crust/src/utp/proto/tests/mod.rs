@@ -1,5 +1,8 @@
 //! Simulated-pair tests: two endpoints, impaired links, a virtual clock.
 
+// Configs are `#[non_exhaustive]`; tests change them the way users must.
+#![allow(clippy::field_reassign_with_default)]
+
 mod interop;
 mod reliability;
 mod sim;

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 
 use super::sim::{A_ADDR, B_ADDR, LinkConfig, Pair, addr, transfer};
 use crate::utp::proto::{
-    Config, ConnectionError, ConnectionHandle, DatagramOutcome, DecodeError, Endpoint, EndpointConfig, Event, Packet, PacketType,
-    ReadError, State,
+    Config, ConnectionError, ConnectionHandle, DatagramOutcome, DecodeError, Endpoint,
+    EndpointConfig, Event, Packet, PacketType, ReadError, State,
 };
 
 fn ty(d: &[u8]) -> Option<PacketType> {
@@ -16,7 +16,12 @@ fn ty(d: &[u8]) -> Option<PacketType> {
 
 #[test]
 fn fin_overtaking_data_still_ends_stream_after_all_bytes() {
-    let mut pair = Pair::new(1, Config::default(), LinkConfig::default(), LinkConfig::default());
+    let mut pair = Pair::new(
+        1,
+        Config::default(),
+        LinkConfig::default(),
+        LinkConfig::default(),
+    );
     let (ha, hb) = pair.connect();
     // Hold back the a->b DATA packets so the FIN overtakes them.
     pair.ab.cfg.jitter = Duration::ZERO;
@@ -27,12 +32,19 @@ fn fin_overtaking_data_still_ends_stream_after_all_bytes() {
     while let Some(t) = pair.a.poll_transmit(pair.now) {
         out.push(t);
     }
-    let fin = out.iter().position(|t| ty(&t.contents) == Some(PacketType::Fin)).expect("fin sent");
+    let fin = out
+        .iter()
+        .position(|t| ty(&t.contents) == Some(PacketType::Fin))
+        .expect("fin sent");
     let now = pair.now;
-    pair.b.handle_datagram(now, addr(A_ADDR), &out[fin].contents).expect("decode");
+    pair.b
+        .handle_datagram(now, addr(A_ADDR), &out[fin].contents)
+        .expect("decode");
     for (i, t) in out.iter().enumerate().rev() {
         if i != fin {
-            pair.b.handle_datagram(now, addr(A_ADDR), &t.contents).expect("decode");
+            pair.b
+                .handle_datagram(now, addr(A_ADDR), &t.contents)
+                .expect("decode");
         }
     }
     let b = pair.b.connection_mut(hb).expect("b");
@@ -43,7 +55,12 @@ fn fin_overtaking_data_still_ends_stream_after_all_bytes() {
 
 #[test]
 fn lost_fin_is_resent_and_both_sides_close() {
-    let mut pair = Pair::new(2, Config::default(), LinkConfig::default(), LinkConfig::default());
+    let mut pair = Pair::new(
+        2,
+        Config::default(),
+        LinkConfig::default(),
+        LinkConfig::default(),
+    );
     let mut fins = 0;
     pair.ab.drop_next.push(Box::new(move |d| {
         if ty(d) == Some(PacketType::Fin) && fins == 0 {
@@ -60,7 +77,12 @@ fn lost_fin_is_resent_and_both_sides_close() {
 
 #[test]
 fn closed_connection_lingers_then_drains() {
-    let mut pair = Pair::new(3, Config::default(), LinkConfig::default(), LinkConfig::default());
+    let mut pair = Pair::new(
+        3,
+        Config::default(),
+        LinkConfig::default(),
+        LinkConfig::default(),
+    );
     let r = transfer(&mut pair, 100, 100, Duration::from_secs(60));
     assert!(r.closed);
     assert!(pair.a_events.iter().any(|(_, e)| *e == Event::Closed));
@@ -93,20 +115,32 @@ fn rto_backs_off_and_connection_dies_after_max_timeouts() {
     let c = pair.a.connection(ha).expect("a");
     assert_eq!(c.error(), Some(ConnectionError::TimedOut));
     let gaps: Vec<Duration> = sends.windows(2).map(|w| w[1] - w[0]).collect();
-    assert_eq!(gaps.len(), Config::default().max_timeouts as usize - 1, "{gaps:?}");
+    assert_eq!(
+        gaps.len(),
+        Config::default().max_timeouts as usize - 1,
+        "{gaps:?}"
+    );
     for w in gaps.windows(2) {
-        assert!(w[1] == w[0] * 2 || w[1] == Config::default().max_rto, "{gaps:?}");
+        assert!(
+            w[1] == w[0] * 2 || w[1] == Config::default().max_rto,
+            "{gaps:?}"
+        );
     }
     assert!(gaps[0] >= Duration::from_millis(500), "{gaps:?}");
 }
 
 #[test]
 fn rto_never_below_500ms_on_fast_path() {
-    let link = LinkConfig { delay: Duration::from_micros(50), ..LinkConfig::default() };
+    let link = LinkConfig {
+        delay: Duration::from_micros(50),
+        ..LinkConfig::default()
+    };
     let mut pair = Pair::new(5, Config::default(), link.clone(), link);
     let (ha, _) = pair.connect();
     pair.a.connection_mut(ha).expect("a").write(&[0u8; 100_000]);
-    pair.drive_until(Duration::from_secs(5), |p| p.a.connection(ha).is_some_and(|c| c.is_send_idle()));
+    pair.drive_until(Duration::from_secs(5), |p| {
+        p.a.connection(ha).is_some_and(|c| c.is_send_idle())
+    });
     let c = pair.a.connection(ha).expect("a");
     assert!(c.rtt() < Duration::from_millis(5));
     assert_eq!(c.rto(), Duration::from_millis(500));
@@ -147,9 +181,16 @@ fn zero_window_probe_recovers_a_lost_window_update() {
     pair.a.connection_mut(ha).expect("a").write(&[1u8; 50_000]);
     pair.drive_until(Duration::from_secs(5), |_| false);
     // Every STATE from b is lost while the application drains its buffer.
-    pair.ba.drop_next.push(Box::new(|d| ty(d) == Some(PacketType::State)));
+    pair.ba
+        .drop_next
+        .push(Box::new(|d| ty(d) == Some(PacketType::State)));
     let mut buf = vec![0u8; 1 << 20];
-    let mut total = pair.b.connection_mut(hb).expect("b").read(&mut buf).expect("data");
+    let mut total = pair
+        .b
+        .connection_mut(hb)
+        .expect("b")
+        .read(&mut buf)
+        .expect("data");
     pair.drive_until(Duration::from_secs(1), |_| false);
     pair.ba.drop_next.clear();
     let done = pair.drive_until(Duration::from_secs(600), |p| {
@@ -164,12 +205,19 @@ fn zero_window_probe_recovers_a_lost_window_update() {
 
 #[test]
 fn mtu_probing_finds_the_path_mtu() {
-    let link = LinkConfig { mtu: 1400, ..LinkConfig::default() };
+    let link = LinkConfig {
+        mtu: 1400,
+        ..LinkConfig::default()
+    };
     let mut pair = Pair::new(8, Config::default(), link.clone(), link);
     let r = transfer(&mut pair, 3 << 20, 0, Duration::from_secs(600));
     assert!(r.closed);
     let c = pair.a.connection(ConnectionHandle(1)).expect("a");
-    assert!(c.path_mtu() <= 1400 && c.path_mtu() > 1400 - 16, "{}", c.path_mtu());
+    assert!(
+        c.path_mtu() <= 1400 && c.path_mtu() > 1400 - 16,
+        "{}",
+        c.path_mtu()
+    );
     assert!(c.stats().mtu_probes >= 3);
     // Lost probes are not congestion.
     assert_eq!(c.stats().window_cuts, 0);
@@ -186,18 +234,29 @@ fn mtu_probe_rejected_locally_lowers_the_ceiling() {
     let mut b = Endpoint::new(ec, 2);
     let ha = a.connect(now, addr(B_ADDR));
     let syn = a.poll_transmit(now).expect("syn");
-    b.handle_datagram(now, addr(A_ADDR), &syn.contents).expect("decode");
+    b.handle_datagram(now, addr(A_ADDR), &syn.contents)
+        .expect("decode");
     let reply = b.poll_transmit(now).expect("reply");
-    a.handle_datagram(now, addr(B_ADDR), &reply.contents).expect("decode");
+    a.handle_datagram(now, addr(B_ADDR), &reply.contents)
+        .expect("decode");
     a.connection_mut(ha).expect("a").write(&[0u8; 100_000]);
     let out: Vec<_> = std::iter::from_fn(|| a.poll_transmit(now)).collect();
-    let probe = out.iter().find(|t| t.dont_fragment).expect("a probe once the window allows");
+    let probe = out
+        .iter()
+        .find(|t| t.dont_fragment)
+        .expect("a probe once the window allows");
     assert!(probe.contents.len() > 1232);
     // The socket says EMSGSIZE.
     a.handle_transmit_too_large(now, probe);
     let resent = a.poll_transmit(now).expect("resend");
-    let (rp, pp) = (Packet::decode(&resent.contents).expect("decode"), Packet::decode(&probe.contents).expect("decode"));
-    assert_eq!((rp.header.seq_nr, rp.payload), (pp.header.seq_nr, pp.payload));
+    let (rp, pp) = (
+        Packet::decode(&resent.contents).expect("decode"),
+        Packet::decode(&probe.contents).expect("decode"),
+    );
+    assert_eq!(
+        (rp.header.seq_nr, rp.payload),
+        (pp.header.seq_nr, pp.payload)
+    );
     assert!(!resent.dont_fragment);
     let c = a.connection(ha).expect("a");
     assert_eq!(c.path_mtu(), 1232);
@@ -242,10 +301,20 @@ fn accept_queue_is_bounded() {
             let mut a = Endpoint::new(EndpointConfig::default(), u64::from(port));
             a.connect(now, addr(B_ADDR));
             let syn = a.poll_transmit(now).expect("syn");
-            b.handle_datagram(now, std::net::SocketAddr::from(([127, 0, 0, 1], 3000 + port)), &syn.contents)
+            b.handle_datagram(
+                now,
+                std::net::SocketAddr::from(([127, 0, 0, 1], 3000 + port)),
+                &syn.contents,
+            )
         })
         .collect();
-    assert_eq!(outcomes.iter().filter(|o| matches!(o, Ok(DatagramOutcome::Incoming(_)))).count(), 3);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(DatagramOutcome::Incoming(_))))
+            .count(),
+        3
+    );
     assert!(b.accept().is_some());
 }
 
@@ -253,13 +322,25 @@ fn accept_queue_is_bounded() {
 fn malformed_datagrams_are_rejected_without_side_effects() {
     let now = Instant::now();
     let mut b = Endpoint::new(EndpointConfig::default(), 1);
-    assert_eq!(b.handle_datagram(now, addr(A_ADDR), b"short"), Err(DecodeError::TooShort));
-    assert_eq!(b.handle_datagram(now, addr(A_ADDR), &[0x42; 20]), Err(DecodeError::BadVersion(2)));
-    assert_eq!(b.handle_datagram(now, addr(A_ADDR), &[0x71; 20]), Err(DecodeError::BadType(7)));
+    assert_eq!(
+        b.handle_datagram(now, addr(A_ADDR), b"short"),
+        Err(DecodeError::TooShort)
+    );
+    assert_eq!(
+        b.handle_datagram(now, addr(A_ADDR), &[0x42; 20]),
+        Err(DecodeError::BadVersion(2))
+    );
+    assert_eq!(
+        b.handle_datagram(now, addr(A_ADDR), &[0x71; 20]),
+        Err(DecodeError::BadType(7))
+    );
     let mut bad_ext = vec![0x41, 1];
     bad_ext.resize(20, 0);
     bad_ext.extend_from_slice(&[0, 200, 1, 2]);
-    assert_eq!(b.handle_datagram(now, addr(A_ADDR), &bad_ext), Err(DecodeError::TruncatedExtension));
+    assert_eq!(
+        b.handle_datagram(now, addr(A_ADDR), &bad_ext),
+        Err(DecodeError::TruncatedExtension)
+    );
     assert_eq!(b.poll_transmit(now), None);
     assert_eq!(b.connection_count(), 0);
 }
@@ -271,17 +352,30 @@ fn duplicate_syn_is_routed_to_the_existing_connection() {
     let mut b = Endpoint::new(EndpointConfig::default(), 2);
     a.connect(now, addr(B_ADDR));
     let syn = a.poll_transmit(now).expect("syn");
-    let first = b.handle_datagram(now, addr(A_ADDR), &syn.contents).expect("decode");
-    let again = b.handle_datagram(now, addr(A_ADDR), &syn.contents).expect("decode");
-    let DatagramOutcome::Incoming(h) = first else { panic!("{first:?}") };
+    let first = b
+        .handle_datagram(now, addr(A_ADDR), &syn.contents)
+        .expect("decode");
+    let again = b
+        .handle_datagram(now, addr(A_ADDR), &syn.contents)
+        .expect("decode");
+    let DatagramOutcome::Incoming(h) = first else {
+        panic!("{first:?}")
+    };
     assert_eq!(again, DatagramOutcome::Connection(h));
     assert_eq!(b.connection_count(), 1);
 }
 
 #[test]
 fn many_connections_share_one_endpoint() {
-    let mut pair = Pair::new(9, Config::default(), LinkConfig::lossy(0.02), LinkConfig::lossy(0.02));
-    let handles: Vec<_> = (0..20).map(|_| pair.a.connect(pair.now, addr(B_ADDR))).collect();
+    let mut pair = Pair::new(
+        9,
+        Config::default(),
+        LinkConfig::lossy(0.02),
+        LinkConfig::lossy(0.02),
+    );
+    let handles: Vec<_> = (0..20)
+        .map(|_| pair.a.connect(pair.now, addr(B_ADDR)))
+        .collect();
     for h in &handles {
         let c = pair.a.connection_mut(*h).expect("a");
         c.write(&h.0.to_be_bytes());
@@ -302,7 +396,9 @@ fn many_connections_share_one_endpoint() {
                     c.close();
                     break;
                 }
-                got.entry(*h).or_insert_with(Vec::new).extend_from_slice(&buf[..n]);
+                got.entry(*h)
+                    .or_insert_with(Vec::new)
+                    .extend_from_slice(&buf[..n]);
             }
         }
         got.len() == 20 && got.values().all(|v| v.len() == 20_008)
@@ -316,29 +412,48 @@ fn many_connections_share_one_endpoint() {
 
 #[test]
 fn read_reports_loss_after_reset() {
-    let mut pair = Pair::new(10, Config::default(), LinkConfig::default(), LinkConfig::default());
+    let mut pair = Pair::new(
+        10,
+        Config::default(),
+        LinkConfig::default(),
+        LinkConfig::default(),
+    );
     let (ha, hb) = pair.connect();
     pair.a.connection_mut(ha).expect("a").write(b"abc");
     pair.drive_until(Duration::from_millis(100), |_| false);
     pair.b.connection_mut(hb).expect("b").abort();
     pair.b.remove(hb);
     pair.a.connection_mut(ha).expect("a").write(b"more");
-    pair.drive_until(Duration::from_secs(2), |p| p.a.connection(ha).is_some_and(|c| c.state() == State::Dead));
+    pair.drive_until(Duration::from_secs(2), |p| {
+        p.a.connection(ha).is_some_and(|c| c.state() == State::Dead)
+    });
     let a = pair.a.connection_mut(ha).expect("a");
     assert_eq!(a.error(), Some(ConnectionError::Reset));
     let mut buf = [0u8; 8];
-    assert_eq!(a.read(&mut buf), Err(ReadError::Lost(ConnectionError::Reset)));
+    assert_eq!(
+        a.read(&mut buf),
+        Err(ReadError::Lost(ConnectionError::Reset))
+    );
 }
 
 fn impairment() -> impl Strategy<Value = (u64, LinkConfig, LinkConfig, u64, u64)> {
-    let link = (0.0f64..0.12, 0u64..40, 0.0f64..0.1, 1u64..60).prop_map(|(loss, jitter, dup, delay)| LinkConfig {
-        loss,
-        jitter: Duration::from_millis(jitter),
-        duplicate: dup,
-        delay: Duration::from_millis(delay),
-        ..LinkConfig::default()
-    });
-    (any::<u64>(), link.clone(), link, 0u64..150_000, 0u64..50_000)
+    let link =
+        (0.0f64..0.12, 0u64..40, 0.0f64..0.1, 1u64..60).prop_map(|(loss, jitter, dup, delay)| {
+            LinkConfig {
+                loss,
+                jitter: Duration::from_millis(jitter),
+                duplicate: dup,
+                delay: Duration::from_millis(delay),
+                ..LinkConfig::default()
+            }
+        });
+    (
+        any::<u64>(),
+        link.clone(),
+        link,
+        0u64..150_000,
+        0u64..50_000,
+    )
 }
 
 proptest! {

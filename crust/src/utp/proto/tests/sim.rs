@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::utp::proto::rng::SplitMix64;
-use crate::utp::proto::{Config, ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, Transmit};
+use crate::utp::proto::{
+    Config, ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, Transmit,
+};
 
 /// How one direction of the path treats packets. Every decision comes from a
 /// seeded generator.
@@ -42,7 +44,10 @@ impl Default for LinkConfig {
 
 impl LinkConfig {
     pub(crate) fn lossy(loss: f64) -> Self {
-        Self { loss, ..Self::default() }
+        Self {
+            loss,
+            ..Self::default()
+        }
     }
 }
 
@@ -55,6 +60,9 @@ pub(crate) struct LinkStats {
     pub(crate) queue_delays: Vec<Duration>,
 }
 
+/// Decides, per datagram, whether a scripted loss drops it.
+pub(crate) type DropRule = Box<dyn FnMut(&[u8]) -> bool>;
+
 pub(crate) struct Link {
     pub(crate) cfg: LinkConfig,
     rng: SplitMix64,
@@ -63,7 +71,7 @@ pub(crate) struct Link {
     busy_until: Option<Instant>,
     pub(crate) stats: LinkStats,
     /// Drop the next packets matching this predicate (scripted loss).
-    pub(crate) drop_next: Vec<Box<dyn FnMut(&[u8]) -> bool>>,
+    pub(crate) drop_next: Vec<DropRule>,
 }
 
 impl Link {
@@ -91,7 +99,10 @@ impl Link {
                 scripted = true;
             }
         }
-        if scripted || (t.dont_fragment && t.contents.len() > self.cfg.mtu) || self.chance(self.cfg.loss) {
+        if scripted
+            || (t.dont_fragment && t.contents.len() > self.cfg.mtu)
+            || self.chance(self.cfg.loss)
+        {
             self.stats.dropped += 1;
             return;
         }
@@ -109,7 +120,11 @@ impl Link {
             depart = start + Duration::from_secs_f64(t.contents.len() as f64 / rate as f64);
             self.busy_until = Some(depart);
         }
-        let copies = if self.chance(self.cfg.duplicate) { 2 } else { 1 };
+        let copies = if self.chance(self.cfg.duplicate) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let jitter = if self.cfg.jitter.is_zero() {
                 Duration::ZERO
@@ -117,7 +132,11 @@ impl Link {
                 Duration::from_nanos(self.rng.next_u64() % self.cfg.jitter.as_nanos() as u64)
             };
             self.order += 1;
-            self.queue.push(Reverse((depart + self.cfg.delay + jitter, self.order, t.contents.clone())));
+            self.queue.push(Reverse((
+                depart + self.cfg.delay + jitter,
+                self.order,
+                t.contents.clone(),
+            )));
         }
     }
 
@@ -196,17 +215,26 @@ impl Pair {
     /// false when nothing at all is scheduled.
     pub(crate) fn step(&mut self) -> bool {
         self.flush();
-        let next = [self.ab.next_time(), self.ba.next_time(), self.a.poll_timeout(), self.b.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.ab.next_time(),
+            self.ba.next_time(),
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let Some(next) = next else { return false };
         self.now = self.now.max(next);
         while let Some(d) = self.ab.pop_due(self.now) {
-            self.b.handle_datagram(self.now, addr(A_ADDR), &d).expect("valid datagram");
+            self.b
+                .handle_datagram(self.now, addr(A_ADDR), &d)
+                .expect("valid datagram");
         }
         while let Some(d) = self.ba.pop_due(self.now) {
-            self.a.handle_datagram(self.now, addr(B_ADDR), &d).expect("valid datagram");
+            self.a
+                .handle_datagram(self.now, addr(B_ADDR), &d)
+                .expect("valid datagram");
         }
         self.a.handle_timeout(self.now);
         self.b.handle_timeout(self.now);
@@ -215,7 +243,11 @@ impl Pair {
     }
 
     /// Steps until `done` or the virtual deadline; returns whether `done`.
-    pub(crate) fn drive_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+    pub(crate) fn drive_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
         let deadline = self.now + limit;
         loop {
             if done(self) {
@@ -236,7 +268,10 @@ impl Pair {
             if hb.is_none() {
                 hb = p.b.accept();
             }
-            hb.is_some() && p.a.connection(ha).is_some_and(|c| c.state() != State::SynSent)
+            hb.is_some()
+                && p.a
+                    .connection(ha)
+                    .is_some_and(|c| c.state() != State::SynSent)
         });
         assert!(ok, "handshake did not complete");
         (ha, hb.expect("accepted"))
@@ -259,7 +294,12 @@ pub(crate) struct TransferReport {
 
 /// Sends `ab_bytes` from `a` to `b` and `ba_bytes` back, both closing when
 /// done, checking every byte. Fails on corruption; reports what arrived.
-pub(crate) fn transfer(pair: &mut Pair, ab_bytes: u64, ba_bytes: u64, limit: Duration) -> TransferReport {
+pub(crate) fn transfer(
+    pair: &mut Pair,
+    ab_bytes: u64,
+    ba_bytes: u64,
+    limit: Duration,
+) -> TransferReport {
     let (ha, hb) = pair.connect();
     let mut sent = [0u64; 2];
     let mut received = [0u64; 2];
@@ -269,8 +309,14 @@ pub(crate) fn transfer(pair: &mut Pair, ab_bytes: u64, ba_bytes: u64, limit: Dur
     let totals = [ab_bytes, ba_bytes];
     let closed = pair.drive_until(limit, |p| {
         for side in 0..2 {
-            let (ep, h, peer_total) = if side == 0 { (&mut p.a, ha, ba_bytes) } else { (&mut p.b, hb, ab_bytes) };
-            let Some(c) = ep.connection_mut(h) else { continue };
+            let (ep, h, peer_total) = if side == 0 {
+                (&mut p.a, ha, ba_bytes)
+            } else {
+                (&mut p.b, hb, ab_bytes)
+            };
+            let Some(c) = ep.connection_mut(h) else {
+                continue;
+            };
             // Write as much as fits.
             while sent[side] < totals[side] {
                 let n = (totals[side] - sent[side]).min(chunk.len() as u64) as usize;
@@ -310,5 +356,10 @@ pub(crate) fn transfer(pair: &mut Pair, ab_bytes: u64, ba_bytes: u64, limit: Dur
             && matches!(state(&p.a, ha), Some(State::Closed | State::Dead))
             && matches!(state(&p.b, hb), Some(State::Closed | State::Dead))
     });
-    TransferReport { elapsed: pair.elapsed(), a_received: received[0], b_received: received[1], closed }
+    TransferReport {
+        elapsed: pair.elapsed(),
+        a_received: received[0],
+        b_received: received[1],
+        closed,
+    }
 }

@@ -47,7 +47,10 @@ fn loss_ten_percent() {
 
 #[test]
 fn heavy_reordering() {
-    let link = LinkConfig { jitter: Duration::from_millis(40), ..LinkConfig::default() };
+    let link = LinkConfig {
+        jitter: Duration::from_millis(40),
+        ..LinkConfig::default()
+    };
     run(7, 4 * MB, MB, link);
 }
 
@@ -65,7 +68,11 @@ fn reordering_duplication_and_loss() {
 #[test]
 fn many_seeds_small_transfers_with_loss() {
     for seed in 100..140 {
-        let link = LinkConfig { loss: (seed % 11) as f64 / 100.0, jitter: Duration::from_millis(seed % 17), ..LinkConfig::default() };
+        let link = LinkConfig {
+            loss: (seed % 11) as f64 / 100.0,
+            jitter: Duration::from_millis(seed % 17),
+            ..LinkConfig::default()
+        };
         run(seed, 50_000 + seed * 1000, seed * 500, link);
     }
 }
@@ -73,9 +80,21 @@ fn many_seeds_small_transfers_with_loss() {
 #[test]
 fn throughput_report() {
     for (loss, jitter) in [(0.0, 0), (0.01, 0), (0.05, 0), (0.0, 30)] {
-        let link = LinkConfig { loss, jitter: Duration::from_millis(jitter), rate: Some(12_500_000), queue_bytes: 1 << 20, ..LinkConfig::default() };
+        let link = LinkConfig {
+            loss,
+            jitter: Duration::from_millis(jitter),
+            rate: Some(12_500_000),
+            queue_bytes: 1 << 20,
+            ..LinkConfig::default()
+        };
         let mut pair = Pair::new(9, Config::default(), link.clone(), link);
         let r = transfer(&mut pair, 8 * MB, 0, Duration::from_secs(3600));
-        eprintln!("loss {loss} jitter {jitter}: {:?} -> {:.1} MB/s, a->b dropped {} of {}", r.elapsed, 8.0 / r.elapsed.as_secs_f64(), pair.ab.stats.dropped, pair.ab.stats.sent);
+        eprintln!(
+            "loss {loss} jitter {jitter}: {:?} -> {:.1} MB/s, a->b dropped {} of {}",
+            r.elapsed,
+            8.0 / r.elapsed.as_secs_f64(),
+            pair.ab.stats.dropped,
+            pair.ab.stats.sent
+        );
     }
 }
