@@ -487,6 +487,11 @@ impl Fabric {
                 inc(&self.counters.no_route);
                 return;
             }
+            // The router answers pings to its own external address.
+            if let Some(reply) = packet::echo_reply(&pkt, &m) {
+                self.send_from(now, n, in_link, reply);
+                return;
+            }
             match nat.inbound(now, &mut pkt, &mut m) {
                 Verdict::Forward => self.to_lan(now, n, pkt, &m),
                 Verdict::Reply(r) => self.send_from(now, n, in_link, r),

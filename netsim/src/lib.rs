@@ -43,6 +43,7 @@ mod network;
 mod packet;
 mod pcap;
 mod router;
+pub mod scenario;
 
 mod sys;
 mod topology;
@@ -53,5 +54,5 @@ pub use fabric::PortForward;
 pub use link::{Fate, GilbertElliott, Impairment, LinkConfig, LinkStats};
 pub use nat::{Dependence, NatConfig, NatPreset, NatStats, PortAssignment, Unsolicited};
 pub use network::{Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run};
-pub use sys::enter_user_namespace;
+pub use sys::{enter_netns_file, enter_user_namespace};
 pub use topology::{HostId, HostSpec, RouterId, RouterSpec, Subnet, Topology};

@@ -549,7 +549,9 @@ impl Nat {
             return Verdict::Drop;
         }
         let internal = SocketAddrV4::new(m.src, m.sport);
-        let remote = SocketAddrV4::new(m.dst, m.dport);
+        // ICMP echo has one identifier, no remote port: filter on the address.
+        let remote_port = if m.proto == ICMP { 0 } else { m.dport };
+        let remote = SocketAddrV4::new(m.dst, remote_port);
         let key = self.out_key(m.proto, internal, remote);
         let id = match self.by_key.get(&key).copied() {
             Some(id) if self.live(id, now) => id,
@@ -642,7 +644,7 @@ impl Nat {
             inc(&self.counters.translated_in);
             return Verdict::Forward;
         }
-        let from = SocketAddrV4::new(m.src, m.sport);
+        let from = SocketAddrV4::new(m.src, if m.proto == ICMP { 0 } else { m.sport });
         let found = self.by_port.get(&(m.proto, m.dport)).copied().filter(|id| self.live(*id, now));
         let allowed = found.filter(|id| self.mappings.get(id).is_some_and(|mp| self.permitted(mp, from)));
         let Some(id) = allowed else {

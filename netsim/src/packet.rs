@@ -392,6 +392,23 @@ pub(crate) fn icmp_error(orig: &[u8], om: &Meta, src: Ipv4Addr, typ: u8, code: u
     out
 }
 
+/// Builds the echo reply to an ICMP echo request.
+pub(crate) fn echo_reply(req: &[u8], m: &Meta) -> Option<Vec<u8>> {
+    if m.proto != ICMP || m.icmp_type != ICMP_ECHO_REQUEST {
+        return None;
+    }
+    let body = &req[m.l4..];
+    let mut out = Vec::with_capacity(20 + body.len());
+    ip_header(&mut out, ICMP, m.dst, m.src, body.len());
+    out.extend_from_slice(body);
+    out[20] = ICMP_ECHO_REPLY;
+    out[22] = 0;
+    out[23] = 0;
+    let c = checksum(&out[20..]);
+    put16(&mut out, 22, c);
+    Some(out)
+}
+
 /// Builds the TCP reset that answers `orig` (RFC 793, "Reset Generation").
 pub(crate) fn tcp_rst(orig: &[u8], om: &Meta) -> Option<Vec<u8>> {
     if om.proto != TCP || !om.has_ports || om.tcp_flags & TCP_RST != 0 {

@@ -147,3 +147,10 @@ pub fn enter_user_namespace() -> std::io::Result<()> {
     std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))?;
     Ok(())
 }
+
+/// Moves the calling thread into the network namespace at `path` (for
+/// example a path printed by `netsim up`).
+pub fn enter_netns_file(path: &std::path::Path) -> std::io::Result<()> {
+    let f = File::open(path)?;
+    enter(&f)
+}
