@@ -80,7 +80,9 @@ pub async fn serve_probes(addrs: [Ipv4Addr; 2], port: u16) -> io::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut buf = [0u8; 64];
             loop {
-                let Ok((n, from)) = socks[i].recv_from(&mut buf).await else { continue };
+                let Ok((n, from)) = socks[i].recv_from(&mut buf).await else {
+                    continue;
+                };
                 let msg = &buf[..n];
                 if msg == QUIT {
                     let _ = quit_tx.send(()).await;
@@ -89,7 +91,9 @@ pub async fn serve_probes(addrs: [Ipv4Addr; 2], port: u16) -> io::Result<()> {
                 if n != 13 || &msg[..4] != b"NSP1" {
                     continue;
                 }
-                let SocketAddr::V4(from4) = from else { continue };
+                let SocketAddr::V4(from4) = from else {
+                    continue;
+                };
                 let reply_from = match msg[12] {
                     0 => i,
                     1 => i ^ 1,
@@ -121,7 +125,13 @@ pub async fn stop_probes(server: Ipv4Addr, port: u16) -> io::Result<()> {
     Ok(())
 }
 
-async fn query(s: &UdpSocket, to: (Ipv4Addr, u16), mode: u8, tries: u32, wait: Duration) -> io::Result<Option<SocketAddrV4>> {
+async fn query(
+    s: &UdpSocket,
+    to: (Ipv4Addr, u16),
+    mode: u8,
+    tries: u32,
+    wait: Duration,
+) -> io::Result<Option<SocketAddrV4>> {
     let txid: u64 = rand_txid();
     let mut req = Vec::with_capacity(13);
     req.extend_from_slice(b"NSP1");
@@ -135,7 +145,10 @@ async fn query(s: &UdpSocket, to: (Ipv4Addr, u16), mode: u8, tries: u32, wait: D
             let (n, _) = r?;
             if n == 18 && &b[..4] == b"NSR1" && b[4..12] == txid.to_be_bytes() {
                 let ip = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
-                return Ok(Some(SocketAddrV4::new(ip, u16::from_be_bytes([b[16], b[17]]))));
+                return Ok(Some(SocketAddrV4::new(
+                    ip,
+                    u16::from_be_bytes([b[16], b[17]]),
+                )));
             }
         }
     }
@@ -145,8 +158,14 @@ async fn query(s: &UdpSocket, to: (Ipv4Addr, u16), mode: u8, tries: u32, wait: D
 fn rand_txid() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(1);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    crate::fate::hash(&[t.as_nanos() as u64, N.fetch_add(1, Ordering::Relaxed), u64::from(std::process::id())])
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::fate::hash(&[
+        t.as_nanos() as u64,
+        N.fetch_add(1, Ordering::Relaxed),
+        u64::from(std::process::id()),
+    ])
 }
 
 async fn fresh() -> io::Result<UdpSocket> {
@@ -184,9 +203,15 @@ pub async fn classify(server: [Ipv4Addr; 2], port: u16) -> Result<NatReport, Cla
     };
 
     let f = fresh().await?;
-    let filtering = if query(&f, (server[0], port), 2, fail.0, fail.1).await?.is_some() {
+    let filtering = if query(&f, (server[0], port), 2, fail.0, fail.1)
+        .await?
+        .is_some()
+    {
         Dependence::EndpointIndependent
-    } else if query(&f, (server[0], port), 1, fail.0, fail.1).await?.is_some() {
+    } else if query(&f, (server[0], port), 1, fail.0, fail.1)
+        .await?
+        .is_some()
+    {
         Dependence::AddressDependent
     } else {
         Dependence::AddressAndPortDependent
@@ -197,13 +222,18 @@ pub async fn classify(server: [Ipv4Addr; 2], port: u16) -> Result<NatReport, Cla
     for _ in 0..4 {
         let p = fresh().await?;
         locals.push(local_port(&p)?);
-        let m = query(&p, (server[0], port), 0, ok.0, ok.1).await?.ok_or(ClassifyError::UdpBlocked)?;
+        let m = query(&p, (server[0], port), 0, ok.0, ok.1)
+            .await?
+            .ok_or(ClassifyError::UdpBlocked)?;
         mapped.push(m.port());
     }
     let ports = if locals == mapped {
         PortBehaviour::Preserving
     } else {
-        let deltas: Vec<i32> = mapped.windows(2).map(|w| i32::from(w[1]) - i32::from(w[0])).collect();
+        let deltas: Vec<i32> = mapped
+            .windows(2)
+            .map(|w| i32::from(w[1]) - i32::from(w[0]))
+            .collect();
         if deltas.iter().all(|d| *d == deltas[0]) && (1..=64).contains(&deltas[0].abs()) {
             PortBehaviour::Sequential(deltas[0])
         } else {
@@ -213,8 +243,12 @@ pub async fn classify(server: [Ipv4Addr; 2], port: u16) -> Result<NatReport, Cla
 
     let h1 = fresh().await?;
     let h2 = fresh().await?;
-    let hm1 = query(&h1, (server[0], port), 0, ok.0, ok.1).await?.ok_or(ClassifyError::UdpBlocked)?;
-    let hm2 = query(&h2, (server[0], port), 0, ok.0, ok.1).await?.ok_or(ClassifyError::UdpBlocked)?;
+    let hm1 = query(&h1, (server[0], port), 0, ok.0, ok.1)
+        .await?
+        .ok_or(ClassifyError::UdpBlocked)?;
+    let hm2 = query(&h2, (server[0], port), 0, ok.0, ok.1)
+        .await?
+        .ok_or(ClassifyError::UdpBlocked)?;
     // Open h1's filter towards h2's mapping first, so filtering alone does
     // not hide hairpinning.
     h1.send_to(b"open", hm2).await?;
@@ -233,5 +267,12 @@ pub async fn classify(server: [Ipv4Addr; 2], port: u16) -> Result<NatReport, Cla
             break;
         }
     }
-    Ok(NatReport { behind_nat, mapping, filtering, ports, hairpinning, mapped: m1 })
+    Ok(NatReport {
+        behind_nat,
+        mapping,
+        filtering,
+        ports,
+        hairpinning,
+        mapped: m1,
+    })
 }

@@ -204,7 +204,13 @@ impl Fabric {
         for (i, r) in topology.routers.iter().enumerate() {
             let node = i + 1;
             let parent = r.upstream.map_or(0, |u| u.0 + 1);
-            let link = f.add_link(&r.name, End::Node(node), parent, r.link.up.clone(), r.link.down.clone())?;
+            let link = f.add_link(
+                &r.name,
+                End::Node(node),
+                parent,
+                r.link.up.clone(),
+                r.link.down.clone(),
+            )?;
             f.nodes[node].uplink = Some(link);
             f.nodes[parent].exact.insert(r.wan_ip, link);
             if r.nat.is_none() {
@@ -247,7 +253,10 @@ impl Fabric {
         self.links.push(Link {
             name: name.to_owned(),
             ends: [lower, End::Node(node)],
-            dirs: [LinkDir::new(up, self.seed, key, true), LinkDir::new(down, self.seed, key, false)],
+            dirs: [
+                LinkDir::new(up, self.seed, key, true),
+                LinkDir::new(down, self.seed, key, false),
+            ],
             pcap,
         });
         Ok(id)
@@ -257,7 +266,13 @@ impl Fabric {
     pub(crate) fn add_host(&mut self, h: &HostSpec) -> std::io::Result<TunId> {
         let tun = self.tun_link.len();
         let node = h.network.map_or(0, |r| r.0 + 1);
-        let link = self.add_link(&h.name, End::Tun(tun), node, h.link.up.clone(), h.link.down.clone())?;
+        let link = self.add_link(
+            &h.name,
+            End::Tun(tun),
+            node,
+            h.link.up.clone(),
+            h.link.down.clone(),
+        )?;
         self.tun_link.push(link);
         for (ip, _) in &h.addrs {
             self.nodes[node].exact.insert(*ip, link);
@@ -265,7 +280,9 @@ impl Fabric {
         // A public host on an open router must be reachable from above.
         let mut at = node;
         while matches!(self.nodes[at].kind, Kind::Open) {
-            let Some(up) = self.nodes[at].uplink else { break };
+            let Some(up) = self.nodes[at].uplink else {
+                break;
+            };
             let parent = up_parent(self, up);
             for (ip, _) in &h.addrs {
                 self.nodes[parent].exact.insert(*ip, up);
@@ -290,27 +307,41 @@ impl Fabric {
         self.nodes
             .iter()
             .filter_map(|n| match &n.kind {
-                Kind::Nat(nat) => Some(NatHandles { name: n.name.clone(), counters: nat.counters.clone() }),
+                Kind::Nat(nat) => Some(NatHandles {
+                    name: n.name.clone(),
+                    counters: nat.counters.clone(),
+                }),
                 _ => None,
             })
             .collect()
     }
 
     fn nat_mut(&mut self, router: &str) -> Option<&mut Nat> {
-        self.nodes.iter_mut().find(|n| n.name == router).and_then(|n| match &mut n.kind {
-            Kind::Nat(nat) => Some(&mut **nat),
-            _ => None,
-        })
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == router)
+            .and_then(|n| match &mut n.kind {
+                Kind::Nat(nat) => Some(&mut **nat),
+                _ => None,
+            })
     }
 
     /// Adds a port forward on a NAT router.
-    pub(crate) fn add_forward(&mut self, router: &str, proto: u8, ext_port: u16, internal: SocketAddrV4) -> bool {
-        self.nat_mut(router).is_some_and(|n| n.add_forward(proto, ext_port, internal))
+    pub(crate) fn add_forward(
+        &mut self,
+        router: &str,
+        proto: u8,
+        ext_port: u16,
+        internal: SocketAddrV4,
+    ) -> bool {
+        self.nat_mut(router)
+            .is_some_and(|n| n.add_forward(proto, ext_port, internal))
     }
 
     /// Removes a port forward.
     pub(crate) fn remove_forward(&mut self, router: &str, proto: u8, ext_port: u16) -> bool {
-        self.nat_mut(router).is_some_and(|n| n.remove_forward(proto, ext_port))
+        self.nat_mut(router)
+            .is_some_and(|n| n.remove_forward(proto, ext_port))
     }
 
     /// Lists a NAT router's port forwards.
@@ -336,7 +367,9 @@ impl Fabric {
 
     /// A packet read from TUN `tun` at `now`.
     pub(crate) fn ingress(&mut self, now: Instant, tun: TunId, pkt: Vec<u8>) {
-        let Some(&link) = self.tun_link.get(tun) else { return };
+        let Some(&link) = self.tun_link.get(tun) else {
+            return;
+        };
         self.transmit(now, link, UP, pkt);
     }
 
@@ -348,7 +381,9 @@ impl Fabric {
     /// Delivers every packet due by `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         while self.heap.peek().is_some_and(|p| p.0.at <= now) {
-            let Some(Reverse(p)) = self.heap.pop() else { break };
+            let Some(Reverse(p)) = self.heap.pop() else {
+                break;
+            };
             self.deliver(now, p.link, p.dir, p.pkt);
         }
     }
@@ -373,7 +408,10 @@ impl Fabric {
         };
         let fate = self.links[link].dirs[dir].offer(now, pkt.len(), flow_key(&meta));
         match fate {
-            Fate::Delivered { delay_ns, duplicate_ns } => {
+            Fate::Delivered {
+                delay_ns,
+                duplicate_ns,
+            } => {
                 if let Some(d) = duplicate_ns {
                     self.schedule(now + Duration::from_nanos(d), link, dir, pkt.clone());
                 }
@@ -389,7 +427,14 @@ impl Fabric {
                 if let (End::Node(n), true) = (sender, meta.df) {
                     // The sending router answers on the side the packet came from.
                     let src = self.nodes[n].lan_ip;
-                    let err = packet::icmp_error(&pkt, &meta, src, packet::ICMP_DEST_UNREACH, 4, mtu as u16);
+                    let err = packet::icmp_error(
+                        &pkt,
+                        &meta,
+                        src,
+                        packet::ICMP_DEST_UNREACH,
+                        4,
+                        mtu as u16,
+                    );
                     self.route_from_node(now, n, err);
                 }
             }
@@ -399,7 +444,13 @@ impl Fabric {
 
     fn schedule(&mut self, at: Instant, link: usize, dir: usize, pkt: Vec<u8>) {
         self.seq += 1;
-        self.heap.push(Reverse(Pending { at, seq: self.seq, link, dir, pkt }));
+        self.heap.push(Reverse(Pending {
+            at,
+            seq: self.seq,
+            link,
+            dir,
+            pkt,
+        }));
     }
 
     fn deliver(&mut self, now: Instant, link: usize, dir: usize, pkt: Vec<u8>) {
@@ -416,26 +467,34 @@ impl Fabric {
 
     /// Sends `pkt` out of node `n` on `link`.
     fn send_from(&mut self, now: Instant, n: usize, link: usize, pkt: Vec<u8>) {
-        let dir = if self.links[link].ends[1] == End::Node(n) { DOWN } else { UP };
+        let dir = if self.links[link].ends[1] == End::Node(n) {
+            DOWN
+        } else {
+            UP
+        };
         self.transmit(now, link, dir, pkt);
     }
 
     fn lookup(&self, n: usize, dst: Ipv4Addr) -> Option<usize> {
         let node = &self.nodes[n];
-        node.exact
-            .get(&dst)
-            .copied()
-            .or_else(|| node.subnets.iter().find(|(s, _)| s.contains(dst)).map(|(_, l)| *l))
+        node.exact.get(&dst).copied().or_else(|| {
+            node.subnets
+                .iter()
+                .find(|(s, _)| s.contains(dst))
+                .map(|(_, l)| *l)
+        })
     }
 
     /// Routes a packet the node itself originated (an ICMP error).
     fn route_from_node(&mut self, now: Instant, n: usize, mut pkt: Vec<u8>) {
-        let Some(mut m) = packet::parse(&pkt) else { return };
+        let Some(mut m) = packet::parse(&pkt) else {
+            return;
+        };
         if let Kind::Nat(nat) = &mut self.nodes[n].kind {
             // An error about a packet already translated goes back inside.
             if m.dst == nat.ext_ip() {
                 if nat.inbound(now, &mut pkt, &mut m) == Verdict::Forward {
-                    self.to_lan(now, n, pkt, &m);
+                    self.deliver_lan(now, n, pkt, &m);
                 }
                 return;
             }
@@ -446,9 +505,23 @@ impl Fabric {
         }
     }
 
-    fn icmp_back(&mut self, now: Instant, n: usize, in_link: usize, pkt: &[u8], m: &Meta, typ: u8, code: u8) {
+    #[allow(clippy::too_many_arguments)] // one call shape, spelled out at each use
+    fn icmp_back(
+        &mut self,
+        now: Instant,
+        n: usize,
+        in_link: usize,
+        pkt: &[u8],
+        m: &Meta,
+        typ: u8,
+        code: u8,
+    ) {
         let from_wan = self.nodes[n].uplink == Some(in_link);
-        let src = if from_wan { self.nodes[n].wan_ip } else { self.nodes[n].lan_ip };
+        let src = if from_wan {
+            self.nodes[n].wan_ip
+        } else {
+            self.nodes[n].lan_ip
+        };
         let err = packet::icmp_error(pkt, m, src, typ, code, 0);
         self.send_from(now, n, in_link, err);
     }
@@ -468,7 +541,10 @@ impl Fabric {
         let from_wan = self.nodes[n].uplink == Some(in_link);
         let Kind::Nat(_) = &self.nodes[n].kind else {
             // Plain routing (the core and open routers).
-            match self.lookup(n, m.dst).or(self.nodes[n].uplink.filter(|u| *u != in_link)) {
+            match self
+                .lookup(n, m.dst)
+                .or(self.nodes[n].uplink.filter(|u| *u != in_link))
+            {
                 Some(link) => self.send_from(now, n, link, pkt),
                 None => {
                     inc(&self.counters.no_route);
@@ -480,7 +556,9 @@ impl Fabric {
             return;
         };
         let lan = self.nodes[n].lan;
-        let Kind::Nat(nat) = &mut self.nodes[n].kind else { return };
+        let Kind::Nat(nat) = &mut self.nodes[n].kind else {
+            return;
+        };
         let ext_ip = nat.ext_ip();
         if from_wan {
             if m.dst != ext_ip {
@@ -493,14 +571,14 @@ impl Fabric {
                 return;
             }
             match nat.inbound(now, &mut pkt, &mut m) {
-                Verdict::Forward => self.to_lan(now, n, pkt, &m),
+                Verdict::Forward => self.deliver_lan(now, n, pkt, &m),
                 Verdict::Reply(r) => self.send_from(now, n, in_link, r),
                 Verdict::Drop => {}
             }
             return;
         }
         if lan.is_some_and(|s| s.contains(m.dst)) {
-            self.to_lan(now, n, pkt, &m);
+            self.deliver_lan(now, n, pkt, &m);
             return;
         }
         if m.dst == ext_ip {
@@ -514,9 +592,9 @@ impl Fabric {
             match nat.inbound(now, &mut pkt, &mut m) {
                 Verdict::Forward => {
                     inc(&nat.counters.hairpinned);
-                    self.to_lan(now, n, pkt, &m);
+                    self.deliver_lan(now, n, pkt, &m);
                 }
-                Verdict::Reply(r) => self.to_lan_parsed(now, n, r),
+                Verdict::Reply(r) => self.deliver_lan_parsed(now, n, r),
                 Verdict::Drop => {}
             }
             return;
@@ -526,18 +604,18 @@ impl Fabric {
                 Some(up) => self.send_from(now, n, up, pkt),
                 None => inc(&self.counters.no_route),
             },
-            Verdict::Reply(r) => self.to_lan_parsed(now, n, r),
+            Verdict::Reply(r) => self.deliver_lan_parsed(now, n, r),
             Verdict::Drop => {}
         }
     }
 
-    fn to_lan_parsed(&mut self, now: Instant, n: usize, pkt: Vec<u8>) {
+    fn deliver_lan_parsed(&mut self, now: Instant, n: usize, pkt: Vec<u8>) {
         if let Some(m) = packet::parse(&pkt) {
-            self.to_lan(now, n, pkt, &m);
+            self.deliver_lan(now, n, pkt, &m);
         }
     }
 
-    fn to_lan(&mut self, now: Instant, n: usize, pkt: Vec<u8>, m: &Meta) {
+    fn deliver_lan(&mut self, now: Instant, n: usize, pkt: Vec<u8>, m: &Meta) {
         match self.lookup(n, m.dst) {
             Some(link) => self.send_from(now, n, link, pkt),
             None => inc(&self.counters.no_route),
@@ -596,7 +674,10 @@ mod tests {
         let mut t = Topology::new();
         let a = t.public_host("a");
         let b = t.public_host("b");
-        t.set_link(a, LinkConfig::symmetric(Impairment::none().latency(Duration::from_millis(10))));
+        t.set_link(
+            a,
+            LinkConfig::symmetric(Impairment::none().latency(Duration::from_millis(10))),
+        );
         let mut f = Fabric::new(&t, 1).unwrap();
         let now = Instant::now();
         f.ingress(now, a.0, udp(t.ip(a), 1, t.ip(b), 2, b"x"));

@@ -48,11 +48,16 @@ pub mod scenario;
 mod sys;
 mod topology;
 
-pub use classify::{ClassifyError, NatReport as NatClassification, PortBehaviour, classify, serve_probes, stop_probes};
+pub use classify::{
+    ClassifyError, NatReport as NatClassification, PortBehaviour, classify, serve_probes,
+    stop_probes,
+};
 pub use error::{RunError, StartError};
 pub use fabric::PortForward;
 pub use link::{Fate, GilbertElliott, Impairment, LinkConfig, LinkStats};
 pub use nat::{Dependence, NatConfig, NatPreset, NatStats, PortAssignment, Unsolicited};
-pub use network::{Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run};
+pub use network::{
+    Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run,
+};
 pub use sys::{enter_netns_file, enter_user_namespace};
 pub use topology::{HostId, HostSpec, RouterId, RouterSpec, Subnet, Topology};

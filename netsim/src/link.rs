@@ -155,7 +155,10 @@ pub struct LinkConfig {
 impl LinkConfig {
     /// The same impairment both ways.
     pub fn symmetric(i: Impairment) -> Self {
-        LinkConfig { up: i.clone(), down: i }
+        LinkConfig {
+            up: i.clone(),
+            down: i,
+        }
     }
 }
 
@@ -171,7 +174,9 @@ pub(crate) mod duration_ms {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
         if !(ms.is_finite() && ms >= 0.0) {
-            return Err(serde::de::Error::custom("duration must be a non-negative number of milliseconds"));
+            return Err(serde::de::Error::custom(
+                "duration must be a non-negative number of milliseconds",
+            ));
         }
         Ok(Duration::from_secs_f64(ms / 1000.0))
     }
@@ -316,7 +321,11 @@ impl LinkDir {
         }
         if let Some(ge) = self.cfg.burst_loss {
             let flip = draw(2);
-            let bad = if st.bad { flip >= ge.p_bad_to_good } else { flip < ge.p_good_to_bad };
+            let bad = if st.bad {
+                flip >= ge.p_bad_to_good
+            } else {
+                flip < ge.p_good_to_bad
+            };
             st.bad = bad;
             let p = if bad { ge.loss_in_bad } else { ge.loss_in_good };
             if p > 0.0 && draw(3) < p {
@@ -343,10 +352,8 @@ impl LinkDir {
             self.cfg.jitter.mul_f64(draw(4))
         };
         let mut arrival = depart + self.cfg.latency + jitter;
-        if !self.cfg.reorder {
-            if let Some(last) = self.last_arrival {
-                arrival = arrival.max(last);
-            }
+        if let (false, Some(last)) = (self.cfg.reorder, self.last_arrival) {
+            arrival = arrival.max(last);
         }
         self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
         let duplicate_ns = (self.cfg.duplicate > 0.0 && draw(5) < self.cfg.duplicate).then(|| {
@@ -359,7 +366,10 @@ impl LinkDir {
             let second = (depart + self.cfg.latency + extra).max(arrival);
             second.duration_since(now).as_nanos() as u64
         });
-        Fate::Delivered { delay_ns: arrival.duration_since(now).as_nanos() as u64, duplicate_ns }
+        Fate::Delivered {
+            delay_ns: arrival.duration_since(now).as_nanos() as u64,
+            duplicate_ns,
+        }
     }
 
     pub(crate) fn count_delivered(&self, len: usize) {
@@ -375,7 +385,9 @@ mod tests {
     fn fates(cfg: &Impairment, seed: u64, n: u64) -> Vec<Fate> {
         let mut l = LinkDir::new(cfg.clone(), seed, 1, true);
         let now = Instant::now();
-        (0..n).map(|i| l.offer(now + Duration::from_millis(i), 100, 42)).collect()
+        (0..n)
+            .map(|i| l.offer(now + Duration::from_millis(i), 100, 42))
+            .collect()
     }
 
     #[test]
@@ -391,28 +403,50 @@ mod tests {
     #[test]
     fn loss_rates_match_configuration() {
         let n = 50_000;
-        let lost = |cfg: &Impairment| fates(cfg, 3, n).iter().filter(|f| **f == Fate::Lost).count() as f64 / n as f64;
+        let lost = |cfg: &Impairment| {
+            fates(cfg, 3, n)
+                .iter()
+                .filter(|f| **f == Fate::Lost)
+                .count() as f64
+                / n as f64
+        };
         let r = lost(&Impairment::none().loss(0.05));
         assert!((r - 0.05).abs() < 0.005, "random loss {r}");
-        let ge = GilbertElliott { p_good_to_bad: 0.01, p_bad_to_good: 0.25, loss_in_bad: 1.0, loss_in_good: 0.0 };
+        let ge = GilbertElliott {
+            p_good_to_bad: 0.01,
+            p_bad_to_good: 0.25,
+            loss_in_bad: 1.0,
+            loss_in_good: 0.0,
+        };
         let r = lost(&Impairment::none().burst_loss(ge));
-        assert!((r - ge.mean_loss()).abs() < 0.01, "burst loss {r} vs {}", ge.mean_loss());
+        assert!(
+            (r - ge.mean_loss()).abs() < 0.01,
+            "burst loss {r} vs {}",
+            ge.mean_loss()
+        );
         // Bursts: losses come in runs averaging 1 / p_bad_to_good = 4 packets.
         let f = fates(&Impairment::none().burst_loss(ge), 3, n);
-        let runs = f.windows(2).filter(|w| w[0] != Fate::Lost && w[1] == Fate::Lost).count();
+        let runs = f
+            .windows(2)
+            .filter(|w| w[0] != Fate::Lost && w[1] == Fate::Lost)
+            .count();
         let mean_run = f.iter().filter(|x| **x == Fate::Lost).count() as f64 / runs as f64;
         assert!((3.0..5.0).contains(&mean_run), "mean burst {mean_run}");
     }
 
     #[test]
     fn jitter_without_reorder_keeps_order() {
-        let cfg = Impairment::none().latency(Duration::from_millis(10)).jitter(Duration::from_millis(20), false);
+        let cfg = Impairment::none()
+            .latency(Duration::from_millis(10))
+            .jitter(Duration::from_millis(20), false);
         let mut l = LinkDir::new(cfg, 1, 1, true);
         let t0 = Instant::now();
         let mut last = t0;
         for i in 0..1000 {
             let now = t0 + Duration::from_micros(100 * i);
-            let Fate::Delivered { delay_ns, .. } = l.offer(now, 100, i) else { panic!() };
+            let Fate::Delivered { delay_ns, .. } = l.offer(now, 100, i) else {
+                panic!()
+            };
             let at = now + Duration::from_nanos(delay_ns);
             assert!(at >= last);
             assert!(delay_ns >= 10_000_000);
@@ -427,8 +461,20 @@ mod tests {
         let mut l = LinkDir::new(cfg, 1, 1, true);
         let now = Instant::now();
         let f: Vec<Fate> = (0..10).map(|_| l.offer(now, 1000, 1)).collect();
-        assert_eq!(f[0], Fate::Delivered { delay_ns: 1_000_000, duplicate_ns: None });
-        assert_eq!(f[4], Fate::Delivered { delay_ns: 5_000_000, duplicate_ns: None });
+        assert_eq!(
+            f[0],
+            Fate::Delivered {
+                delay_ns: 1_000_000,
+                duplicate_ns: None
+            }
+        );
+        assert_eq!(
+            f[4],
+            Fate::Delivered {
+                delay_ns: 5_000_000,
+                duplicate_ns: None
+            }
+        );
         assert!(f[6..].iter().all(|x| *x == Fate::QueueFull), "{f:?}");
         assert_eq!(l.offer(now, 2000, 1), Fate::TooBig);
     }

@@ -15,7 +15,11 @@ use netsim::{Network, Stats};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
-#[command(name = "netsim", version, about = "A virtual internet on one Linux machine")]
+#[command(
+    name = "netsim",
+    version,
+    about = "A virtual internet on one Linux machine"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -59,7 +63,9 @@ enum Cmd {
 }
 
 fn state_dir() -> PathBuf {
-    std::env::var_os("NETSIM_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/netsim"))
+    std::env::var_os("NETSIM_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/netsim"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,7 +100,10 @@ struct Report {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -107,7 +116,11 @@ fn main() {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run { scenario, json, seed } => run(&scenario, json, seed),
+        Cmd::Run {
+            scenario,
+            json,
+            seed,
+        } => run(&scenario, json, seed),
         Cmd::Up { scenario, name } => up(&scenario, name),
         Cmd::Exec { host, net, command } => exec(&host, net.as_deref(), &command),
         Cmd::List => list(),
@@ -115,13 +128,15 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 fn load(path: &Path) -> Result<Scenario> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Scenario::from_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
 fn become_root_if_needed() -> Result<()> {
     // Still single-threaded here, as a user namespace requires.
-    netsim::enter_user_namespace().context("entering an unprivileged user namespace (are user namespaces enabled?)")
+    netsim::enter_user_namespace()
+        .context("entering an unprivileged user namespace (are user namespaces enabled?)")
 }
 
 fn start(s: &Scenario, seed: Option<u64>) -> Result<(Network, netsim::Topology)> {
@@ -133,22 +148,33 @@ fn start(s: &Scenario, seed: Option<u64>) -> Result<(Network, netsim::Topology)>
     Ok((net, topo))
 }
 
-fn spawn_commands(s: &Scenario, net: &Network, capture: bool) -> Result<Vec<(usize, Vec<String>, std::process::Child, Instant)>> {
+/// A started host command: scenario index, arguments, process, start time.
+type Started = (usize, Vec<String>, std::process::Child, Instant);
+
+fn spawn_commands(s: &Scenario, net: &Network, capture: bool) -> Result<Vec<Started>> {
     let mut order: Vec<usize> = (0..s.hosts.len()).collect();
     order.sort_by_key(|i| s.hosts[*i].delay_ms);
     let t0 = Instant::now();
     let mut children = Vec::new();
     for i in order {
-        let Some((args, env)) = s.command(i)? else { continue };
+        let Some((args, env)) = s.command(i)? else {
+            continue;
+        };
         let wait = Duration::from_millis(s.hosts[i].delay_ms).saturating_sub(t0.elapsed());
         std::thread::sleep(wait);
         let mut cmd = Command::new(&args[0]);
-        cmd.args(&args[1..]).envs(env).env("NETSIM_HOST", &s.hosts[i].name);
+        cmd.args(&args[1..])
+            .envs(env)
+            .env("NETSIM_HOST", &s.hosts[i].name);
         if capture {
-            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
         }
         let host = net.host_id(&s.hosts[i].name).context("host vanished")?;
-        let child = net.command(host, &mut cmd).with_context(|| format!("starting {:?} in host {}", args, s.hosts[i].name))?;
+        let child = net
+            .command(host, &mut cmd)
+            .with_context(|| format!("starting {:?} in host {}", args, s.hosts[i].name))?;
         children.push((i, args, child, Instant::now()));
     }
     Ok(children)
@@ -193,7 +219,11 @@ fn run(path: &Path, json: bool, seed: Option<u64>) -> Result<i32> {
                     None if Instant::now() >= deadline => {
                         let _ = p.2.kill();
                         let _ = p.2.wait();
-                        p.6 = Some((format!("killed after the {} s timeout", s.timeout_secs), false, p.3.elapsed()));
+                        p.6 = Some((
+                            format!("killed after the {} s timeout", s.timeout_secs),
+                            false,
+                            p.3.elapsed(),
+                        ));
                     }
                     None => all_done = false,
                 }
@@ -207,7 +237,8 @@ fn run(path: &Path, json: bool, seed: Option<u64>) -> Result<i32> {
     let seed_used = net.seed();
     let stats = net.shutdown();
     for (i, args, _, _, o, e, st) in pending {
-        let (status, success, took) = st.unwrap_or_else(|| ("unknown".into(), false, Duration::ZERO));
+        let (status, success, took) =
+            st.unwrap_or_else(|| ("unknown".into(), false, Duration::ZERO));
         results.push(HostResult {
             name: s.hosts[i].name.clone(),
             command: args,
@@ -219,7 +250,11 @@ fn run(path: &Path, json: bool, seed: Option<u64>) -> Result<i32> {
         });
     }
     let failed = results.iter().any(|r| !r.success);
-    let report = Report { seed: seed_used, hosts: results, stats };
+    let report = Report {
+        seed: seed_used,
+        hosts: results,
+        stats,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -235,7 +270,13 @@ fn print_report(r: &Report) {
     println!("seed {}", r.seed);
     println!("\nhosts:");
     for h in &r.hosts {
-        println!("  {} [{}] {:.2}s: {}", h.name, if h.success { "ok" } else { "FAILED" }, h.seconds, h.status);
+        println!(
+            "  {} [{}] {:.2}s: {}",
+            h.name,
+            if h.success { "ok" } else { "FAILED" },
+            h.seconds,
+            h.status
+        );
         println!("    $ {}", h.command.join(" "));
         for l in h.stdout.lines() {
             println!("    | {l}");
@@ -249,7 +290,15 @@ fn print_report(r: &Report) {
         for (dir, s) in [("up", &l.up), ("down", &l.down)] {
             println!(
                 "  {:<16} {:<4} {}/{}/{}/{}/{}/{}  {} bytes",
-                l.name, dir, s.sent, s.delivered, s.dropped_loss, s.dropped_queue, s.dropped_mtu, s.duplicated, s.delivered_bytes
+                l.name,
+                dir,
+                s.sent,
+                s.delivered,
+                s.dropped_loss,
+                s.dropped_queue,
+                s.dropped_mtu,
+                s.duplicated,
+                s.delivered_bytes
             );
         }
     }
@@ -259,7 +308,16 @@ fn print_report(r: &Report) {
             let s = &n.stats;
             println!(
                 "  {:<16} mappings created {} expired {}, out {} in {}, filtered {}, udp-blocked {}, hairpinned {}, rst {}, icmp {}",
-                n.name, s.mappings_created, s.mappings_expired, s.translated_out, s.translated_in, s.dropped_filter, s.dropped_blocked, s.hairpinned, s.rst_sent, s.icmp_translated
+                n.name,
+                s.mappings_created,
+                s.mappings_expired,
+                s.translated_out,
+                s.translated_in,
+                s.dropped_filter,
+                s.dropped_blocked,
+                s.hairpinned,
+                s.rst_sent,
+                s.icmp_translated
             );
         }
     }
@@ -271,28 +329,48 @@ fn print_report(r: &Report) {
 
 fn up(path: &Path, name: Option<String>) -> Result<i32> {
     let s = load(path)?;
-    let name = name.unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "netsim".into()));
+    let name = name.unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "netsim".into())
+    });
     become_root_if_needed()?;
     let (net, topo) = start(&s, None)?;
     let mut hosts = BTreeMap::new();
     for h in topo.hosts() {
         hosts.insert(
             net.host_name(h).to_owned(),
-            HostState { netns: net.netns_path(h), addrs: net.host_addrs(h).to_vec() },
+            HostState {
+                netns: net.netns_path(h),
+                addrs: net.host_addrs(h).to_vec(),
+            },
         );
     }
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let file = dir.join(format!("{name}.json"));
-    let state = UpState { pid: std::process::id(), hosts };
-    std::fs::write(&file, serde_json::to_vec_pretty(&state)?).with_context(|| format!("writing {}", file.display()))?;
+    let state = UpState {
+        pid: std::process::id(),
+        hosts,
+    };
+    std::fs::write(&file, serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("writing {}", file.display()))?;
     let mut children = spawn_commands(&s, &net, false)?;
-    println!("netsim: network {name:?} is up (seed {}); Ctrl-C stops it", net.seed());
+    println!(
+        "netsim: network {name:?} is up (seed {}); Ctrl-C stops it",
+        net.seed()
+    );
     for (h, st) in &state.hosts {
         let addrs: Vec<String> = st.addrs.iter().map(|a| a.to_string()).collect();
-        println!("  {h:<16} {:<32} netsim exec {h} -- CMD   (or nsenter --net={})", addrs.join(","), st.netns.display());
+        println!(
+            "  {h:<16} {:<32} netsim exec {h} -- CMD   (or nsenter --net={})",
+            addrs.join(","),
+            st.netns.display()
+        );
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -306,25 +384,38 @@ fn up(path: &Path, name: Option<String>) -> Result<i32> {
     }
     let _ = std::fs::remove_file(&file);
     let stats = net.shutdown();
-    print_report(&Report { seed: s.seed, hosts: Vec::new(), stats });
+    print_report(&Report {
+        seed: s.seed,
+        hosts: Vec::new(),
+        stats,
+    });
     Ok(0)
 }
 
 fn read_states(only: Option<&str>) -> Result<Vec<(String, UpState)>> {
     let dir = state_dir();
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.extension().is_none_or(|x| x != "json") {
             continue;
         }
-        let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let Ok(text) = std::fs::read(&p) else { continue };
-        let Ok(st) = serde_json::from_slice::<UpState>(&text) else { continue };
+        let Ok(text) = std::fs::read(&p) else {
+            continue;
+        };
+        let Ok(st) = serde_json::from_slice::<UpState>(&text) else {
+            continue;
+        };
         if !Path::new(&format!("/proc/{}", st.pid)).exists() {
             let _ = std::fs::remove_file(&p); // left by a network that died
             continue;
@@ -337,14 +428,20 @@ fn read_states(only: Option<&str>) -> Result<Vec<(String, UpState)>> {
 
 fn exec(host: &str, net: Option<&str>, command: &[String]) -> Result<i32> {
     let states = read_states(net)?;
-    let found: Vec<_> = states.iter().filter_map(|(n, st)| st.hosts.get(host).map(|h| (n, h))).collect();
+    let found: Vec<_> = states
+        .iter()
+        .filter_map(|(n, st)| st.hosts.get(host).map(|h| (n, h)))
+        .collect();
     let (_, h) = match found.as_slice() {
         [] => bail!("no running network has a host {host:?} (start one with `netsim up`)"),
         [one] => *one,
         _ => bail!("several networks have a host {host:?}; pick one with --net"),
     };
     netsim::enter_netns_file(&h.netns).with_context(|| format!("joining {}", h.netns.display()))?;
-    let err = Command::new(&command[0]).args(&command[1..]).env("NETSIM_HOST", host).exec();
+    let err = Command::new(&command[0])
+        .args(&command[1..])
+        .env("NETSIM_HOST", host)
+        .exec();
     bail!("running {:?}: {err}", command[0])
 }
 

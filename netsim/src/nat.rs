@@ -152,18 +152,27 @@ impl NatConfig {
 
     /// APDM + APDF, random ports, no hairpinning.
     pub fn symmetric_random() -> Self {
-        NatConfig { ports: PortAssignment::Random, ..Self::symmetric() }
+        NatConfig {
+            ports: PortAssignment::Random,
+            ..Self::symmetric()
+        }
     }
 
     /// A carrier-grade NAT (RFC 6888): EIM + APDF, random ports, hairpinning.
     /// Put a home NAT behind it for the usual double NAT.
     pub fn cgnat() -> Self {
-        NatConfig { ports: PortAssignment::Random, ..Self::port_restricted_cone() }
+        NatConfig {
+            ports: PortAssignment::Random,
+            ..Self::port_restricted_cone()
+        }
     }
 
     /// A port-restricted cone NAT that drops all UDP.
     pub fn udp_blocked() -> Self {
-        NatConfig { block_udp: true, ..Self::port_restricted_cone() }
+        NatConfig {
+            block_udp: true,
+            ..Self::port_restricted_cone()
+        }
     }
 
     /// Sets the UDP mapping timeout.
@@ -433,7 +442,11 @@ impl Nat {
 
     /// The port forwards, sorted.
     pub(crate) fn forwards(&self) -> Vec<(u8, u16, SocketAddrV4)> {
-        let mut v: Vec<_> = self.forwards.iter().map(|((p, e), i)| (*p, *e, *i)).collect();
+        let mut v: Vec<_> = self
+            .forwards
+            .iter()
+            .map(|((p, e), i)| (*p, *e, *i))
+            .collect();
         v.sort();
         v
     }
@@ -468,7 +481,9 @@ impl Nat {
     }
 
     fn port_free(&self, proto: u8, port: u16) -> bool {
-        port >= FIRST_PORT && !self.by_port.contains_key(&(proto, port)) && !self.forwards.contains_key(&(proto, port))
+        port >= FIRST_PORT
+            && !self.by_port.contains_key(&(proto, port))
+            && !self.forwards.contains_key(&(proto, port))
     }
 
     fn allocate(&mut self, proto: u8, internal_port: u16) -> Option<u16> {
@@ -518,7 +533,12 @@ impl Nat {
             Dependence::AddressDependent => (Some(*remote.ip()), None),
             Dependence::AddressAndPortDependent => (Some(*remote.ip()), Some(remote.port())),
         };
-        OutKey { proto, internal, remote_ip, remote_port }
+        OutKey {
+            proto,
+            internal,
+            remote_ip,
+            remote_port,
+        }
     }
 
     fn permitted(&self, m: &Mapping, from: SocketAddrV4) -> bool {
@@ -588,7 +608,10 @@ impl Nat {
         if proto == TCP {
             if flags & (TCP_FIN | TCP_RST) != 0 {
                 mapping.tcp = TcpState::Closing;
-            } else if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 && mapping.tcp == TcpState::Closing {
+            } else if flags & TCP_SYN != 0
+                && flags & TCP_ACK == 0
+                && mapping.tcp == TcpState::Closing
+            {
                 mapping.tcp = TcpState::Opening;
             }
         }
@@ -604,7 +627,9 @@ impl Nat {
     fn outbound_icmp_error(&mut self, now: Instant, b: &mut [u8], m: &mut Meta) -> Verdict {
         // An error from a LAN host about a packet it received: the quoted
         // packet's destination is the LAN host, which must become external.
-        let Some(mut q) = packet::quoted(b, m) else { return Verdict::Drop };
+        let Some(mut q) = packet::quoted(b, m) else {
+            return Verdict::Drop;
+        };
         let internal = SocketAddrV4::new(q.meta.dst, q.meta.dport);
         let remote = SocketAddrV4::new(q.meta.src, q.meta.sport);
         let key = self.out_key(q.meta.proto, internal, remote);
@@ -616,7 +641,9 @@ impl Nat {
                 .find(|((p, _), i)| *p == q.meta.proto && **i == internal)
                 .map(|((_, e), _)| *e),
         };
-        let Some(port) = port else { return Verdict::Drop };
+        let Some(port) = port else {
+            return Verdict::Drop;
+        };
         let outer = *m;
         packet::rewrite_quoted(b, &outer, &mut q, false, self.ext_ip, port);
         packet::set_src(b, m, self.ext_ip);
@@ -645,20 +672,32 @@ impl Nat {
             return Verdict::Forward;
         }
         let from = SocketAddrV4::new(m.src, if m.proto == ICMP { 0 } else { m.sport });
-        let found = self.by_port.get(&(m.proto, m.dport)).copied().filter(|id| self.live(*id, now));
-        let allowed = found.filter(|id| self.mappings.get(id).is_some_and(|mp| self.permitted(mp, from)));
+        let found = self
+            .by_port
+            .get(&(m.proto, m.dport))
+            .copied()
+            .filter(|id| self.live(*id, now));
+        let allowed = found.filter(|id| {
+            self.mappings
+                .get(id)
+                .is_some_and(|mp| self.permitted(mp, from))
+        });
         let Some(id) = allowed else {
             inc(&self.counters.dropped_filter);
-            let unsolicited_syn = m.proto == TCP && m.tcp_flags & TCP_SYN != 0 && m.tcp_flags & TCP_ACK == 0;
-            if unsolicited_syn && self.cfg.tcp_unsolicited == Unsolicited::Rst {
-                if let Some(rst) = packet::tcp_rst(b, m) {
-                    inc(&self.counters.rst_sent);
-                    return Verdict::Reply(rst);
-                }
+            let unsolicited_syn =
+                m.proto == TCP && m.tcp_flags & TCP_SYN != 0 && m.tcp_flags & TCP_ACK == 0;
+            if unsolicited_syn
+                && self.cfg.tcp_unsolicited == Unsolicited::Rst
+                && let Some(rst) = packet::tcp_rst(b, m)
+            {
+                inc(&self.counters.rst_sent);
+                return Verdict::Reply(rst);
             }
             return Verdict::Drop;
         };
-        let Some(mut mapping) = self.mappings.remove(&id) else { return Verdict::Drop };
+        let Some(mut mapping) = self.mappings.remove(&id) else {
+            return Verdict::Drop;
+        };
         if m.proto == TCP {
             if m.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
                 mapping.tcp = TcpState::Closing;
@@ -681,7 +720,9 @@ impl Nat {
 
     fn inbound_icmp_error(&mut self, now: Instant, b: &mut [u8], m: &mut Meta) -> Verdict {
         // An error about a packet we sent: its quoted source is our mapping.
-        let Some(mut q) = packet::quoted(b, m) else { return Verdict::Drop };
+        let Some(mut q) = packet::quoted(b, m) else {
+            return Verdict::Drop;
+        };
         if q.meta.src != self.ext_ip {
             return Verdict::Drop;
         }
@@ -718,7 +759,14 @@ mod tests {
     const S1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const S2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 
-    fn out(n: &mut Nat, now: Instant, src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Option<u16> {
+    fn out(
+        n: &mut Nat,
+        now: Instant,
+        src: Ipv4Addr,
+        sport: u16,
+        dst: Ipv4Addr,
+        dport: u16,
+    ) -> Option<u16> {
         let mut p = udp(src, sport, dst, dport, b"x");
         let mut m = parse(&p).unwrap();
         match n.outbound(now, &mut p, &mut m) {
@@ -731,7 +779,13 @@ mod tests {
         }
     }
 
-    fn inb(n: &mut Nat, now: Instant, src: Ipv4Addr, sport: u16, port: u16) -> Option<SocketAddrV4> {
+    fn inb(
+        n: &mut Nat,
+        now: Instant,
+        src: Ipv4Addr,
+        sport: u16,
+        port: u16,
+    ) -> Option<SocketAddrV4> {
         let mut p = udp(src, sport, EXT, port, b"y");
         let mut m = parse(&p).unwrap();
         match n.inbound(now, &mut p, &mut m) {
@@ -748,7 +802,14 @@ mod tests {
         let now = Instant::now();
         for (cfg, same_addr_other_port, other_addr) in [
             (NatConfig::full_cone(), true, true),
-            (NatConfig { mapping: Dependence::AddressDependent, ..NatConfig::full_cone() }, true, false),
+            (
+                NatConfig {
+                    mapping: Dependence::AddressDependent,
+                    ..NatConfig::full_cone()
+                },
+                true,
+                false,
+            ),
             (NatConfig::symmetric(), false, false),
         ] {
             let mut n = Nat::new(cfg, EXT, 1);
@@ -783,14 +844,21 @@ mod tests {
     fn port_assignment() {
         let now = Instant::now();
         let mut n = Nat::new(NatConfig::symmetric(), EXT, 1);
-        let ports: Vec<u16> = (0..4).map(|i| out(&mut n, now, LAN, 5000, S1, 10 + i).unwrap()).collect();
+        let ports: Vec<u16> = (0..4)
+            .map(|i| out(&mut n, now, LAN, 5000, S1, 10 + i).unwrap())
+            .collect();
         assert_eq!(ports, [49152, 49153, 49154, 49155]);
         let mut n = Nat::new(
-            NatConfig { ports: PortAssignment::Sequential { delta: 7 }, ..NatConfig::symmetric() },
+            NatConfig {
+                ports: PortAssignment::Sequential { delta: 7 },
+                ..NatConfig::symmetric()
+            },
             EXT,
             1,
         );
-        let ports: Vec<u16> = (0..3).map(|i| out(&mut n, now, LAN, 5000, S1, 10 + i).unwrap()).collect();
+        let ports: Vec<u16> = (0..3)
+            .map(|i| out(&mut n, now, LAN, 5000, S1, 10 + i).unwrap())
+            .collect();
         assert_eq!(ports, [49152, 49159, 49166]);
         // Preservation falls back to the next free port on a clash.
         let mut n = Nat::new(NatConfig::port_restricted_cone(), EXT, 1);
@@ -799,7 +867,9 @@ mod tests {
         // Random ports are reproducible from the seed.
         let rand = |seed| {
             let mut n = Nat::new(NatConfig::symmetric_random(), EXT, seed);
-            (0..5).map(|i| out(&mut n, now, LAN, 5000, S1, i).unwrap()).collect::<Vec<_>>()
+            (0..5)
+                .map(|i| out(&mut n, now, LAN, 5000, S1, i).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(rand(3), rand(3));
         assert_ne!(rand(3), rand(4));

@@ -48,13 +48,19 @@ pub struct Network {
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network").field("seed", &self.seed).field("hosts", &self.hosts.len()).finish()
+        f.debug_struct("Network")
+            .field("seed", &self.seed)
+            .field("hosts", &self.hosts.len())
+            .finish()
     }
 }
 
 /// The seed a topology runs with: `NETSIM_SEED` if set, else its own.
 pub fn effective_seed(topology: &Topology) -> u64 {
-    std::env::var("NETSIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(topology.seed)
+    std::env::var("NETSIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(topology.seed)
 }
 
 /// Counters of one link.
@@ -126,8 +132,15 @@ impl<T> HostTask<T> {
     pub fn join(self) -> Result<T, RunError> {
         self.handle.join().map_err(|p| {
             let message = panic_message(&*p);
-            eprintln!("netsim: host {} failed: {message}; seed {} (NETSIM_SEED={} replays it)", self.host, self.seed, self.seed);
-            RunError::HostPanicked { host: self.host, seed: self.seed, message }
+            eprintln!(
+                "netsim: host {} failed: {message}; seed {} (NETSIM_SEED={} replays it)",
+                self.host, self.seed, self.seed
+            );
+            RunError::HostPanicked {
+                host: self.host,
+                seed: self.seed,
+                message,
+            }
         })
     }
 
@@ -142,7 +155,10 @@ impl Network {
     pub fn start(topology: &Topology) -> Result<Network, StartError> {
         topology.validate().map_err(StartError::Topology)?;
         let seed = effective_seed(topology);
-        let fabric = Fabric::new(topology, seed).map_err(|source| StartError::Setup { what: "building the router".into(), source })?;
+        let fabric = Fabric::new(topology, seed).map_err(|source| StartError::Setup {
+            what: "building the router".into(),
+            source,
+        })?;
         // Namespaces are created in parallel: each needs a thread and an `ip` run.
         let made: Vec<Result<sys::HostNs, StartError>> = std::thread::scope(|s| {
             let jobs: Vec<_> = topology
@@ -151,7 +167,10 @@ impl Network {
                 .map(|h| s.spawn(move || sys::create_host(&h.addrs, h.link.up.mtu, true)))
                 .collect();
             jobs.into_iter()
-                .map(|j| j.join().unwrap_or_else(|_| Err(StartError::Topology("setup panicked".into()))))
+                .map(|j| {
+                    j.join()
+                        .unwrap_or_else(|_| Err(StartError::Topology("setup panicked".into())))
+                })
                 .collect()
         });
         let mut hosts = Vec::new();
@@ -169,12 +188,18 @@ impl Network {
         let nats = fabric.nat_handles();
         let counters = fabric.counters.clone();
         let (tx, rx) = mpsc::channel();
-        let (router, waker) = Router::new(fabric, tuns, rx)
-            .map_err(|source| StartError::Setup { what: "starting the router loop".into(), source })?;
+        let (router, waker) =
+            Router::new(fabric, tuns, rx).map_err(|source| StartError::Setup {
+                what: "starting the router loop".into(),
+                source,
+            })?;
         let handle = std::thread::Builder::new()
             .name("netsim-router".into())
             .spawn(move || router.run())
-            .map_err(|source| StartError::Setup { what: "spawning the router thread".into(), source })?;
+            .map_err(|source| StartError::Setup {
+                what: "spawning the router thread".into(),
+                source,
+            })?;
         Ok(Network {
             topology: topology.clone(),
             seed,
@@ -216,7 +241,11 @@ impl Network {
     /// A path other processes can open to join the host's namespace
     /// (`nsenter --net=PATH`), valid while this process runs.
     pub fn netns_path(&self, host: HostId) -> PathBuf {
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.hosts[host.0].netns.as_raw_fd()))
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.hosts[host.0].netns.as_raw_fd()
+        ))
     }
 
     /// Runs `f` inside `host` on a fresh current-thread tokio runtime.
@@ -235,18 +264,32 @@ impl Network {
                 if let Err(e) = sys::enter(&*netns) {
                     panic!("cannot enter the host's namespace: {e}");
                 }
-                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => panic!("cannot build the host's runtime: {e}"),
                 };
                 rt.block_on(f())
             })
-            .map_err(|source| RunError::Spawn { host: name.clone(), source })?;
-        Ok(HostTask { host: name, seed: self.seed, handle })
+            .map_err(|source| RunError::Spawn {
+                host: name.clone(),
+                source,
+            })?;
+        Ok(HostTask {
+            host: name,
+            seed: self.seed,
+            handle,
+        })
     }
 
     /// Starts an external program inside `host`.
-    pub fn command(&self, host: HostId, cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    pub fn command(
+        &self,
+        host: HostId,
+        cmd: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
         let netns = self.hosts[host.0].netns.clone();
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -260,7 +303,9 @@ impl Network {
 
     fn call<R>(&self, make: impl FnOnce(Sender<R>) -> Command) -> Result<R, StartError> {
         let (tx, rx) = mpsc::channel();
-        self.commands.send(make(tx)).map_err(|_| StartError::RouterGone)?;
+        self.commands
+            .send(make(tx))
+            .map_err(|_| StartError::RouterGone)?;
         self.waker.wake();
         rx.recv().map_err(|_| StartError::RouterGone)
     }
@@ -288,10 +333,21 @@ impl Network {
         let addrs = spec.addrs.iter().map(|a| a.0).collect();
         let tun = ns.tun;
         let (_, handles) = self
-            .call(|reply| Command::AddHost { spec, tun, reply })?
-            .map_err(|source| StartError::Setup { what: "adding a host".into(), source })?;
+            .call(|reply| Command::AddHost {
+                spec: Box::new(spec),
+                tun,
+                reply,
+            })?
+            .map_err(|source| StartError::Setup {
+                what: "adding a host".into(),
+                source,
+            })?;
         self.links.push(handles);
-        self.hosts.push(HostHandle { name, addrs, netns: Arc::new(ns.netns) });
+        self.hosts.push(HostHandle {
+            name,
+            addrs,
+            netns: Arc::new(ns.netns),
+        });
         Ok(id)
     }
 
@@ -304,28 +360,52 @@ impl Network {
         external_port: u16,
         internal: SocketAddrV4,
     ) -> Result<bool, StartError> {
-        let proto = proto_number(protocol).ok_or_else(|| StartError::Topology(format!("unknown protocol {protocol}")))?;
+        let proto = proto_number(protocol)
+            .ok_or_else(|| StartError::Topology(format!("unknown protocol {protocol}")))?;
         let name = self.topology.router_spec(router).name.clone();
-        self.call(|reply| Command::AddForward { router: name, proto, ext_port: external_port, internal, reply })
+        self.call(|reply| Command::AddForward {
+            router: name,
+            proto,
+            ext_port: external_port,
+            internal,
+            reply,
+        })
     }
 
     /// Removes a port forward.
-    pub fn remove_port_forward(&self, router: RouterId, protocol: &str, external_port: u16) -> Result<bool, StartError> {
-        let proto = proto_number(protocol).ok_or_else(|| StartError::Topology(format!("unknown protocol {protocol}")))?;
+    pub fn remove_port_forward(
+        &self,
+        router: RouterId,
+        protocol: &str,
+        external_port: u16,
+    ) -> Result<bool, StartError> {
+        let proto = proto_number(protocol)
+            .ok_or_else(|| StartError::Topology(format!("unknown protocol {protocol}")))?;
         let name = self.topology.router_spec(router).name.clone();
-        self.call(|reply| Command::RemoveForward { router: name, proto, ext_port: external_port, reply })
+        self.call(|reply| Command::RemoveForward {
+            router: name,
+            proto,
+            ext_port: external_port,
+            reply,
+        })
     }
 
     /// A NAT router's port forwards.
     pub fn port_forwards(&self, router: RouterId) -> Result<Vec<PortForward>, StartError> {
         let name = self.topology.router_spec(router).name.clone();
-        self.call(|reply| Command::Forwards { router: name, reply })
+        self.call(|reply| Command::Forwards {
+            router: name,
+            reply,
+        })
     }
 
     /// Forgets every mapping of a NAT router, as a reboot would.
     pub fn reboot_nat(&self, router: RouterId) -> Result<bool, StartError> {
         let name = self.topology.router_spec(router).name.clone();
-        self.call(|reply| Command::FlushNat { router: name, reply })
+        self.call(|reply| Command::FlushNat {
+            router: name,
+            reply,
+        })
     }
 
     /// Reads every counter.
@@ -335,9 +415,20 @@ impl Network {
             links: self
                 .links
                 .iter()
-                .map(|l| LinkReport { name: l.name.clone(), up: l.up.snapshot(), down: l.down.snapshot() })
+                .map(|l| LinkReport {
+                    name: l.name.clone(),
+                    up: l.up.snapshot(),
+                    down: l.down.snapshot(),
+                })
                 .collect(),
-            nats: self.nats.iter().map(|n| NatReport { name: n.name.clone(), stats: n.counters.snapshot() }).collect(),
+            nats: self
+                .nats
+                .iter()
+                .map(|n| NatReport {
+                    name: n.name.clone(),
+                    stats: n.counters.snapshot(),
+                })
+                .collect(),
             not_ipv4: r(&self.fabric.not_ipv4),
             no_route: r(&self.fabric.no_route),
             ttl_expired: r(&self.fabric.ttl_expired),
@@ -383,14 +474,22 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    Host { f: Box::new(move || Box::pin(f()) as Pin<Box<dyn Future<Output = T>>>) }
+    Host {
+        f: Box::new(move || Box::pin(f()) as Pin<Box<dyn Future<Output = T>>>),
+    }
 }
 
 /// Starts `topology`, runs the `i`th closure in its `i`th host (all at once),
 /// waits for all of them, stops the network and returns their values.
-pub fn run<T: Send + 'static, const N: usize>(topology: &Topology, hosts: [Host<T>; N]) -> Result<[T; N], RunError> {
+pub fn run<T: Send + 'static, const N: usize>(
+    topology: &Topology,
+    hosts: [Host<T>; N],
+) -> Result<[T; N], RunError> {
     if topology.hosts.len() != N {
-        return Err(RunError::HostCount { expected: topology.hosts.len(), got: N });
+        return Err(RunError::HostCount {
+            expected: topology.hosts.len(),
+            got: N,
+        });
     }
     let net = Network::start(topology)?;
     let mut tasks = Vec::with_capacity(N);
@@ -413,6 +512,9 @@ pub fn run<T: Send + 'static, const N: usize>(topology: &Topology, hosts: [Host<
     }
     match out.try_into() {
         Ok(a) => Ok(a),
-        Err(_) => Err(RunError::HostCount { expected: N, got: 0 }),
+        Err(_) => Err(RunError::HostCount {
+            expected: N,
+            got: 0,
+        }),
     }
 }

@@ -319,7 +319,14 @@ pub(crate) fn quoted(b: &[u8], m: &Meta) -> Option<Quoted> {
 /// Rewrites one endpoint of the packet quoted in an ICMP error, then
 /// recomputes the outer ICMP checksum. `source` picks the quoted source
 /// (true) or destination (false).
-pub(crate) fn rewrite_quoted(b: &mut [u8], outer: &Meta, q: &mut Quoted, source: bool, ip: Ipv4Addr, port: u16) {
+pub(crate) fn rewrite_quoted(
+    b: &mut [u8],
+    outer: &Meta,
+    q: &mut Quoted,
+    source: bool,
+    ip: Ipv4Addr,
+    port: u16,
+) {
     let end = b.len();
     {
         let inner = &mut b[q.at..end];
@@ -379,7 +386,14 @@ fn ip_header(out: &mut Vec<u8>, proto: u8, src: Ipv4Addr, dst: Ipv4Addr, len: us
 
 /// Builds an ICMP error from `src` about packet `orig` (RFC 792/1191).
 /// `mtu` is the next-hop MTU for "fragmentation needed".
-pub(crate) fn icmp_error(orig: &[u8], om: &Meta, src: Ipv4Addr, typ: u8, code: u8, mtu: u16) -> Vec<u8> {
+pub(crate) fn icmp_error(
+    orig: &[u8],
+    om: &Meta,
+    src: Ipv4Addr,
+    typ: u8,
+    code: u8,
+    mtu: u16,
+) -> Vec<u8> {
     let quote = &orig[..orig.len().min(548)];
     let len = 8 + quote.len();
     let mut out = Vec::with_capacity(20 + len);
@@ -424,7 +438,11 @@ pub(crate) fn tcp_rst(orig: &[u8], om: &Meta) -> Option<Vec<u8>> {
         (ack, 0, TCP_RST)
     } else {
         let syn_fin = u32::from(om.tcp_flags & (TCP_SYN | TCP_FIN) != 0);
-        (0, seq.wrapping_add(payload).wrapping_add(syn_fin), TCP_RST | TCP_ACK)
+        (
+            0,
+            seq.wrapping_add(payload).wrapping_add(syn_fin),
+            TCP_RST | TCP_ACK,
+        )
     };
     let mut out = Vec::with_capacity(40);
     ip_header(&mut out, TCP, om.dst, om.src, 20);
@@ -555,7 +573,10 @@ mod tests {
         rewrite_quoted(&mut e, &em, &mut q, true, Ipv4Addr::new(10, 0, 0, 2), 5555);
         assert!(checksums_ok(&e));
         let q2 = quoted(&e, &parse(&e).unwrap()).unwrap();
-        assert_eq!((q2.meta.src, q2.meta.sport), (Ipv4Addr::new(10, 0, 0, 2), 5555));
+        assert_eq!(
+            (q2.meta.src, q2.meta.sport),
+            (Ipv4Addr::new(10, 0, 0, 2), 5555)
+        );
         assert!(checksums_ok(&e[q2.at..]));
     }
 }

@@ -31,7 +31,9 @@ impl Pcap {
         if self.failed {
             return;
         }
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let len = pkt.len() as u32;
         let r = (|| {
             self.out.write_all(&(t.as_secs() as u32).to_le_bytes())?;

@@ -21,11 +21,32 @@ use crate::topology::HostSpec;
 
 /// A request to the router thread.
 pub(crate) enum Command {
-    AddHost { spec: HostSpec, tun: OwnedFd, reply: Sender<std::io::Result<(TunId, LinkHandles)>> },
-    AddForward { router: String, proto: u8, ext_port: u16, internal: std::net::SocketAddrV4, reply: Sender<bool> },
-    RemoveForward { router: String, proto: u8, ext_port: u16, reply: Sender<bool> },
-    Forwards { router: String, reply: Sender<Vec<PortForward>> },
-    FlushNat { router: String, reply: Sender<bool> },
+    AddHost {
+        spec: Box<HostSpec>,
+        tun: OwnedFd,
+        reply: Sender<std::io::Result<(TunId, LinkHandles)>>,
+    },
+    AddForward {
+        router: String,
+        proto: u8,
+        ext_port: u16,
+        internal: std::net::SocketAddrV4,
+        reply: Sender<bool>,
+    },
+    RemoveForward {
+        router: String,
+        proto: u8,
+        ext_port: u16,
+        reply: Sender<bool>,
+    },
+    Forwards {
+        router: String,
+        reply: Sender<Vec<PortForward>>,
+    },
+    FlushNat {
+        router: String,
+        reply: Sender<bool>,
+    },
     Stop,
 }
 
@@ -58,15 +79,32 @@ impl Router {
         commands: Receiver<Command>,
     ) -> std::io::Result<(Router, Waker)> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC)?;
-        let wake = Arc::new(EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?);
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let wake = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
+        )?);
         let waker = Waker(wake.clone());
         epoll.add(&*wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
         epoll.add(&timer, EpollEvent::new(EpollFlags::EPOLLIN, TIMER))?;
         for (i, t) in tuns.iter().enumerate() {
             epoll.add(t, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
         }
-        Ok((Router { fabric, tuns, epoll, timer, wake, commands, armed: None }, waker))
+        Ok((
+            Router {
+                fabric,
+                tuns,
+                epoll,
+                timer,
+                wake,
+                commands,
+                armed: None,
+            },
+            waker,
+        ))
     }
 
     /// Runs until [`Command::Stop`] or the command channel closes.
@@ -78,8 +116,17 @@ impl Router {
                 Some(at) if at <= Instant::now() => EpollTimeout::ZERO,
                 Some(at) => {
                     if self.armed != Some(at) {
-                        let d = at.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
-                        if self.timer.set(Expiration::OneShot(TimeSpec::from_duration(d)), TimerSetTimeFlags::empty()).is_ok() {
+                        let d = at
+                            .saturating_duration_since(Instant::now())
+                            .max(Duration::from_nanos(1));
+                        if self
+                            .timer
+                            .set(
+                                Expiration::OneShot(TimeSpec::from_duration(d)),
+                                TimerSetTimeFlags::empty(),
+                            )
+                            .is_ok()
+                        {
                             self.armed = Some(at);
                         }
                     }
@@ -150,17 +197,33 @@ impl Router {
                 Command::AddHost { spec, tun, reply } => {
                     let r = self.fabric.add_host(&spec).and_then(|id| {
                         debug_assert_eq!(id, self.tuns.len());
-                        self.epoll.add(&tun, EpollEvent::new(EpollFlags::EPOLLIN, id as u64))?;
+                        self.epoll
+                            .add(&tun, EpollEvent::new(EpollFlags::EPOLLIN, id as u64))?;
                         self.tuns.push(tun);
-                        let handles = self.fabric.link_handles().pop().ok_or_else(|| std::io::Error::other("no link"))?;
+                        let handles = self
+                            .fabric
+                            .link_handles()
+                            .pop()
+                            .ok_or_else(|| std::io::Error::other("no link"))?;
                         Ok((id, handles))
                     });
                     let _ = reply.send(r);
                 }
-                Command::AddForward { router, proto, ext_port, internal, reply } => {
+                Command::AddForward {
+                    router,
+                    proto,
+                    ext_port,
+                    internal,
+                    reply,
+                } => {
                     let _ = reply.send(self.fabric.add_forward(&router, proto, ext_port, internal));
                 }
-                Command::RemoveForward { router, proto, ext_port, reply } => {
+                Command::RemoveForward {
+                    router,
+                    proto,
+                    ext_port,
+                    reply,
+                } => {
                     let _ = reply.send(self.fabric.remove_forward(&router, proto, ext_port));
                 }
                 Command::Forwards { router, reply } => {

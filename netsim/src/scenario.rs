@@ -96,6 +96,9 @@ fn default_timeout() -> u64 {
     60
 }
 
+/// A host's program and arguments, and its environment.
+pub type HostCommand = (Vec<String>, Vec<(String, String)>);
+
 /// A parsed scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,9 +131,16 @@ pub enum ScenarioError {
     Invalid(String),
 }
 
-fn link(both: &Option<Impairment>, up: &Option<Impairment>, down: &Option<Impairment>) -> LinkConfig {
+fn link(
+    both: &Option<Impairment>,
+    up: &Option<Impairment>,
+    down: &Option<Impairment>,
+) -> LinkConfig {
     let base = both.clone().unwrap_or_default();
-    LinkConfig { up: up.clone().unwrap_or_else(|| base.clone()), down: down.clone().unwrap_or(base) }
+    LinkConfig {
+        up: up.clone().unwrap_or_else(|| base.clone()),
+        down: down.clone().unwrap_or(base),
+    }
 }
 
 impl Scenario {
@@ -149,7 +159,10 @@ impl Scenario {
             let upstream = match &r.upstream {
                 None => None,
                 Some(u) => Some(t.router_id(u).ok_or_else(|| {
-                    ScenarioError::Invalid(format!("router {}: upstream {u:?} is not a router defined above it", r.name))
+                    ScenarioError::Invalid(format!(
+                        "router {}: upstream {u:?} is not a router defined above it",
+                        r.name
+                    ))
                 })?),
             };
             let (cfg, carrier) = match &r.nat {
@@ -163,14 +176,20 @@ impl Scenario {
             let id = match &h.network {
                 None => {
                     if !(1..=2).contains(&h.addresses) {
-                        return Err(ScenarioError::Invalid(format!("host {}: addresses must be 1 or 2", h.name)));
+                        return Err(ScenarioError::Invalid(format!(
+                            "host {}: addresses must be 1 or 2",
+                            h.name
+                        )));
                     }
                     t.public_host_with_addrs(&h.name, h.addresses)
                 }
                 Some(n) => {
-                    let r = t
-                        .router_id(n)
-                        .ok_or_else(|| ScenarioError::Invalid(format!("host {}: network {n:?} is not a router", h.name)))?;
+                    let r = t.router_id(n).ok_or_else(|| {
+                        ScenarioError::Invalid(format!(
+                            "host {}: network {n:?} is not a router",
+                            h.name
+                        ))
+                    })?;
                     t.host(&h.name, r)
                 }
             };
@@ -195,7 +214,7 @@ impl Scenario {
 
     /// Host `i`'s command with `{name}` placeholders filled in, and the
     /// `NETSIM_IP_*` environment.
-    pub fn command(&self, i: usize) -> Result<Option<(Vec<String>, Vec<(String, String)>)>, ScenarioError> {
+    pub fn command(&self, i: usize) -> Result<Option<HostCommand>, ScenarioError> {
         let h = &self.hosts[i];
         if h.command.is_empty() {
             return Ok(None);
@@ -204,11 +223,23 @@ impl Scenario {
         let args = h
             .command
             .iter()
-            .map(|a| addrs.iter().fold(a.clone(), |a, (n, ip)| a.replace(&format!("{{{n}}}"), &ip.to_string())))
+            .map(|a| {
+                addrs.iter().fold(a.clone(), |a, (n, ip)| {
+                    a.replace(&format!("{{{n}}}"), &ip.to_string())
+                })
+            })
             .collect();
         let env = addrs
             .iter()
-            .map(|(n, ip)| (format!("NETSIM_IP_{}", n.to_ascii_uppercase().replace(['-', '.'], "_")), ip.to_string()))
+            .map(|(n, ip)| {
+                (
+                    format!(
+                        "NETSIM_IP_{}",
+                        n.to_ascii_uppercase().replace(['-', '.'], "_")
+                    ),
+                    ip.to_string(),
+                )
+            })
             .collect();
         Ok(Some((args, env)))
     }
@@ -248,7 +279,10 @@ mod tests {
         assert_eq!(spec.link.up.latency, std::time::Duration::from_millis(5));
         assert_eq!(spec.link.down.loss, 0.5);
         let nat = spec.nat.clone().unwrap();
-        assert_eq!(nat.ports, crate::nat::PortAssignment::Sequential { delta: 2 });
+        assert_eq!(
+            nat.ports,
+            crate::nat::PortAssignment::Sequential { delta: 2 }
+        );
         assert_eq!(nat.udp_timeout, std::time::Duration::from_secs(30));
         let (args, env) = s.command(0).unwrap().unwrap();
         assert_eq!(args, ["echo", "192.0.2.11", "203.0.113.1"]);

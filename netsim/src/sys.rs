@@ -39,7 +39,11 @@ fn tun_set_iff(f: &File, name: &str) -> std::io::Result<()> {
     // the struct and the descriptor is a live /dev/net/tun handle.
     unsafe {
         let mut req: libc::ifreq = std::mem::zeroed();
-        for (d, s) in req.ifr_name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        for (d, s) in req
+            .ifr_name
+            .iter_mut()
+            .zip(name.bytes().take(libc::IFNAMSIZ - 1))
+        {
             *d = s as libc::c_char;
         }
         req.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
@@ -51,7 +55,10 @@ fn tun_set_iff(f: &File, name: &str) -> std::io::Result<()> {
 }
 
 fn setup_err(what: &str) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Setup { what: what.to_owned(), source }
+    move |source| StartError::Setup {
+        what: what.to_owned(),
+        source,
+    }
 }
 
 fn privilege_error(e: nix::Error) -> StartError {
@@ -64,7 +71,11 @@ fn privilege_error(e: nix::Error) -> StartError {
 
 /// Creates a host namespace with `eth0` carrying `addrs`, MTU `mtu`, and a
 /// default route through `eth0`.
-pub(crate) fn create_host(addrs: &[(Ipv4Addr, u8)], mtu: usize, multicast: bool) -> Result<HostNs, StartError> {
+pub(crate) fn create_host(
+    addrs: &[(Ipv4Addr, u8)],
+    mtu: usize,
+    multicast: bool,
+) -> Result<HostNs, StartError> {
     let addrs = addrs.to_vec();
     let t = std::thread::Builder::new()
         .name("netsim-setup".into())
@@ -83,7 +94,10 @@ pub(crate) fn create_host(addrs: &[(Ipv4Addr, u8)], mtu: usize, multicast: bool)
                     std::io::ErrorKind::NotFound => StartError::Privileges(
                         "/dev/net/tun is missing: load the tun module (modprobe tun)".into(),
                     ),
-                    _ => StartError::Setup { what: "opening /dev/net/tun".into(), source: e },
+                    _ => StartError::Setup {
+                        what: "opening /dev/net/tun".into(),
+                        source: e,
+                    },
                 })?;
             tun_set_iff(&tun_file, IFACE).map_err(setup_err("creating the TUN interface"))?;
             let mut script = String::from("link set lo up\n");
@@ -96,8 +110,12 @@ pub(crate) fn create_host(addrs: &[(Ipv4Addr, u8)], mtu: usize, multicast: bool)
             }
             script += &format!("route add default dev {IFACE}\n");
             run_ip_batch(&script)?;
-            let netns = File::open("/proc/thread-self/ns/net").map_err(setup_err("opening the namespace"))?;
-            Ok(HostNs { netns: netns.into(), tun: tun_file.into() })
+            let netns = File::open("/proc/thread-self/ns/net")
+                .map_err(setup_err("opening the namespace"))?;
+            Ok(HostNs {
+                netns: netns.into(),
+                tun: tun_file.into(),
+            })
         })
         .map_err(setup_err("spawning the setup thread"))?;
     t.join().map_err(|_| StartError::Setup {
@@ -113,11 +131,18 @@ fn run_ip_batch(script: &str) -> Result<(), StartError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| StartError::Tool { tool: "ip".into(), message: format!("{e} (install iproute2)") })?;
+        .map_err(|e| StartError::Tool {
+            tool: "ip".into(),
+            message: format!("{e} (install iproute2)"),
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(setup_err("writing to ip"))?;
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(setup_err("writing to ip"))?;
     }
-    let out = child.wait_with_output().map_err(setup_err("waiting for ip"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(setup_err("waiting for ip"))?;
     if !out.status.success() {
         return Err(StartError::Tool {
             tool: "ip".into(),

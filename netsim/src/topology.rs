@@ -38,7 +38,11 @@ pub struct Subnet {
 impl Subnet {
     /// The subnet mask as an integer.
     pub fn mask(&self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix))
+        }
     }
 
     /// Whether `ip` is inside.
@@ -149,7 +153,12 @@ impl Topology {
 
     /// Adds a router with a named preset behind another router.
     pub fn router_behind(&mut self, name: &str, preset: NatPreset, upstream: RouterId) -> RouterId {
-        self.router_with(name, preset.config(), Some(upstream), preset == NatPreset::Cgnat)
+        self.router_with(
+            name,
+            preset.config(),
+            Some(upstream),
+            preset == NatPreset::Cgnat,
+        )
     }
 
     /// Adds a router with explicit NAT behaviour (`None`: no NAT).
@@ -170,14 +179,23 @@ impl Topology {
         };
         let lan = if nat.is_none() {
             self.open_lans += 1;
-            Subnet { addr: Ipv4Addr::new(203, 0, 113, (32 + 32 * self.open_lans.min(6)) as u8), prefix: 27 }
+            Subnet {
+                addr: Ipv4Addr::new(203, 0, 113, (32 + 32 * self.open_lans.min(6)) as u8),
+                prefix: 27,
+            }
         } else {
             self.nat_lans += 1;
             let n = self.nat_lans.min(254) as u8;
             if carrier {
-                Subnet { addr: Ipv4Addr::new(100, 64, n, 0), prefix: 24 }
+                Subnet {
+                    addr: Ipv4Addr::new(100, 64, n, 0),
+                    prefix: 24,
+                }
             } else {
-                Subnet { addr: Ipv4Addr::new(192, 168, n, 0), prefix: 24 }
+                Subnet {
+                    addr: Ipv4Addr::new(192, 168, n, 0),
+                    prefix: 24,
+                }
             }
         };
         self.routers.push(RouterSpec {
@@ -222,8 +240,18 @@ impl Topology {
         self.push_host(name, Some(router), vec![(ip, prefix)])
     }
 
-    fn push_host(&mut self, name: &str, network: Option<RouterId>, addrs: Vec<(Ipv4Addr, u8)>) -> HostId {
-        self.hosts.push(HostSpec { name: name.to_owned(), network, addrs, link: LinkConfig::default() });
+    fn push_host(
+        &mut self,
+        name: &str,
+        network: Option<RouterId>,
+        addrs: Vec<(Ipv4Addr, u8)>,
+    ) -> HostId {
+        self.hosts.push(HostSpec {
+            name: name.to_owned(),
+            network,
+            addrs,
+            link: LinkConfig::default(),
+        });
         HostId(self.hosts.len() - 1)
     }
 
@@ -269,7 +297,10 @@ impl Topology {
 
     /// Finds a router by name.
     pub fn router_id(&self, name: &str) -> Option<RouterId> {
-        self.routers.iter().position(|r| r.name == name).map(RouterId)
+        self.routers
+            .iter()
+            .position(|r| r.name == name)
+            .map(RouterId)
     }
 
     /// Every host, in the order added.
@@ -285,9 +316,21 @@ impl Topology {
     /// Checks names are unique and non-empty.
     pub(crate) fn validate(&self) -> Result<(), String> {
         let mut names = std::collections::HashSet::new();
-        for n in self.routers.iter().map(|r| &r.name).chain(self.hosts.iter().map(|h| &h.name)) {
-            if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(format!("bad name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'"));
+        for n in self
+            .routers
+            .iter()
+            .map(|r| &r.name)
+            .chain(self.hosts.iter().map(|h| &h.name))
+        {
+            if n.is_empty()
+                || n.len() > 64
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "bad name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+                ));
             }
             if !names.insert(n.clone()) {
                 return Err(format!("name {n:?} is used twice"));
@@ -311,7 +354,13 @@ mod tests {
         assert_eq!(t.wan_ip(carrier), Ipv4Addr::new(203, 0, 113, 1));
         assert_eq!(t.wan_ip(home), Ipv4Addr::new(100, 64, 1, 2));
         assert_eq!(t.ip(a), Ipv4Addr::new(192, 168, 2, 2));
-        assert_eq!(t.addrs(s), [Ipv4Addr::new(192, 0, 2, 11), Ipv4Addr::new(198, 51, 100, 11)]);
+        assert_eq!(
+            t.addrs(s),
+            [
+                Ipv4Addr::new(192, 0, 2, 11),
+                Ipv4Addr::new(198, 51, 100, 11)
+            ]
+        );
         assert!(t.validate().is_ok());
         t.public_host("s");
         assert!(t.validate().is_err());

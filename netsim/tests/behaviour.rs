@@ -1,5 +1,7 @@
 //! Hairpinning, mapping expiry, double NAT, ICMP translation, TCP resets and
 //! path MTU, observed with real sockets.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod common;
 
@@ -24,7 +26,12 @@ fn hairpinning_on_and_off() {
     }
     for on in [true, false] {
         let mut t = Topology::new();
-        let r = t.router_with("home", Some(NatConfig::full_cone().hairpinning(on)), None, false);
+        let r = t.router_with(
+            "home",
+            Some(NatConfig::full_cone().hairpinning(on)),
+            None,
+            false,
+        );
         let ha = t.host("a", r);
         let hb = t.host("b", r);
         let s = t.public_host("s");
@@ -50,7 +57,11 @@ fn hairpinning_on_and_off() {
         let got = got.join().unwrap();
         let stats = net.shutdown();
         if on {
-            assert_eq!(got, Some(SocketAddr::from((wan, 6000))), "hairpinned with the external source");
+            assert_eq!(
+                got,
+                Some(SocketAddr::from((wan, 6000))),
+                "hairpinned with the external source"
+            );
             assert_eq!(stats.nat("home").unwrap().hairpinned, 1);
         } else {
             assert_eq!(got, None);
@@ -65,7 +76,12 @@ fn udp_mapping_expires_after_its_timeout() {
         return;
     }
     let mut t = Topology::new();
-    let r = t.router_with("home", Some(NatConfig::full_cone().udp_timeout(Duration::from_millis(400))), None, false);
+    let r = t.router_with(
+        "home",
+        Some(NatConfig::full_cone().udp_timeout(Duration::from_millis(400))),
+        None,
+        false,
+    );
     let c = t.host("c", r);
     let s = t.public_host("s");
     let s_ip = t.ip(s);
@@ -111,24 +127,27 @@ fn double_nat_behind_a_carrier() {
     let s_ip = t.ip(s);
     let carrier_wan = t.wan_ip(carrier);
     assert!(t.wan_ip(home).octets()[..2] == [100, 64]);
-    let [client, server] = netsim::run(&t, [
-        netsim::host(move || async move {
-            let u = UdpSocket::bind("0.0.0.0:0").await.unwrap();
-            for _ in 0..20 {
-                u.send_to(b"hi", (s_ip, 7)).await.unwrap();
-                if let Some((b, _)) = recv_within(&u, 200).await {
-                    return String::from_utf8(b).unwrap();
+    let [client, server] = netsim::run(
+        &t,
+        [
+            netsim::host(move || async move {
+                let u = UdpSocket::bind("0.0.0.0:0").await.unwrap();
+                for _ in 0..20 {
+                    u.send_to(b"hi", (s_ip, 7)).await.unwrap();
+                    if let Some((b, _)) = recv_within(&u, 200).await {
+                        return String::from_utf8(b).unwrap();
+                    }
                 }
-            }
-            String::new()
-        }),
-        netsim::host(|| async {
-            let u = UdpSocket::bind("0.0.0.0:7").await.unwrap();
-            let (_, from) = recv_within(&u, 5000).await.unwrap();
-            u.send_to(from.to_string().as_bytes(), from).await.unwrap();
-            from.to_string()
-        }),
-    ])
+                String::new()
+            }),
+            netsim::host(|| async {
+                let u = UdpSocket::bind("0.0.0.0:7").await.unwrap();
+                let (_, from) = recv_within(&u, 5000).await.unwrap();
+                u.send_to(from.to_string().as_bytes(), from).await.unwrap();
+                from.to_string()
+            }),
+        ],
+    )
     .unwrap();
     assert_eq!(client, server);
     assert!(server.starts_with(&format!("{carrier_wan}:")), "{server}");
@@ -153,7 +172,11 @@ fn icmp_port_unreachable_is_translated_back_through_the_nat() {
             u.connect((s_ip, 9)).await.unwrap(); // nothing listens on s:9
             u.send(b"x").await.unwrap();
             let mut b = [0u8; 8];
-            tokio::time::timeout(Duration::from_secs(2), u.recv(&mut b)).await.unwrap().unwrap_err().kind()
+            tokio::time::timeout(Duration::from_secs(2), u.recv(&mut b))
+                .await
+                .unwrap()
+                .unwrap_err()
+                .kind()
         })
         .unwrap()
         .join()
@@ -169,20 +192,32 @@ fn unsolicited_syn_is_reset_or_dropped_as_configured() {
     }
     for (mode, refused) in [(Unsolicited::Rst, true), (Unsolicited::Drop, false)] {
         let mut t = Topology::new();
-        let r = t.router_with("home", Some(NatConfig::port_restricted_cone().tcp_unsolicited(mode)), None, false);
+        let r = t.router_with(
+            "home",
+            Some(NatConfig::port_restricted_cone().tcp_unsolicited(mode)),
+            None,
+            false,
+        );
         t.host("c", r);
         t.public_host("s");
         let wan = t.wan_ip(r);
-        let [_, outcome] = netsim::run(&t, [
-            netsim::host(|| async { None }),
-            netsim::host(move || async move {
-                let r = tokio::time::timeout(Duration::from_millis(800), tokio::net::TcpStream::connect((wan, 80))).await;
-                Some(match r {
-                    Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
-                    _ => false,
-                })
-            }),
-        ])
+        let [_, outcome] = netsim::run(
+            &t,
+            [
+                netsim::host(|| async { None }),
+                netsim::host(move || async move {
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(800),
+                        tokio::net::TcpStream::connect((wan, 80)),
+                    )
+                    .await;
+                    Some(match r {
+                        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+                        _ => false,
+                    })
+                }),
+            ],
+        )
         .unwrap();
         assert_eq!(outcome, Some(refused), "{mode:?}");
     }
@@ -221,7 +256,10 @@ fn small_mtu_upstream_is_found_by_path_mtu_discovery() {
             let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
             c.write_all(&data).await.unwrap();
             let mut back = vec![0u8; 100_000];
-            tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut back)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(20), c.read_exact(&mut back))
+                .await
+                .unwrap()
+                .unwrap();
             back == data
         })
         .unwrap()

@@ -1,4 +1,6 @@
 //! Hosts in namespaces, the router moving real packets, and the `run` API.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod common;
 
@@ -35,37 +37,44 @@ fn udp_and_tcp_cross_a_nat_with_the_roadmap_api() {
     let server = t.public_host("server");
     let server_ip = t.ip(server);
     let wan = t.wan_ip(nat);
-    let [from_client, from_server] = netsim::run(&t, [
-        netsim::host(move || async move {
-            let s = UdpSocket::bind("0.0.0.0:40000").await.unwrap();
-            let mut b = [0u8; 64];
-            // Retry until the server has bound its socket.
-            let n = loop {
-                s.send_to(b"hello", (server_ip, 7000)).await.unwrap();
-                if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), s.recv(&mut b)).await {
-                    break r.unwrap();
-                }
-            };
-            let seen = String::from_utf8_lossy(&b[..n]).to_string();
-            // The listener was bound before the reflector answered.
-            let mut c = TcpStream::connect((server_ip, 7001)).await.unwrap();
-            c.write_all(&vec![7u8; 200_000]).await.unwrap();
-            c.shutdown().await.unwrap();
-            let mut back = String::new();
-            c.read_to_string(&mut back).await.unwrap();
-            vec![seen, back]
-        }),
-        netsim::host(|| async {
-            let l = TcpListener::bind("0.0.0.0:7001").await.unwrap();
-            let seen = udp_reflector(7000, 1).await;
-            let (mut c, from) = l.accept().await.unwrap();
-            let mut data = Vec::new();
-            c.read_to_end(&mut data).await.unwrap();
-            assert!(data.iter().all(|b| *b == 7));
-            c.write_all(format!("{} {}", data.len(), from).as_bytes()).await.unwrap();
-            vec![seen[0].to_string(), from.ip().to_string()]
-        }),
-    ])
+    let [from_client, from_server] = netsim::run(
+        &t,
+        [
+            netsim::host(move || async move {
+                let s = UdpSocket::bind("0.0.0.0:40000").await.unwrap();
+                let mut b = [0u8; 64];
+                // Retry until the server has bound its socket.
+                let n = loop {
+                    s.send_to(b"hello", (server_ip, 7000)).await.unwrap();
+                    if let Ok(r) =
+                        tokio::time::timeout(Duration::from_millis(200), s.recv(&mut b)).await
+                    {
+                        break r.unwrap();
+                    }
+                };
+                let seen = String::from_utf8_lossy(&b[..n]).to_string();
+                // The listener was bound before the reflector answered.
+                let mut c = TcpStream::connect((server_ip, 7001)).await.unwrap();
+                c.write_all(&vec![7u8; 200_000]).await.unwrap();
+                c.shutdown().await.unwrap();
+                let mut back = String::new();
+                c.read_to_string(&mut back).await.unwrap();
+                vec![seen, back]
+            }),
+            netsim::host(|| async {
+                let l = TcpListener::bind("0.0.0.0:7001").await.unwrap();
+                let seen = udp_reflector(7000, 1).await;
+                let (mut c, from) = l.accept().await.unwrap();
+                let mut data = Vec::new();
+                c.read_to_end(&mut data).await.unwrap();
+                assert!(data.iter().all(|b| *b == 7));
+                c.write_all(format!("{} {}", data.len(), from).as_bytes())
+                    .await
+                    .unwrap();
+                vec![seen[0].to_string(), from.ip().to_string()]
+            }),
+        ],
+    )
     .unwrap();
     // The server saw the NAT's address with the preserved port.
     assert_eq!(from_client[0], format!("{wan}:40000"));
@@ -81,7 +90,10 @@ fn counters_latency_and_hosts_added_while_running() {
     }
     let mut t = Topology::new().seed(3);
     let a = t.public_host("a");
-    t.set_link(a, LinkConfig::symmetric(Impairment::none().latency(Duration::from_millis(20))));
+    t.set_link(
+        a,
+        LinkConfig::symmetric(Impairment::none().latency(Duration::from_millis(20))),
+    );
     let mut net = Network::start(&t).unwrap();
     let b = net.add_public_host("b").unwrap();
     let b_ip = net.host_addrs(b)[0];
@@ -104,7 +116,10 @@ fn counters_latency_and_hosts_added_while_running() {
             for i in 0..10u8 {
                 let t0 = std::time::Instant::now();
                 s.send_to(&[i], (b_ip, 9)).await.unwrap();
-                tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf)).await.unwrap().unwrap();
+                tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
                 rtts.push(t0.elapsed());
             }
             rtts
@@ -114,7 +129,10 @@ fn counters_latency_and_hosts_added_while_running() {
         .unwrap();
     server.join().unwrap();
     // 20 ms each way on a's link: every round trip takes at least 40 ms.
-    assert!(rtts.iter().all(|r| *r >= Duration::from_millis(40)), "{rtts:?}");
+    assert!(
+        rtts.iter().all(|r| *r >= Duration::from_millis(40)),
+        "{rtts:?}"
+    );
     let stats = net.shutdown();
     let la = stats.link("a").unwrap();
     assert_eq!(la.up.sent, 10);

@@ -1,5 +1,7 @@
 //! Every NAT preset, checked with real sockets from hosts: the RFC 5780
 //! classifier over UDP, and TCP mapping/filtering/unsolicited-SYN behaviour.
+// Helpers outside #[test] functions panic on failure too.
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 mod common;
 
@@ -12,19 +14,69 @@ use tokio::net::{TcpListener, TcpSocket};
 
 const PROBE_PORT: u16 = 3478;
 
-fn expected(p: NatPreset) -> Option<(bool, Dependence, Dependence, fn(PortBehaviour) -> bool, bool)> {
+fn expected(
+    p: NatPreset,
+) -> Option<(
+    bool,
+    Dependence,
+    Dependence,
+    fn(PortBehaviour) -> bool,
+    bool,
+)> {
     use Dependence::*;
     let preserving = |b| b == PortBehaviour::Preserving;
     let sequential = |b| b == PortBehaviour::Sequential(1);
     let random = |b| b == PortBehaviour::Random;
     Some(match p {
-        NatPreset::Open => (false, EndpointIndependent, EndpointIndependent, preserving, true),
-        NatPreset::FullCone => (true, EndpointIndependent, EndpointIndependent, preserving, true),
-        NatPreset::RestrictedCone => (true, EndpointIndependent, AddressDependent, preserving, true),
-        NatPreset::PortRestrictedCone => (true, EndpointIndependent, AddressAndPortDependent, preserving, true),
-        NatPreset::Symmetric => (true, AddressAndPortDependent, AddressAndPortDependent, sequential, false),
-        NatPreset::SymmetricRandom => (true, AddressAndPortDependent, AddressAndPortDependent, random, false),
-        NatPreset::Cgnat => (true, EndpointIndependent, AddressAndPortDependent, random, true),
+        NatPreset::Open => (
+            false,
+            EndpointIndependent,
+            EndpointIndependent,
+            preserving,
+            true,
+        ),
+        NatPreset::FullCone => (
+            true,
+            EndpointIndependent,
+            EndpointIndependent,
+            preserving,
+            true,
+        ),
+        NatPreset::RestrictedCone => (
+            true,
+            EndpointIndependent,
+            AddressDependent,
+            preserving,
+            true,
+        ),
+        NatPreset::PortRestrictedCone => (
+            true,
+            EndpointIndependent,
+            AddressAndPortDependent,
+            preserving,
+            true,
+        ),
+        NatPreset::Symmetric => (
+            true,
+            AddressAndPortDependent,
+            AddressAndPortDependent,
+            sequential,
+            false,
+        ),
+        NatPreset::SymmetricRandom => (
+            true,
+            AddressAndPortDependent,
+            AddressAndPortDependent,
+            random,
+            false,
+        ),
+        NatPreset::Cgnat => (
+            true,
+            EndpointIndependent,
+            AddressAndPortDependent,
+            random,
+            true,
+        ),
         NatPreset::UdpBlocked => return None,
     })
 }
@@ -44,11 +96,19 @@ fn classifier_agrees_with_every_preset() {
         clients.push((p, t.host(&format!("c-{}", p.name()), r)));
     }
     let net = netsim::Network::start(&t).unwrap();
-    let srv = net.spawn(server, move || netsim::serve_probes(addrs, PROBE_PORT)).unwrap();
+    let srv = net
+        .spawn(server, move || netsim::serve_probes(addrs, PROBE_PORT))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let tasks: Vec<_> = clients
         .iter()
-        .map(|(p, h)| (*p, net.spawn(*h, move || netsim::classify(addrs, PROBE_PORT)).unwrap()))
+        .map(|(p, h)| {
+            (
+                *p,
+                net.spawn(*h, move || netsim::classify(addrs, PROBE_PORT))
+                    .unwrap(),
+            )
+        })
         .collect();
     let mut failures = Vec::new();
     for (p, task) in tasks {
@@ -56,11 +116,19 @@ fn classifier_agrees_with_every_preset() {
         match (expected(p), got) {
             (None, Err(netsim::ClassifyError::UdpBlocked)) => {}
             (Some((nat, m, f, ports, hp)), Ok(r))
-                if r.behind_nat == nat && r.mapping == m && r.filtering == f && ports(r.ports) && r.hairpinning == hp => {}
+                if r.behind_nat == nat
+                    && r.mapping == m
+                    && r.filtering == f
+                    && ports(r.ports)
+                    && r.hairpinning == hp => {}
             (_, got) => failures.push(format!("{}: {got:?}", p.name())),
         }
     }
-    net.spawn(server, move || netsim::stop_probes(addrs[0], PROBE_PORT)).unwrap().join().unwrap().unwrap();
+    net.spawn(server, move || netsim::stop_probes(addrs[0], PROBE_PORT))
+        .unwrap()
+        .join()
+        .unwrap()
+        .unwrap();
     srv.join().unwrap().unwrap();
     assert!(failures.is_empty(), "misclassified: {failures:#?}");
 }
@@ -78,7 +146,8 @@ fn reuse_socket(local_port: u16) -> TcpSocket {
     let s = TcpSocket::new_v4().unwrap();
     s.set_reuseaddr(true).unwrap();
     s.set_reuseport(true).unwrap();
-    s.bind(SocketAddr::from(([0, 0, 0, 0], local_port))).unwrap();
+    s.bind(SocketAddr::from(([0, 0, 0, 0], local_port)))
+        .unwrap();
     s
 }
 
@@ -101,9 +170,21 @@ fn tcp_mapping_and_filtering_per_preset() {
     let cases = [
         // (preset, mapping, SYN from a contacted address's other port, from another address)
         (NatPreset::FullCone, EndpointIndependent, (true, true)),
-        (NatPreset::RestrictedCone, EndpointIndependent, (true, false)),
-        (NatPreset::PortRestrictedCone, EndpointIndependent, (false, false)),
-        (NatPreset::Symmetric, AddressAndPortDependent, (false, false)),
+        (
+            NatPreset::RestrictedCone,
+            EndpointIndependent,
+            (true, false),
+        ),
+        (
+            NatPreset::PortRestrictedCone,
+            EndpointIndependent,
+            (false, false),
+        ),
+        (
+            NatPreset::Symmetric,
+            AddressAndPortDependent,
+            (false, false),
+        ),
     ];
     let mut t = Topology::new().seed(9);
     let server = t.public_host_with_addrs("tcp-server", 2);
@@ -119,7 +200,11 @@ fn tcp_mapping_and_filtering_per_preset() {
     let net = netsim::Network::start(&t).unwrap();
     let srv = net
         .spawn(server, move || async move {
-            tokio::join!(tcp_reflector(a1, 80, n), tcp_reflector(a2, 80, n), tcp_reflector(a2, 81, n));
+            tokio::join!(
+                tcp_reflector(a1, 80, n),
+                tcp_reflector(a2, 80, n),
+                tcp_reflector(a2, 81, n)
+            );
         })
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -139,7 +224,11 @@ fn tcp_mapping_and_filtering_per_preset() {
     let results: Vec<_> = tasks.into_iter().map(|t| t.join().unwrap()).collect();
     srv.join().unwrap();
     for ((p, mapping, _), (m1, m2, m3, _)) in cases.iter().zip(&results) {
-        let got = if m1 == m2 && m2 == m3 { EndpointIndependent } else { AddressAndPortDependent };
+        let got = if m1 == m2 && m2 == m3 {
+            EndpointIndependent
+        } else {
+            AddressAndPortDependent
+        };
         assert_eq!(got, *mapping, "{}: {m1} {m2} {m3}", p.name());
     }
     // Unsolicited SYNs to each client's first mapping (made towards a1:80),
@@ -159,11 +248,24 @@ fn tcp_mapping_and_filtering_per_preset() {
     };
     let stranger_ip = t.ip(stranger);
     let m2 = mapped.clone();
-    let other_port = net.spawn(server, move || knock(a1, m2)).unwrap().join().unwrap();
-    let other_addr = net.spawn(stranger, move || knock(stranger_ip, mapped)).unwrap().join().unwrap();
+    let other_port = net
+        .spawn(server, move || knock(a1, m2))
+        .unwrap()
+        .join()
+        .unwrap();
+    let other_addr = net
+        .spawn(stranger, move || knock(stranger_ip, mapped))
+        .unwrap()
+        .join()
+        .unwrap();
     drop(listeners);
     for (((p, _, reachable), a), b) in cases.iter().zip(other_port).zip(other_addr) {
-        assert_eq!((a, b), *reachable, "{}: which unsolicited TCP SYNs reached the host", p.name());
+        assert_eq!(
+            (a, b),
+            *reachable,
+            "{}: which unsolicited TCP SYNs reached the host",
+            p.name()
+        );
     }
 }
 

@@ -15,7 +15,11 @@ pub fn prerequisites(tools: &[&str]) -> bool {
         missing.push("/dev/net/tun".to_owned());
     }
     for t in std::iter::once(&"ip").chain(tools) {
-        let found = Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success());
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !found {
             missing.push(format!("the `{t}` program"));
         }
@@ -34,6 +38,10 @@ pub fn prerequisites(tools: &[&str]) -> bool {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
