@@ -32,6 +32,10 @@ use super::rng::SplitMix64;
 use super::rtt::RttEstimator;
 
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// SACKed packets sent later than a hole before it counts as lost; grows
+/// when reordering fooled us.
+const INITIAL_REORDER_THRESHOLD: usize = 3;
+const MAX_REORDER_THRESHOLD: usize = 512;
 
 /// A datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +156,8 @@ pub struct ConnectionStats {
     pub window_cuts: u64,
     /// Path-MTU probes sent.
     pub mtu_probes: u64,
+    /// Loss cuts undone because the "lost" packet was only reordered.
+    pub spurious_retransmits: u64,
     /// Datagrams received.
     pub packets_received: u64,
 }
@@ -183,6 +189,8 @@ struct Sent {
     need_resend: bool,
     sacked: bool,
     mtu_probe: bool,
+    /// Declared lost by SACK or duplicate ACKs (not by the RTO).
+    fast_lost: bool,
 }
 
 impl Sent {
@@ -199,6 +207,8 @@ struct Delivered {
     sent_at: Option<Instant>,
     /// Karn: sent more than once, or marked for resending.
     ambiguous: bool,
+    /// Fast-retransmitted, at this time.
+    fast_resent_at: Option<Instant>,
     mtu_probe: bool,
     in_network: bool,
 }
@@ -210,6 +220,11 @@ impl Delivered {
             len: s.payload.len(),
             sent_at: s.sent_at,
             ambiguous: s.transmissions != 1 || s.need_resend,
+            fast_resent_at: s
+                .fast_lost
+                .then_some(s.sent_at)
+                .flatten()
+                .filter(|_| s.transmissions > 1),
             mtu_probe: s.mtu_probe,
             in_network: s.in_network(),
         }
@@ -261,6 +276,8 @@ pub struct Connection {
     cc: Ledbat,
     mtu: Mtu,
     dup_acks: u32,
+    last_peer_ts: Option<u32>,
+    reorder_threshold: usize,
     ack_now: bool,
     unacked_packets: u32,
     ack_deadline: Option<Instant>,
@@ -407,6 +424,8 @@ impl Connection {
                 next_search: None,
             },
             dup_acks: 0,
+            last_peer_ts: None,
+            reorder_threshold: INITIAL_REORDER_THRESHOLD,
             ack_now: false,
             unacked_packets: 0,
             ack_deadline: None,
@@ -636,7 +655,15 @@ impl Connection {
             self.state = State::Connected;
             self.events.push_back(Event::Connected);
         }
-        self.process_ack(now, h.ack_nr, p.sack, h.ty == PacketType::State);
+        // A STATE that left the peer before one we already have is old news,
+        // not a duplicate ack (ACKs get reordered too).
+        let in_order = self
+            .last_peer_ts
+            .is_none_or(|last| !packet::ts_lt(h.timestamp, last));
+        if in_order {
+            self.last_peer_ts = Some(h.timestamp);
+        }
+        self.process_ack(now, h.ack_nr, p.sack, h.ty == PacketType::State && in_order);
         if matches!(h.ty, PacketType::Data | PacketType::Fin) {
             self.process_data(now, h, p.payload);
         }
@@ -814,6 +841,11 @@ impl Connection {
             self.cc.set_mss(self.mss());
             self.finish_mtu_search_if_done(now);
         }
+        if let (Some(at), Some(min_rtt)) = (s.fast_resent_at, self.rtt.min_rtt())
+            && now.saturating_duration_since(at) < min_rtt / 2
+        {
+            self.on_spurious_retransmit();
+        }
         if s.in_network {
             self.in_flight -= s.len;
             s.len
@@ -831,28 +863,37 @@ impl Connection {
     /// A packet is lost when three packets sent after its last transmission
     /// have been selectively acknowledged.
     fn detect_sack_losses(&mut self, now: Instant) {
-        let mut top = [0u64; 3];
-        let mut found = 0;
-        for s in self.sent.iter().filter(|s| s.sacked) {
-            found += 1;
-            if s.tx_order > top[2] {
-                top[2] = s.tx_order;
-                top.sort_unstable_by(|a, b| b.cmp(a));
-            }
-        }
-        if found < 3 {
+        let mut orders: Vec<u64> = self
+            .sent
+            .iter()
+            .filter(|s| s.sacked)
+            .map(|s| s.tx_order)
+            .collect();
+        let k = self.reorder_threshold;
+        if orders.len() < k {
             return;
         }
-        let third = top[2];
+        let (_, kth, _) = orders.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        let kth = *kth;
         let lost: Vec<usize> = self
             .sent
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.in_network() && s.tx_order < third)
+            .filter(|(_, s)| s.in_network() && s.tx_order < kth)
             .map(|(i, _)| i)
             .collect();
         for i in lost {
             self.mark_lost(now, i);
+        }
+    }
+
+    /// An ACK for a retransmitted packet came back sooner than any round
+    /// trip could: the original arrived, it was only reordered. Tolerate
+    /// more reordering from now on and take back the window cut.
+    fn on_spurious_retransmit(&mut self) {
+        self.reorder_threshold = (self.reorder_threshold * 2).min(MAX_REORDER_THRESHOLD);
+        if self.cc.undo_last_cut() {
+            self.stats.spurious_retransmits += 1;
         }
     }
 
@@ -870,6 +911,7 @@ impl Connection {
             self.mtu.ceiling = size.saturating_sub(1).max(self.mtu.floor);
             self.finish_mtu_search_if_done(now);
         } else {
+            s.fast_lost = true;
             self.stats.fast_losses += 1;
             if self.cc.on_loss(now, self.rtt.srtt()) {
                 self.stats.window_cuts += 1;
@@ -1000,6 +1042,7 @@ impl Connection {
             let s = &mut self.sent[i];
             if s.in_network() {
                 s.need_resend = true;
+                s.fast_lost = false;
                 self.in_flight -= s.payload.len();
                 if s.mtu_probe && self.mtu.probe_seq == Some(s.seq) {
                     let size = u16::try_from(s.payload.len() + HEADER_LEN).unwrap_or(u16::MAX);
@@ -1040,6 +1083,7 @@ impl Connection {
             need_resend: true,
             sacked: false,
             mtu_probe: false,
+            fast_lost: false,
         });
         self.seq_nr = self.seq_nr.wrapping_add(1);
         self.sent.len() - 1

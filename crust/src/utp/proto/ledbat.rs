@@ -137,6 +137,8 @@ pub(crate) struct Ledbat {
     ours: DelayHistory,
     theirs: DelayHistory,
     last_cut: Option<Instant>,
+    /// Window, threshold and phase before the last loss cut.
+    undo: Option<(f64, f64, bool)>,
     slowdown: Slowdown,
 }
 
@@ -153,6 +155,7 @@ impl Ledbat {
             ours: DelayHistory::new(config.base_delay_history, config.delay_filter),
             theirs: DelayHistory::new(config.base_delay_history, config.delay_filter),
             last_cut: None,
+            undo: None,
             slowdown: Slowdown::NotScheduled,
         }
     }
@@ -235,7 +238,9 @@ impl Ledbat {
         match self.mode {
             CongestionMode::Ledbat => {
                 if self.slow_start {
-                    if qd > 0.9 * self.target_us || self.cwnd >= self.ssthresh {
+                    if qd > 0.9 * self.target_us {
+                        self.exit_slow_start_on_delay(now, rtt);
+                    } else if self.cwnd >= self.ssthresh {
                         self.exit_slow_start(now, rtt);
                     } else if saturated {
                         self.cwnd += acked;
@@ -255,7 +260,9 @@ impl Ledbat {
                 }
                 let gain = self.dynamic_gain(min_rtt);
                 if self.slow_start {
-                    if qd > 0.75 * self.target_us || self.cwnd >= self.ssthresh {
+                    if qd > 0.75 * self.target_us {
+                        self.exit_slow_start_on_delay(now, rtt);
+                    } else if self.cwnd >= self.ssthresh {
                         self.exit_slow_start(now, rtt);
                     } else if saturated {
                         self.cwnd += gain * acked;
@@ -283,6 +290,15 @@ impl Ledbat {
     fn dynamic_gain(&self, min_rtt: Option<Duration>) -> f64 {
         let base_us = min_rtt.map_or(self.target_us, |r| (r.as_micros() as f64).max(1.0));
         1.0 / (2.0 * self.target_us / base_us).ceil().clamp(1.0, 16.0)
+    }
+
+    /// Leaves slow start because the queue grew: the window that produced
+    /// the delay we see now was half the current one (it doubles every RTT
+    /// and the delay signal is an RTT old), so go back to it rather than
+    /// drain the overshoot at one packet per RTT.
+    fn exit_slow_start_on_delay(&mut self, now: Instant, rtt: Duration) {
+        self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
+        self.exit_slow_start(now, rtt);
     }
 
     fn exit_slow_start(&mut self, now: Instant, rtt: Duration) {
@@ -339,6 +355,7 @@ impl Ledbat {
             return false;
         }
         self.last_cut = Some(now);
+        self.undo = Some((self.cwnd, self.ssthresh, self.slow_start));
         self.cwnd = (self.cwnd / 2.0).max(self.min_cwnd());
         self.ssthresh = self.cwnd;
         if self.slow_start {
@@ -347,8 +364,21 @@ impl Ledbat {
         true
     }
 
+    /// The last cut was for a packet that had only been reordered: restore
+    /// the window it took away (once).
+    pub(crate) fn undo_last_cut(&mut self) -> bool {
+        let Some((cwnd, ssthresh, slow_start)) = self.undo.take() else {
+            return false;
+        };
+        self.cwnd = self.cwnd.max(cwnd);
+        self.ssthresh = ssthresh;
+        self.slow_start = slow_start;
+        true
+    }
+
     /// The RTO fired: back to one packet and slow start (BEP 29, libutp).
     pub(crate) fn on_timeout(&mut self) {
+        self.undo = None;
         self.ssthresh = (self.cwnd / 2.0).max(self.min_cwnd());
         self.cwnd = self.mss;
         self.slow_start = true;

@@ -34,15 +34,28 @@ fn handshake(seed: u64) -> (Connection, Connection, Instant) {
     let mut b =
         Connection::accept(now, addr(A_ADDR), &syn.contents, config, seed + 1).expect("accept");
     let reply = b.poll_transmit(now).expect("syn reply");
+    PEER_TS.set(header(&reply).timestamp);
     a.handle_datagram(now, &reply.contents).expect("decode");
     (a, b, now)
+}
+
+thread_local! {
+    /// The acceptor's clock as last seen, so hand-made packets from "it"
+    /// carry later timestamps than its real ones.
+    static PEER_TS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn next_peer_ts() -> u32 {
+    let ts = PEER_TS.get().wrapping_add(1);
+    PEER_TS.set(ts);
+    ts
 }
 
 fn state_packet(conn_id: u16, seq_nr: u16, ack_nr: u16, ts_diff: u32) -> Vec<u8> {
     let h = Header {
         ty: PacketType::State,
         conn_id,
-        timestamp: 1,
+        timestamp: next_peer_ts(),
         timestamp_diff: ts_diff,
         wnd_size: 1 << 20,
         seq_nr,

@@ -3,6 +3,7 @@
 // Configs are `#[non_exhaustive]`; tests change them the way users must.
 #![allow(clippy::field_reassign_with_default)]
 
+mod congestion;
 mod interop;
 mod reliability;
 mod sim;

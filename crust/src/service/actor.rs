@@ -1,0 +1,580 @@
+//! The actor that owns the connection table.
+//!
+//! It receives [`Command`]s from handles and [`Internal`] notices from its
+//! own tasks (accepted and bootstrap connections, links that ended), and is
+//! the only place that decides which connection to a peer is kept and which
+//! lifecycle events are emitted.
+//!
+//! Simultaneous dial: when a second connection to a connected peer appears,
+//! both sides keep the one dialled by the peer with the smaller id (or the
+//! newer one if the same side dialled both), so they agree without talking.
+//! The loser finishes what it started and closes with `Superseded`; a side
+//! that sees its only connection superseded waits one handshake timeout for
+//! the winner before reporting the peer lost.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::link::{self, LinkCtl, LinkId, PeerQueue, ReaderEnd};
+use super::{ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason, ServiceError, Transport};
+use crate::bootstrap_cache::BootstrapCache;
+use crate::id::PeerId;
+use crate::secure::{Intent, SecureChannel};
+use crate::wire::CloseReason;
+
+/// Requests from handles.
+pub(super) enum Command {
+    Listen {
+        addr: SocketAddr,
+        reply: oneshot::Sender<Result<SocketAddr, ServiceError>>,
+    },
+    StopListening {
+        addr: SocketAddr,
+        reply: oneshot::Sender<bool>,
+    },
+    Listeners {
+        reply: oneshot::Sender<Vec<SocketAddr>>,
+    },
+    Bootstrap,
+    Register {
+        dialled: Dialled,
+        reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<(PeerId, ConnectionInfo)>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Notices from the actor's own tasks.
+enum Internal {
+    Accepted(Dialled),
+    BootstrapDialled(Dialled),
+    BootstrapDone { reached: usize },
+    LinkEnded { peer: PeerId, link: LinkId, end: ReaderEnd },
+}
+
+struct LinkEntry {
+    id: LinkId,
+    info: ConnectionInfo,
+    /// Who dialled this link.
+    dialler: PeerId,
+    ctl: Arc<LinkCtl>,
+}
+
+struct PeerEntry {
+    queue: Arc<PeerQueue>,
+    current: LinkId,
+    links: Vec<LinkEntry>,
+    /// Set when the current link was superseded by the peer and we wait for
+    /// its replacement until this instant.
+    replacement_deadline: Option<Instant>,
+}
+
+impl PeerEntry {
+    fn current(&self) -> Option<&LinkEntry> {
+        self.links.iter().find(|l| l.id == self.current)
+    }
+}
+
+struct Actor {
+    inner: Arc<Inner>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    peers: HashMap<PeerId, PeerEntry>,
+    listeners: HashMap<SocketAddr, JoinHandle<()>>,
+    cache: Option<Arc<Mutex<BootstrapCache>>>,
+    next_link: LinkId,
+    bootstrap_kept: usize,
+    bootstrap_running: bool,
+    tasks: JoinSet<()>,
+}
+
+/// Spawns the actor; returns the sender for commands.
+pub(super) fn spawn(inner: Arc<Inner>, cache: Option<BootstrapCache>) -> mpsc::UnboundedSender<Command> {
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+    let actor = Actor {
+        inner,
+        internal_tx,
+        peers: HashMap::new(),
+        listeners: HashMap::new(),
+        cache: cache.map(|c| Arc::new(Mutex::new(c))),
+        next_link: 1,
+        bootstrap_kept: 0,
+        bootstrap_running: false,
+        tasks: JoinSet::new(),
+    };
+    tokio::spawn(actor.run(commands_rx, internal_rx));
+    commands_tx
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        let mut shutdown_reply = None;
+        loop {
+            let deadline = self
+                .peers
+                .values()
+                .filter_map(|p| p.replacement_deadline)
+                .min();
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break,
+                    Some(Command::Shutdown { reply }) => {
+                        shutdown_reply = Some(reply);
+                        break;
+                    }
+                    Some(command) => self.on_command(command).await,
+                },
+                Some(notice) = internal.recv() => self.on_internal(notice),
+                () = sleep_until(deadline) => self.expire_replacements(),
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
+            }
+        }
+        self.shutdown().await;
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Listen { addr, reply } => {
+                let _ = reply.send(self.listen(addr).await);
+            }
+            Command::StopListening { addr, reply } => {
+                let stopped = match self.listeners.remove(&addr) {
+                    Some(task) => {
+                        task.abort();
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(stopped);
+            }
+            Command::Listeners { reply } => {
+                let _ = reply.send(self.listeners.keys().copied().collect());
+            }
+            Command::Bootstrap => self.start_bootstrap(),
+            Command::Register { dialled, reply } => {
+                let result = self.register(dialled, false);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.ok_or(ConnectError::Stopped));
+                }
+            }
+            Command::Disconnect { peer, reply } => {
+                let known = match self.peers.remove(&peer) {
+                    Some(entry) => {
+                        self.drop_peer(&peer, entry, CloseReason::Disconnect);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(known);
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .peers
+                    .iter()
+                    .filter_map(|(id, entry)| {
+                        let link = entry.current()?;
+                        let mut info = link.info.clone();
+                        info.rtt = link.ctl.rtt();
+                        Some((*id, info))
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn on_internal(&mut self, notice: Internal) {
+        match notice {
+            Internal::Accepted(dialled) => {
+                self.register(dialled, false);
+            }
+            Internal::BootstrapDialled(dialled) => {
+                if self.bootstrap_kept >= self.inner.config.bootstrap_keep {
+                    // Enough bootstrap connections; say goodbye politely.
+                    let (reader, writer) = dialled.channel.split();
+                    drop(reader);
+                    self.tasks.spawn(async move {
+                        let mut writer = writer;
+                        writer.push_message(
+                            crate::wire::CONTROL_LANE,
+                            &crate::wire::encode(&crate::wire::Packet::Close(CloseReason::Disconnect)),
+                        );
+                        let _ = writer.shutdown().await;
+                    });
+                    return;
+                }
+                if self.register(dialled, true).is_some() {
+                    self.bootstrap_kept += 1;
+                }
+            }
+            Internal::BootstrapDone { reached } => {
+                self.bootstrap_running = false;
+                if reached == 0 {
+                    self.inner.emit(Event::BootstrapFailed);
+                }
+            }
+            Internal::LinkEnded { peer, link, end } => self.link_ended(peer, link, end),
+        }
+    }
+
+    async fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                self.inner.emit(Event::ListenerFailed {
+                    addr,
+                    error: source.to_string(),
+                });
+                return Err(ServiceError::Listen { addr, source });
+            }
+        };
+        let bound = listener.local_addr().map_err(|source| ServiceError::Listen { addr, source })?;
+        let inner = self.inner.clone();
+        let internal = self.internal_tx.clone();
+        let task = tokio::spawn(accept_loop(listener, bound, inner, internal));
+        self.listeners.insert(bound, task);
+        tracing::info!(%bound, "listening");
+        self.inner.emit(Event::ListenerStarted(bound));
+        Ok(bound)
+    }
+
+    fn start_bootstrap(&mut self) {
+        if self.bootstrap_running {
+            return;
+        }
+        self.bootstrap_running = true;
+        let mut candidates: Vec<(Option<PeerId>, Vec<SocketAddr>)> = Vec::new();
+        if let Some(cache) = &self.cache {
+            let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            for entry in cache.entries() {
+                candidates.push((Some(entry.id), entry.addrs.clone()));
+            }
+        }
+        for contact in &self.inner.config.bootstrap_contacts {
+            let known = candidates
+                .iter()
+                .any(|(id, addrs)| contact.id.is_some() && *id == contact.id && addrs.contains(&contact.addr));
+            if !known {
+                candidates.push((contact.id, vec![contact.addr]));
+            }
+        }
+        candidates.retain(|(id, _)| *id != Some(self.inner.id));
+        let inner = self.inner.clone();
+        let internal = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let limit = Arc::new(tokio::sync::Semaphore::new(inner.config.max_concurrent_dials.max(1)));
+            let mut dials = JoinSet::new();
+            for (id, addrs) in candidates {
+                let (inner, limit) = (inner.clone(), limit.clone());
+                dials.spawn(async move {
+                    let _slot = limit.acquire_owned().await.ok()?;
+                    super::dial::dial_any(&inner, id, &addrs, Intent::Bootstrap).await.ok()
+                });
+            }
+            let mut reached = 0;
+            while let Some(joined) = dials.join_next().await {
+                if let Ok(Some(dialled)) = joined {
+                    reached += 1;
+                    let _ = internal.send(Internal::BootstrapDialled(dialled));
+                }
+            }
+            let _ = internal.send(Internal::BootstrapDone { reached });
+        });
+    }
+
+    /// Adds an established connection; returns its info, or `None` if it
+    /// lost a simultaneous-dial contest and was closed.
+    fn register(&mut self, dialled: Dialled, bootstrap: bool) -> Option<ConnectionInfo> {
+        let Dialled {
+            channel,
+            remote_addr,
+            local_addr,
+            direction,
+        } = dialled;
+        let peer = channel.remote();
+        let intent = channel.intent();
+        let dialler = match direction {
+            Direction::Outgoing => self.inner.id,
+            Direction::Incoming => peer,
+        };
+        let info = ConnectionInfo {
+            transport: Transport::Tcp,
+            remote_addr,
+            local_addr,
+            direction,
+            rtt: None,
+        };
+        if direction == Direction::Outgoing {
+            self.record_in_cache(peer, remote_addr);
+        }
+        let id = self.next_link;
+        self.next_link += 1;
+        let ctl = Arc::new(LinkCtl::new());
+        let link = LinkEntry {
+            id,
+            info: info.clone(),
+            dialler,
+            ctl: ctl.clone(),
+        };
+
+        let other_side = self.other(dialler, peer);
+        let (queue, wins, is_new_peer) = match self.peers.get_mut(&peer) {
+            None => {
+                let queue = Arc::new(PeerQueue::default());
+                self.inner
+                    .queues
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(peer, queue.clone());
+                self.peers.insert(
+                    peer,
+                    PeerEntry {
+                        queue: queue.clone(),
+                        current: id,
+                        links: Vec::new(),
+                        replacement_deadline: None,
+                    },
+                );
+                (queue, true, true)
+            }
+            Some(entry) => {
+                let wins = match entry.current() {
+                    // The current link already ended; any new one replaces it.
+                    None => true,
+                    // The peer superseded the current link; this is its winner.
+                    Some(_) if entry.replacement_deadline.is_some() => true,
+                    // The same side dialled both: the newer one is likelier alive.
+                    Some(current) if current.dialler == dialler => true,
+                    // Both dialled: keep the one dialled by the smaller id.
+                    Some(_) => dialler < other_side,
+                };
+                (entry.queue.clone(), wins, false)
+            }
+        };
+
+        let (reader, writer) = channel.split();
+        let inner = self.inner.clone();
+        self.tasks.spawn(link::run_writer(writer, id, inner.clone(), queue.clone(), ctl.clone()));
+        if wins {
+            queue.set_active(id);
+        } else {
+            tracing::debug!(%peer, "simultaneous dial: closing the duplicate connection");
+        }
+
+        let entry = self.peers.get_mut(&peer)?;
+        entry.links.push(link);
+        if wins {
+            entry.current = id;
+            entry.replacement_deadline = None;
+        }
+        if is_new_peer {
+            let event = match (direction, intent, bootstrap) {
+                (Direction::Outgoing, _, true) => Event::BootstrapConnect { peer, addr: remote_addr },
+                (Direction::Incoming, Intent::Bootstrap, _) => Event::BootstrapAccept { peer, addr: remote_addr },
+                _ => Event::ConnectSuccess {
+                    peer,
+                    info: info.clone(),
+                },
+            };
+            tracing::info!(%peer, %remote_addr, ?direction, "connected");
+            self.inner.emit(event);
+        }
+        // The reader starts after the connect event, so the peer's messages
+        // always follow it.
+        let internal = self.internal_tx.clone();
+        self.tasks.spawn(async move {
+            let end = link::run_reader(reader, peer, inner, queue, ctl).await;
+            let _ = internal.send(Internal::LinkEnded { peer, link: id, end });
+        });
+        if wins {
+            Some(info)
+        } else {
+            self.peers.get(&peer)?.current().map(|l| l.info.clone())
+        }
+    }
+
+    /// The side of a connection between us and `peer` that is not `dialler`.
+    fn other(&self, dialler: PeerId, peer: PeerId) -> PeerId {
+        if dialler == self.inner.id { peer } else { self.inner.id }
+    }
+
+    fn link_ended(&mut self, peer: PeerId, link: LinkId, end: ReaderEnd) {
+        let Some(entry) = self.peers.get_mut(&peer) else { return };
+        let Some(position) = entry.links.iter().position(|l| l.id == link) else {
+            return;
+        };
+        let ended = entry.links.remove(position);
+        // Make sure the writer stops too, saying why if it still can.
+        let reason = match &end {
+            ReaderEnd::PeerClosed(CloseReason::Superseded) => CloseReason::Superseded,
+            _ => CloseReason::Disconnect,
+        };
+        entry.queue.close_link(link, reason);
+        ended.ctl.kill();
+        if entry.current != link {
+            return;
+        }
+        let lost = match end {
+            ReaderEnd::Killed => return,
+            ReaderEnd::PeerClosed(CloseReason::Superseded) => {
+                // Our side's winner is still on its way; wait for it.
+                if entry.replacement_deadline.is_none() {
+                    entry.replacement_deadline = Some(Instant::now() + self.inner.config.channel.handshake_timeout);
+                }
+                return;
+            }
+            ReaderEnd::PeerClosed(CloseReason::Disconnect) => LostReason::PeerDisconnected,
+            ReaderEnd::PeerClosed(CloseReason::Shutdown) => LostReason::PeerShutdown,
+            ReaderEnd::Lost(reason) => reason,
+        };
+        // Links still closing after a simultaneous dial go with it.
+        if let Some(entry) = self.peers.remove(&peer) {
+            self.drop_peer(&peer, entry, CloseReason::Disconnect);
+        }
+        tracing::info!(%peer, reason = %lost, "peer lost");
+        self.inner.emit(Event::LostPeer { peer, reason: lost });
+    }
+
+    fn expire_replacements(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, e)| e.replacement_deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in expired {
+            if let Some(entry) = self.peers.remove(&peer) {
+                self.drop_peer(&peer, entry, CloseReason::Disconnect);
+                self.inner.emit(Event::LostPeer {
+                    peer,
+                    reason: LostReason::ConnectionClosed,
+                });
+            }
+        }
+    }
+
+    /// Closes every link of a peer already removed from the table.
+    fn drop_peer(&self, peer: &PeerId, entry: PeerEntry, reason: CloseReason) {
+        for link in &entry.links {
+            entry.queue.close_link(link.id, reason);
+        }
+        self.forget(peer, &entry);
+        // Readers end once the peer closes its side or the timeout passes;
+        // don't wait for that.
+        for link in &entry.links {
+            link.ctl.kill();
+        }
+    }
+
+    fn forget(&self, peer: &PeerId, entry: &PeerEntry) {
+        self.inner
+            .queues
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+        entry.queue.close();
+    }
+
+    fn record_in_cache(&self, peer: PeerId, addr: SocketAddr) {
+        let Some(cache) = &self.cache else { return };
+        cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record_success(peer, addr, Transport::Tcp, SystemTime::now());
+        let cache = cache.clone();
+        // Written off the actor's thread; the lock orders concurrent saves
+        // and each writes the latest state.
+        tokio::task::spawn_blocking(move || {
+            let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = cache.save() {
+                tracing::warn!(error = %e, "could not save the bootstrap cache");
+            }
+        });
+    }
+
+    async fn shutdown(&mut self) {
+        for (_, task) in self.listeners.drain() {
+            task.abort();
+        }
+        let peers: Vec<(PeerId, PeerEntry)> = self.peers.drain().collect();
+        for (peer, entry) in peers {
+            self.drop_peer(&peer, entry, CloseReason::Shutdown);
+        }
+        // Let writers say goodbye, briefly.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    bound: SocketAddr,
+    inner: Arc<Inner>,
+    internal: mpsc::UnboundedSender<Internal>,
+) {
+    loop {
+        let (stream, remote_addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, go on.
+                tracing::warn!(%bound, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = inner.handshake_slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote_addr, "too many handshakes in progress; refusing connection");
+            continue;
+        };
+        let (inner, internal) = (inner.clone(), internal.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let local_addr = stream.local_addr().unwrap_or(bound);
+            match SecureChannel::accept(stream, &inner.secret, &inner.config.channel).await {
+                Ok(channel) => {
+                    let _ = internal.send(Internal::Accepted(Dialled {
+                        channel,
+                        remote_addr,
+                        local_addr,
+                        direction: Direction::Incoming,
+                    }));
+                }
+                Err(e) => tracing::info!(%remote_addr, error = %e, "incoming handshake failed"),
+            }
+        });
+    }
+}

@@ -1,0 +1,511 @@
+//! The service: one per application, holding every connection.
+//!
+//! [`Service::start`] binds the configured listeners and spawns the actor
+//! (`actor.rs`) that owns the connection table. The returned [`Service`] is
+//! a cheap handle; clones share one service, which shuts down when the last
+//! handle is dropped or [`Service::shutdown`] is called. Everything the
+//! service has to say arrives on [`Events`], in order per peer: a connect
+//! event, then that peer's messages, then `LostPeer`.
+//!
+//! Sending bypasses the actor: [`Service::send`] encodes the message and
+//! puts it in the peer's queue (`link.rs`), from which the connection's
+//! writer task takes it chunk by chunk, most urgent lane first.
+
+mod actor;
+mod dial;
+mod link;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::bootstrap_cache::BootstrapCache;
+use crate::config::Config;
+use crate::id::{PeerId, SecretId};
+use crate::secure::{FrameError, HandshakeError, Intent};
+use crate::wire;
+use actor::Command;
+use link::PeerQueue;
+
+/// How a connection is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Transport {
+    /// A TCP connection.
+    Tcp,
+}
+
+/// Who dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled the peer.
+    Outgoing,
+    /// The peer dialled us.
+    Incoming,
+}
+
+/// What is known about a live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The transport carrying it.
+    pub transport: Transport,
+    /// The peer's address as we see it.
+    pub remote_addr: SocketAddr,
+    /// Our address on this connection.
+    pub local_addr: SocketAddr,
+    /// Who dialled.
+    pub direction: Direction,
+    /// The latest round-trip time measured by keep-alives.
+    pub rtt: Option<Duration>,
+}
+
+/// How urgent a message is: 0 is the most urgent, 14 the least.
+///
+/// A connection sends the next chunk of the most urgent message waiting, so
+/// a small urgent message overtakes a large one after at most one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(u8);
+
+impl Priority {
+    /// The most urgent.
+    pub const HIGHEST: Self = Self(0);
+    /// Urgent, such as interactive messages.
+    pub const HIGH: Self = Self(2);
+    /// The usual.
+    pub const NORMAL: Self = Self(7);
+    /// Bulk transfers.
+    pub const LOWEST: Self = Self(14);
+
+    /// A priority level, clamped to 0..=14.
+    pub fn new(level: u8) -> Self {
+        Self(level.min(Self::LOWEST.0))
+    }
+
+    /// The level, 0..=14.
+    pub fn level(self) -> u8 {
+        self.0
+    }
+
+    /// The frame lane: 0 is keep-alive and control, data uses 1..=15.
+    fn lane(self) -> u8 {
+        self.0 + 1
+    }
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Self::NORMAL
+    }
+}
+
+/// Why a peer was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LostReason {
+    /// Nothing arrived for the configured peer timeout.
+    Timeout,
+    /// The peer said it is disconnecting.
+    PeerDisconnected,
+    /// The peer said it is shutting down.
+    PeerShutdown,
+    /// The connection closed without a goodbye (the peer process died, or
+    /// the path broke).
+    ConnectionClosed,
+    /// The peer broke the protocol (tampered, oversized or malformed data);
+    /// what it sent after the fault was discarded.
+    ProtocolViolation(String),
+    /// Reading from or writing to the connection failed.
+    Io(String),
+}
+
+impl fmt::Display for LostReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("peer timed out"),
+            Self::PeerDisconnected => f.write_str("peer disconnected"),
+            Self::PeerShutdown => f.write_str("peer shut down"),
+            Self::ConnectionClosed => f.write_str("connection closed without goodbye"),
+            Self::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+            Self::Io(what) => write!(f, "i/o error: {what}"),
+        }
+    }
+}
+
+/// Something the service reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A listener is accepting connections on this address.
+    ListenerStarted(SocketAddr),
+    /// A listener could not start or stopped with an error.
+    ListenerFailed {
+        /// The address it was meant for.
+        addr: SocketAddr,
+        /// Why.
+        error: String,
+    },
+    /// We joined the network through this peer.
+    BootstrapConnect {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A peer joined the network through us.
+    BootstrapAccept {
+        /// The peer.
+        peer: PeerId,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// No bootstrap candidate could be reached.
+    BootstrapFailed,
+    /// A connection to a peer is up (either side dialled).
+    ConnectSuccess {
+        /// The peer.
+        peer: PeerId,
+        /// How we are connected.
+        info: ConnectionInfo,
+    },
+    /// A [`Service::connect`] failed.
+    ConnectFailure {
+        /// The peer we tried.
+        peer: PeerId,
+        /// Why.
+        error: ConnectError,
+    },
+    /// A message arrived.
+    NewMessage {
+        /// From whom.
+        peer: PeerId,
+        /// The bytes, as sent.
+        data: Bytes,
+    },
+    /// The last connection to a peer is gone.
+    LostPeer {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: LostReason,
+    },
+}
+
+/// Why one address could not be dialled.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The TCP connect did not finish in time.
+    #[error("connect timed out")]
+    Timeout,
+    /// The TCP connect failed.
+    #[error("{0}")]
+    Io(Arc<std::io::Error>),
+    /// The secure handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(Arc<HandshakeError>),
+}
+
+/// Why [`Service::connect`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No address to dial.
+    #[error("no addresses to dial")]
+    NoAddresses,
+    /// Every address failed.
+    #[error("could not connect: {}", describe_attempts(.0))]
+    Failed(Vec<(SocketAddr, DialError)>),
+    /// The service has shut down.
+    #[error("the service has shut down")]
+    Stopped,
+}
+
+fn describe_attempts(attempts: &[(SocketAddr, DialError)]) -> String {
+    attempts
+        .iter()
+        .map(|(addr, e)| format!("{addr}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// There is no connection to that peer.
+    #[error("not connected to {0}")]
+    NotConnected(PeerId),
+    /// The message exceeds the configured maximum.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Why the service or a listener could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The service has shut down.
+    #[error("the service has shut down")]
+    Stopped,
+}
+
+type EventItem = (Event, Option<OwnedSemaphorePermit>);
+
+/// The service's events, in order per peer.
+///
+/// Keep taking events: messages from a peer whose undelivered bytes exceed
+/// [`Config::receive_buffer_limit`] pause that peer's connection until the
+/// application catches up.
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<EventItem>,
+}
+
+impl Events {
+    /// The next event; `None` once the service has shut down and every
+    /// event was taken.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await.map(|(event, _permit)| event)
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok().map(|(event, _permit)| event)
+    }
+}
+
+/// State shared by the handle, the actor and the connection tasks.
+pub(crate) struct Inner {
+    secret: SecretId,
+    id: PeerId,
+    config: Config,
+    /// Keep-alive nonces are microseconds since this instant.
+    epoch: Instant,
+    queues: RwLock<HashMap<PeerId, Arc<PeerQueue>>>,
+    events: mpsc::UnboundedSender<EventItem>,
+    handshake_slots: Arc<Semaphore>,
+}
+
+impl Inner {
+    fn emit(&self, event: Event) {
+        // The receiver may be gone; the service goes on regardless.
+        let _ = self.events.send((event, None));
+    }
+
+    fn queue(&self, peer: &PeerId) -> Option<Arc<PeerQueue>> {
+        self.queues
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(peer)
+            .cloned()
+    }
+}
+
+/// A handle to a running service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service").field("id", &self.inner.id).finish()
+    }
+}
+
+impl Service {
+    /// Starts a service with this identity: opens the bootstrap cache, binds
+    /// `config.listen`, and spawns the actor on the current tokio runtime.
+    pub async fn start(config: Config, secret: SecretId) -> Result<(Self, Events), ServiceError> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // A damaged cache is logged by `open` and replaced by an empty one.
+        let cache = config
+            .bootstrap_cache
+            .as_ref()
+            .map(|path| BootstrapCache::open(path, config.bootstrap_cache_capacity).0);
+        let inner = Arc::new(Inner {
+            id: secret.peer_id(),
+            secret,
+            epoch: Instant::now(),
+            queues: RwLock::new(HashMap::new()),
+            events: events_tx,
+            handshake_slots: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
+            config,
+        });
+        let commands = actor::spawn(inner.clone(), cache);
+        let service = Self { inner, commands };
+        for addr in service.inner.config.listen.clone() {
+            service.start_listening(addr).await?;
+        }
+        Ok((service, Events { rx: events_rx }))
+    }
+
+    /// Our identity.
+    pub fn id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Starts a TCP listener; returns the bound address (useful with port
+    /// 0). Also reported as [`Event::ListenerStarted`].
+    pub async fn start_listening(&self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Listen { addr, reply })?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
+    /// Stops the listener bound to `addr`; returns whether there was one.
+    pub async fn stop_listening(&self, addr: SocketAddr) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::StopListening { addr, reply }).is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// The addresses being listened on.
+    pub async fn listeners(&self) -> Vec<SocketAddr> {
+        let (reply, rx) = oneshot::channel();
+        if self.command(Command::Listeners { reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Dials the bootstrap cache's peers and the configured contacts
+    /// concurrently, keeping up to `bootstrap_keep` connections. Results
+    /// arrive as [`Event::BootstrapConnect`] for each connection kept, or
+    /// one [`Event::BootstrapFailed`].
+    pub fn bootstrap(&self) -> Result<(), ServiceError> {
+        self.command(Command::Bootstrap)
+    }
+
+    /// Connects to `peer` at any of `addrs`, dialling them concurrently;
+    /// the first to complete the handshake as `peer` wins. Returns at once
+    /// if already connected. Success is also reported as
+    /// [`Event::ConnectSuccess`], failure as [`Event::ConnectFailure`].
+    pub async fn connect(&self, peer: PeerId, addrs: &[SocketAddr]) -> Result<ConnectionInfo, ConnectError> {
+        if let Some(info) = self.connection_info(&peer).await {
+            return Ok(info);
+        }
+        let result = match dial::dial_any(&self.inner, Some(peer), addrs, Intent::Connect).await {
+            Ok(dialled) => {
+                let (reply, rx) = oneshot::channel();
+                if self
+                    .command(Command::Register {
+                        dialled,
+                        reply: Some(reply),
+                    })
+                    .is_err()
+                {
+                    return Err(ConnectError::Stopped);
+                }
+                rx.await.unwrap_or(Err(ConnectError::Stopped))
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            self.inner.emit(Event::ConnectFailure {
+                peer,
+                error: error.clone(),
+            });
+        }
+        result
+    }
+
+    /// Queues `data` for `peer`. Waits while the peer's queue is over
+    /// [`Config::send_queue_limit`]. Delivery is in order per priority;
+    /// messages still queued when the connection is lost are dropped.
+    pub async fn send(&self, peer: &PeerId, data: &[u8], priority: Priority) -> Result<(), SendError> {
+        let message = wire::encode(&wire::Packet::Data(data));
+        let max = self.inner.config.channel.max_message_len;
+        if message.len() > max {
+            return Err(SendError::TooLarge {
+                len: message.len(),
+                max,
+            });
+        }
+        let queue = self.inner.queue(peer).ok_or(SendError::NotConnected(*peer))?;
+        queue
+            .push(priority.lane(), message, self.inner.config.send_queue_limit)
+            .await
+            .map_err(|_| SendError::NotConnected(*peer))
+    }
+
+    /// Closes the connection to `peer`, telling it why; no `LostPeer` is
+    /// reported for a disconnect we asked for. Returns whether there was a
+    /// connection.
+    pub async fn disconnect(&self, peer: &PeerId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Disconnect { peer: *peer, reply }).is_ok() && rx.await.unwrap_or(false)
+    }
+
+    /// Every connected peer and how it is connected.
+    pub async fn connected_peers(&self) -> Vec<(PeerId, ConnectionInfo)> {
+        let (reply, rx) = oneshot::channel();
+        if self.command(Command::Peers { reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// How we are connected to `peer`, if we are.
+    pub async fn connection_info(&self, peer: &PeerId) -> Option<ConnectionInfo> {
+        self.connected_peers()
+            .await
+            .into_iter()
+            .find_map(|(p, info)| (p == *peer).then_some(info))
+    }
+
+    /// Closes every connection and listener, telling peers we are shutting
+    /// down. Other handles see the service as stopped.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.command(Command::Shutdown { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn command(&self, command: Command) -> Result<(), ServiceError> {
+        self.commands.send(command).map_err(|_| ServiceError::Stopped)
+    }
+}
+
+/// What a dial or an accept produced, ready to be registered.
+pub(crate) struct Dialled {
+    channel: crate::secure::SecureChannel<tokio::net::TcpStream>,
+    remote_addr: SocketAddr,
+    local_addr: SocketAddr,
+    direction: Direction,
+}
+
+/// Maps a reader's failure to the reason reported for the lost peer.
+fn lost_reason(error: &FrameError) -> LostReason {
+    match error {
+        FrameError::Closed | FrameError::Truncated => LostReason::ConnectionClosed,
+        FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => LostReason::ConnectionClosed,
+        FrameError::Io(e) => LostReason::Io(e.to_string()),
+        other => LostReason::ProtocolViolation(other.to_string()),
+    }
+}
