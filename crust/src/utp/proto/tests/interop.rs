@@ -339,7 +339,13 @@ fn zero_timestamp_difference_is_no_sample() {
         a.handle_datagram(now, &state_packet(a.recv_id(), 1, 1, 9000))
             .expect("decode");
     }
-    assert_eq!(a.queuing_delay(), Some(Duration::from_micros(4000)));
+    // 4 ms, less a few µs of drift correction: the hand-made packets'
+    // timestamps advance faster than our clock.
+    let qd = a.queuing_delay().expect("sample");
+    assert!(
+        qd > Duration::from_micros(3990) && qd <= Duration::from_micros(4000),
+        "{qd:?}"
+    );
 }
 
 #[test]
