@@ -319,7 +319,12 @@ pub(crate) fn transfer(
             };
             // Write as much as fits.
             while sent[side] < totals[side] {
-                let n = (totals[side] - sent[side]).min(chunk.len() as u64) as usize;
+                let n = (totals[side] - sent[side])
+                    .min(chunk.len() as u64)
+                    .min(c.send_capacity() as u64) as usize;
+                if n == 0 {
+                    break;
+                }
                 for (k, b) in chunk[..n].iter_mut().enumerate() {
                     *b = pattern(sent[side] + k as u64);
                 }

@@ -1,0 +1,462 @@
+//! The tokio driver: one UDP socket, one [`Endpoint`], many streams.
+//!
+//! [`UtpSocket::bind`] opens the socket and spawns the driver task, a thin
+//! pump: receive a datagram and hand it to the endpoint (or, when it is not
+//! uTP, to the caller's channel), run due timers, send every transmit, wake
+//! the streams whose connections have events, and sleep until the next
+//! datagram, timer or application call. Streams and the socket share the
+//! endpoint behind a mutex that is never held across an `.await`.
+//!
+//! Call order: `bind`, then any number of [`UtpSocket::connect`] and
+//! [`UtpSocket::accept`]; read and write the [`UtpStream`]s; drop them (or
+//! `shutdown` them) when done. The driver stops when the socket and every
+//! stream are gone.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::hash::{BuildHasher, RandomState};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc};
+
+use super::proto::{
+    ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, looks_like_utp,
+};
+
+/// A datagram that is not uTP, with its sender.
+pub type OtherDatagram = (Vec<u8>, SocketAddr);
+
+/// How many non-uTP datagrams wait for the caller before new ones are dropped.
+const OTHER_QUEUE: usize = 1024;
+/// Datagrams handled per wake-up before the driver flushes transmits.
+const RECV_BATCH: usize = 64;
+
+#[cfg(target_os = "linux")]
+const EMSGSIZE: i32 = 90;
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+const EMSGSIZE: i32 = 40;
+#[cfg(windows)]
+const EMSGSIZE: i32 = 10040;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    windows
+)))]
+const EMSGSIZE: i32 = -1;
+
+#[derive(Default)]
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    wakers: HashMap<ConnectionHandle, Wakers>,
+    accept_waker: Option<Waker>,
+    /// Handles whose stream was dropped; removed once their connection ends.
+    released: Vec<ConnectionHandle>,
+}
+
+struct Shared {
+    socket: Arc<UdpSocket>,
+    inner: Mutex<Inner>,
+    wake_driver: Arc<Notify>,
+    shutdown: Arc<Notify>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.shutdown.notify_one();
+    }
+}
+
+/// One UDP socket carrying many uTP connections.
+#[derive(Clone)]
+pub struct UtpSocket {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UtpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpSocket")
+            .field("local_addr", &self.shared.socket.local_addr().ok())
+            .finish()
+    }
+}
+
+impl UtpSocket {
+    /// Binds `addr` and starts the driver on the current tokio runtime.
+    /// Datagrams that are not uTP (crust's own, which start with `b"CRST"`)
+    /// arrive on the returned channel; when the caller falls behind by more
+    /// than a thousand, newer ones are dropped.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: EndpointConfig,
+    ) -> io::Result<(Self, mpsc::Receiver<OtherDatagram>)> {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let seed = RandomState::new().hash_one((addr, Instant::now()));
+        let shared = Arc::new(Shared {
+            socket: socket.clone(),
+            inner: Mutex::new(Inner {
+                endpoint: Endpoint::new(config, seed),
+                wakers: HashMap::new(),
+                accept_waker: None,
+                released: Vec::new(),
+            }),
+            wake_driver: Arc::new(Notify::new()),
+            shutdown: Arc::new(Notify::new()),
+        });
+        let (tx, rx) = mpsc::channel(OTHER_QUEUE);
+        tokio::spawn(drive(
+            Arc::downgrade(&shared),
+            socket,
+            shared.wake_driver.clone(),
+            shared.shutdown.clone(),
+            tx,
+        ));
+        Ok((Self { shared }, rx))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.socket.local_addr()
+    }
+
+    /// Sends a non-uTP datagram from the same socket (so it shares the NAT
+    /// mapping the connections use).
+    pub async fn send_datagram(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.shared.socket.send_to(data, to).await
+    }
+
+    /// Opens a stream to `remote`, completing when the handshake does.
+    pub async fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
+        let handle = {
+            let mut inner = self.shared.lock();
+            inner.endpoint.connect(Instant::now(), remote)
+        };
+        self.shared.wake_driver.notify_one();
+        let stream = UtpStream {
+            shared: self.shared.clone(),
+            handle,
+        };
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            let Some(conn) = inner.endpoint.connection(handle) else {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+            };
+            match conn.state() {
+                State::SynSent => {
+                    inner.wakers.entry(handle).or_default().write = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                State::Dead => Poll::Ready(Err(lost(conn.error()))),
+                _ => Poll::Ready(Ok(())),
+            }
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// Waits for the next incoming stream.
+    pub async fn accept(&self) -> io::Result<UtpStream> {
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            match inner.endpoint.accept() {
+                Some(handle) => Poll::Ready(Ok(UtpStream {
+                    shared: self.shared.clone(),
+                    handle,
+                })),
+                None => {
+                    inner.accept_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn lost(error: Option<super::proto::ConnectionError>) -> io::Error {
+    use super::proto::ConnectionError as E;
+    let kind = match error {
+        Some(E::Reset) => io::ErrorKind::ConnectionReset,
+        Some(E::ConnectTimedOut | E::TimedOut | E::IdleTimeout) => io::ErrorKind::TimedOut,
+        Some(E::Aborted) => io::ErrorKind::ConnectionAborted,
+        _ => io::ErrorKind::NotConnected,
+    };
+    match error {
+        Some(e) => io::Error::new(kind, e),
+        None => io::Error::from(kind),
+    }
+}
+
+/// One uTP connection as a byte stream.
+pub struct UtpStream {
+    shared: Arc<Shared>,
+    handle: ConnectionHandle,
+}
+
+impl std::fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpStream")
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
+impl UtpStream {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        let inner = self.shared.lock();
+        inner
+            .endpoint
+            .connection(self.handle)
+            .map(|c| c.remote())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// Counters of the underlying connection.
+    pub fn stats(&self) -> Option<super::proto::ConnectionStats> {
+        self.shared
+            .lock()
+            .endpoint
+            .connection(self.handle)
+            .map(|c| c.stats())
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut inner = self.shared.lock();
+        let handle = self.handle;
+        let Some(conn) = inner.endpoint.connection_mut(handle) else {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+        };
+        match conn.read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                drop(inner);
+                // Reading may open the window: let the driver tell the peer.
+                self.shared.wake_driver.notify_one();
+                Poll::Ready(Ok(()))
+            }
+            Err(ReadError::Blocked) => {
+                inner.wakers.entry(handle).or_default().read = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Err(ReadError::Lost(e)) => Poll::Ready(Err(lost(Some(e)))),
+        }
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut inner = self.shared.lock();
+        let handle = self.handle;
+        let Some(conn) = inner.endpoint.connection_mut(handle) else {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+        };
+        if conn.state() == State::Dead {
+            return Poll::Ready(Err(lost(conn.error())));
+        }
+        let n = conn.write(data);
+        if n > 0 || data.is_empty() {
+            drop(inner);
+            self.shared.wake_driver.notify_one();
+            return Poll::Ready(Ok(n));
+        }
+        if conn.send_capacity() == 0 && matches!(conn.state(), State::Closed) {
+            return Poll::Ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
+        }
+        // A full send buffer is back-pressure: wait for acknowledgements.
+        inner.wakers.entry(handle).or_default().write = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.wake_driver.notify_one();
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues a FIN after the buffered bytes; reading goes on until the peer
+    /// closes too.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(conn) = self.shared.lock().endpoint.connection_mut(self.handle) {
+            conn.close();
+        }
+        self.shared.wake_driver.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UtpStream {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if let Some(conn) = inner.endpoint.connection_mut(self.handle) {
+            // Whatever was written still goes out, followed by a FIN.
+            conn.close();
+        }
+        inner.wakers.remove(&self.handle);
+        inner.released.push(self.handle);
+        drop(inner);
+        self.shared.wake_driver.notify_one();
+    }
+}
+
+/// The driver task; see the module docs.
+async fn drive(
+    weak: std::sync::Weak<Shared>,
+    socket: Arc<UdpSocket>,
+    wake: Arc<Notify>,
+    shutdown: Arc<Notify>,
+    other: mpsc::Sender<OtherDatagram>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let deadline = shared.lock().endpoint.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Hold no strong reference while parked, so dropping the last
+        // handle can end the driver.
+        drop(shared);
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r.ok(),
+            () = sleep => None,
+            () = wake.notified() => None,
+            () = shutdown.notified() => return,
+        };
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((n, from)) = received {
+            handle_datagram(&shared, &other, now, &buf[..n], from);
+            // Drain what else is queued without waiting, then flush once.
+            for _ in 1..RECV_BATCH {
+                match socket.try_recv_from(&mut buf) {
+                    Ok((n, from)) => handle_datagram(&shared, &other, now, &buf[..n], from),
+                    Err(_) => break,
+                }
+            }
+        }
+        shared.lock().endpoint.handle_timeout(now);
+        flush(&shared, &socket).await;
+        dispatch_events(&shared);
+    }
+}
+
+fn handle_datagram(
+    shared: &Shared,
+    other: &mpsc::Sender<OtherDatagram>,
+    now: Instant,
+    data: &[u8],
+    from: SocketAddr,
+) {
+    if looks_like_utp(data) {
+        // Malformed uTP is dropped; the error only says why.
+        let _ = shared.lock().endpoint.handle_datagram(now, from, data);
+    } else {
+        let _ = other.try_send((data.to_vec(), from));
+    }
+}
+
+async fn flush(shared: &Shared, socket: &UdpSocket) {
+    loop {
+        let transmit = shared.lock().endpoint.poll_transmit(Instant::now());
+        let Some(t) = transmit else { return };
+        // `send_to` waits for room in the socket buffer: local congestion
+        // delays the packet instead of losing it.
+        match socket.send_to(&t.contents, t.destination).await {
+            Ok(_) => {}
+            Err(e) if t.dont_fragment && e.raw_os_error() == Some(EMSGSIZE) => {
+                shared
+                    .lock()
+                    .endpoint
+                    .handle_transmit_too_large(Instant::now(), &t);
+            }
+            // Anything else (unreachable, no route) is loss; uTP recovers.
+            Err(_) => {}
+        }
+    }
+}
+
+fn dispatch_events(shared: &Shared) {
+    let mut wake = Vec::new();
+    let mut inner = shared.lock();
+    while let Some((h, event)) = inner.endpoint.poll_event() {
+        let Some(w) = inner.wakers.get_mut(&h) else {
+            continue;
+        };
+        match event {
+            Event::Readable | Event::PeerFinished => wake.extend(w.read.take()),
+            Event::Writable | Event::Connected => wake.extend(w.write.take()),
+            Event::Closed | Event::Lost(_) => {
+                wake.extend(w.read.take());
+                wake.extend(w.write.take());
+            }
+        }
+    }
+    if let Some(w) = inner.accept_waker.take() {
+        wake.push(w);
+    }
+    let released = std::mem::take(&mut inner.released);
+    for h in released {
+        let finished = inner
+            .endpoint
+            .connection(h)
+            .is_none_or(|c| c.is_drained() || (c.state() == State::SynSent));
+        if finished {
+            inner.endpoint.remove(h);
+        } else {
+            inner.released.push(h);
+        }
+    }
+    drop(inner);
+    for w in wake {
+        w.wake();
+    }
+}
+
+impl UtpSocket {
+    /// Number of connections the endpoint still tracks (for tests and
+    /// diagnostics).
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().endpoint.connection_count()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! The driver over real sockets, on 127.0.0.1 only.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{UtpSocket, UtpStream};
+use crate::utp::proto::EndpointConfig;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+async fn pair() -> (UtpSocket, UtpSocket) {
+    let (a, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind a");
+    let (b, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind b");
+    (a, b)
+}
+
+async fn connect(a: &UtpSocket, b: &UtpSocket) -> (UtpStream, UtpStream) {
+    let addr = b.local_addr().expect("addr");
+    let (client, server) = tokio::join!(a.connect(addr), b.accept());
+    (client.expect("connect"), server.expect("accept"))
+}
+
+#[tokio::test]
+async fn echo_over_loopback() {
+    let (a, b) = pair().await;
+    let (mut client, mut server) = connect(&a, &b).await;
+    client.write_all(b"ping").await.expect("write");
+    let mut buf = [0u8; 4];
+    server.read_exact(&mut buf).await.expect("read");
+    assert_eq!(&buf, b"ping");
+    server.write_all(b"pong").await.expect("write back");
+    client.read_exact(&mut buf).await.expect("read back");
+    assert_eq!(&buf, b"pong");
+}
+
+#[tokio::test]
+async fn bulk_transfer_arrives_intact_and_ends() {
+    let (a, b) = pair().await;
+    let (mut client, mut server) = connect(&a, &b).await;
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let expected = data.clone();
+    let sender = tokio::spawn(async move {
+        client.write_all(&data).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        // Keep reading until the peer closes too.
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read end");
+        client
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), server.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected);
+    server.shutdown().await.expect("shutdown");
+    let client = tokio::time::timeout(Duration::from_secs(30), sender)
+        .await
+        .expect("in time")
+        .expect("join");
+    drop(client);
+}
+
+#[tokio::test]
+async fn other_datagrams_reach_the_channel() {
+    let (a, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let (b, mut other) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let to = b.local_addr().expect("addr");
+    a.send_datagram(b"CRST hello", to).await.expect("send");
+    let (data, from) = tokio::time::timeout(Duration::from_secs(5), other.recv())
+        .await
+        .expect("in time")
+        .expect("datagram");
+    assert_eq!(data, b"CRST hello");
+    assert_eq!(from, a.local_addr().expect("addr"));
+}
+
+#[tokio::test]
+async fn many_streams_on_one_socket() {
+    let (a, b) = pair().await;
+    let addr = b.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let mut s = b.accept().await.expect("accept");
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.expect("read");
+                s.write_all(&got).await.expect("echo");
+                s.shutdown().await.expect("shutdown");
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest).await;
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        b
+    });
+    let mut clients = Vec::new();
+    for i in 0..16u8 {
+        let a = a.clone();
+        clients.push(tokio::spawn(async move {
+            let mut s = a.connect(addr).await.expect("connect");
+            let msg = vec![i; 50_000];
+            s.write_all(&msg).await.expect("write");
+            s.shutdown().await.expect("shutdown");
+            let mut back = Vec::new();
+            s.read_to_end(&mut back).await.expect("read");
+            assert_eq!(back, msg);
+        }));
+    }
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(60), c)
+            .await
+            .expect("in time")
+            .expect("client");
+    }
+    let _b = server.await.expect("server");
+}
+
+#[tokio::test]
+async fn connect_to_silent_port_times_out() {
+    // A bound socket that never answers: the SYN goes unanswered.
+    let silent = std::net::UdpSocket::bind(loopback()).expect("bind");
+    let (a, _) = UtpSocket::bind(loopback(), {
+        let mut c = EndpointConfig::default();
+        c.connection.initial_rto = Duration::from_millis(50);
+        c
+    })
+    .await
+    .expect("bind");
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        a.connect(silent.local_addr().expect("addr")),
+    )
+    .await
+    .expect("in time")
+    .expect_err("no answer");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+}
