@@ -280,6 +280,12 @@ pub struct Events {
     rx: mpsc::UnboundedReceiver<EventItem>,
 }
 
+impl fmt::Debug for Events {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events").field("queued", &self.rx.len()).finish()
+    }
+}
+
 impl Events {
     /// The next event; `None` once the service has shut down and every
     /// event was taken.

@@ -154,3 +154,43 @@ async fn connect_to_silent_port_times_out() {
     .expect_err("no answer");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 }
+
+/// Loopback throughput, one stream. Not a benchmark of record (see
+/// BENCHMARKS.md for that); run with
+/// `cargo test --release -- --ignored loopback_throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn loopback_throughput() {
+    let (a, b) = pair().await;
+    let (mut client, mut server) = connect(&a, &b).await;
+    let total: usize = 256 << 20;
+    let start = std::time::Instant::now();
+    let sender = tokio::spawn(async move {
+        let chunk = vec![7u8; 1 << 16];
+        let mut sent = 0;
+        while sent < total {
+            client.write_all(&chunk).await.expect("write");
+            sent += chunk.len();
+        }
+        client.shutdown().await.expect("shutdown");
+        client
+    });
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0;
+    loop {
+        let n = server.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let client = sender.await.expect("join");
+    eprintln!(
+        "{} MiB in {secs:.2} s = {:.1} MiB/s; sender {:?}",
+        got >> 20,
+        (got >> 20) as f64 / secs,
+        client.stats()
+    );
+    assert_eq!(got, total);
+}

@@ -1,0 +1,133 @@
+//! `crust-node`: the headless crust peer for public hosts.
+//!
+//! Listens on the given TCP addresses, accepts bootstrap connections, and
+//! bootstraps from its cache and the given contacts. Prints its id and
+//! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use crust::{Config, Contact, Event, SecretId, Service};
+
+/// Runs a crust peer that others can bootstrap from.
+#[derive(Debug, Parser)]
+#[command(name = "crust-node", version, about)]
+struct Args {
+    /// TCP address to listen on; repeat for several.
+    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
+    listen: Vec<SocketAddr>,
+
+    /// Peer to bootstrap from, as ID@IP:PORT or IP:PORT; repeat for several.
+    #[arg(long = "bootstrap", value_name = "CONTACT")]
+    bootstrap: Vec<Contact>,
+
+    /// Network id; peers on other networks are refused.
+    #[arg(long, default_value = "crust")]
+    network: String,
+
+    /// Directory for the identity key and the bootstrap cache (default: the
+    /// platform's data directory for crust-node).
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    data_dir: Option<PathBuf>,
+
+    /// Use a fresh identity and no files at all.
+    #[arg(long)]
+    ephemeral: bool,
+
+    /// Send a keep-alive this often, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    keepalive: f64,
+
+    /// Report a peer lost after this many seconds of silence.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    peer_timeout: f64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let (secret, cache) = if args.ephemeral {
+        (SecretId::generate(), None)
+    } else {
+        let dir = match args.data_dir {
+            Some(dir) => dir,
+            None => directories::ProjectDirs::from("", "", "crust-node")
+                .context("no data directory on this platform; pass --data-dir or --ephemeral")?
+                .data_dir()
+                .to_owned(),
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let key = SecretId::load_or_generate(&dir.join("secret.key"))
+            .context("cannot load the identity key")?;
+        (key, Some(dir.join("bootstrap-cache.json")))
+    };
+    let config = Config {
+        listen: args.listen.clone(),
+        bootstrap_contacts: args.bootstrap.clone(),
+        bootstrap_cache: cache,
+        keepalive_interval: secs(args.keepalive, "--keepalive")?,
+        peer_timeout: secs(args.peer_timeout, "--peer-timeout")?,
+        channel: crust::ChannelConfig {
+            network_id: args.network.clone(),
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let (service, mut events) = Service::start(config, secret)
+        .await
+        .context("cannot start the service")?;
+    println!("peer id: {}", service.id());
+    for addr in service.listeners().await {
+        println!("listening on {addr}");
+        println!("contact: {}@{addr}", service.id());
+    }
+    service.bootstrap().context("cannot bootstrap")?;
+
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("shutting down");
+                service.shutdown().await;
+                return Ok(());
+            }
+        };
+        let Some(event) = event else { return Ok(()) };
+        match event {
+            Event::BootstrapConnect { peer, addr } => tracing::info!(%peer, %addr, "bootstrapped"),
+            Event::BootstrapAccept { peer, addr } => tracing::info!(%peer, %addr, "peer bootstrapped from us"),
+            Event::BootstrapFailed if !args.bootstrap.is_empty() => {
+                tracing::warn!("no bootstrap peer could be reached")
+            }
+            Event::ConnectSuccess { peer, info } => {
+                tracing::info!(%peer, addr = %info.remote_addr, "connected")
+            }
+            Event::LostPeer { peer, reason } => tracing::info!(%peer, %reason, "peer lost"),
+            Event::NewMessage { peer, data } => {
+                tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")
+            }
+            Event::ListenerFailed { addr, error } => tracing::error!(%addr, %error, "listener failed"),
+            _ => {}
+        }
+    }
+}
+
+fn secs(value: f64, flag: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+}

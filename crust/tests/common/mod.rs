@@ -1,0 +1,88 @@
+//! Helpers shared by the integration tests: services on loopback and
+//! waiting for events with a deadline.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crust::{Config, Event, Events, SecretId, Service};
+
+/// A deadline that fails a test rather than hanging it; generous, since CI
+/// machines are slow and shared.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Test settings: short timers, loopback listener on a free port.
+pub fn config() -> Config {
+    Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        keepalive_interval: Duration::from_millis(500),
+        peer_timeout: Duration::from_secs(3),
+        channel: crust::ChannelConfig {
+            network_id: "crust-tests".into(),
+            handshake_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
+pub struct Node {
+    pub service: Service,
+    pub events: Events,
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    pub async fn start_with(config: Config, secret: SecretId) -> Self {
+        let (service, mut events) = Service::start(config, secret).await.unwrap();
+        let addr = match events.recv().await {
+            Some(Event::ListenerStarted(addr)) => addr,
+            other => panic!("expected ListenerStarted, got {other:?}"),
+        };
+        Self { service, events, addr }
+    }
+
+    pub async fn start() -> Self {
+        Self::start_with(config(), SecretId::generate()).await
+    }
+
+    pub fn id(&self) -> crust::PeerId {
+        self.service.id()
+    }
+
+    /// Waits for the first event `pick` accepts, skipping others.
+    pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(found) = pick(event) {
+                        return found;
+                    }
+                }
+                Ok(None) => panic!("events ended while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// Collects every event arriving within `window`.
+    pub async fn drain(&mut self, window: Duration) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            seen.push(event);
+        }
+        seen
+    }
+
+    /// Waits for a message from `from`.
+    pub async fn message_from(&mut self, from: crust::PeerId) -> bytes::Bytes {
+        self.expect("a message", |e| match e {
+            Event::NewMessage { peer, data } if peer == from => Some(data),
+            _ => None,
+        })
+        .await
+    }
+}
