@@ -183,3 +183,43 @@ fn slow_start_leaves_on_rising_delay_without_loss() {
     assert_eq!(r.pair.ab.stats.dropped, 0);
     assert!(r.pair.ab.stats.max_queue_delay < Duration::from_millis(250));
 }
+
+fn throughput_with_skew(skew: f64) -> f64 {
+    // A long path, so that the "queuing delay ≤ RTT" clamp does not hide
+    // the drift.
+    let link = LinkConfig {
+        delay: Duration::from_millis(150),
+        rate: Some(125_000),
+        queue_bytes: 250_000,
+        ..LinkConfig::default()
+    };
+    let mut config = Config::default();
+    config.congestion = CongestionMode::Ledbat;
+    let back = LinkConfig {
+        delay: Duration::from_millis(150),
+        ..LinkConfig::default()
+    };
+    let mut pair = Pair::new(5, config, link, back);
+    pair.b_skew = skew;
+    let (ha, _) = pair.connect();
+    let mut r = Run {
+        pair,
+        ha,
+        delivered: 0,
+    };
+    r.run(Duration::from_secs(90));
+    let before = r.delivered;
+    r.run(Duration::from_secs(30));
+    (r.delivered - before) as f64 / 30.0
+}
+
+#[test]
+fn clock_drift_is_corrected() {
+    // The receiver's clock gains 2 ms per second: uncorrected, the one-way
+    // delay would seem to grow by 180 ms in 90 s and starve the flow.
+    let goodput = throughput_with_skew(2e-3);
+    assert!(goodput > 0.8 * 125_000.0, "{goodput}");
+    // And a slow receiver clock is harmless anyway.
+    let goodput = throughput_with_skew(-2e-3);
+    assert!(goodput > 0.8 * 125_000.0, "{goodput}");
+}

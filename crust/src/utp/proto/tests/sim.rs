@@ -170,6 +170,8 @@ pub(crate) struct Pair {
     pub(crate) ba: Link,
     pub(crate) a_events: Vec<(ConnectionHandle, Event)>,
     pub(crate) b_events: Vec<(ConnectionHandle, Event)>,
+    /// `b`'s clock runs this much fast (1e-3 = 1000 ppm).
+    pub(crate) b_skew: f64,
 }
 
 impl Pair {
@@ -186,6 +188,7 @@ impl Pair {
             ba: Link::new(ba, seed.wrapping_mul(7) ^ 2),
             a_events: Vec::new(),
             b_events: Vec::new(),
+            b_skew: 0.0,
         }
     }
 
@@ -199,7 +202,8 @@ impl Pair {
             assert_eq!(t.destination, addr(B_ADDR));
             self.ab.send(self.now, t);
         }
-        while let Some(t) = self.b.poll_transmit(self.now) {
+        let b_now = self.b_clock();
+        while let Some(t) = self.b.poll_transmit(b_now) {
             assert_eq!(t.destination, addr(A_ADDR));
             self.ba.send(self.now, t);
         }
@@ -215,20 +219,22 @@ impl Pair {
     /// false when nothing at all is scheduled.
     pub(crate) fn step(&mut self) -> bool {
         self.flush();
+        let b_next = self.b.poll_timeout().map(|t| self.from_b_clock(t));
         let next = [
             self.ab.next_time(),
             self.ba.next_time(),
             self.a.poll_timeout(),
-            self.b.poll_timeout(),
+            b_next,
         ]
         .into_iter()
         .flatten()
         .min();
         let Some(next) = next else { return false };
         self.now = self.now.max(next);
+        let b_now = self.b_clock();
         while let Some(d) = self.ab.pop_due(self.now) {
             self.b
-                .handle_datagram(self.now, addr(A_ADDR), &d)
+                .handle_datagram(b_now, addr(A_ADDR), &d)
                 .expect("valid datagram");
         }
         while let Some(d) = self.ba.pop_due(self.now) {
@@ -237,9 +243,21 @@ impl Pair {
                 .expect("valid datagram");
         }
         self.a.handle_timeout(self.now);
-        self.b.handle_timeout(self.now);
+        self.b.handle_timeout(b_now);
         self.flush();
         true
+    }
+
+    /// `b`'s view of the current time.
+    pub(crate) fn b_clock(&self) -> Instant {
+        self.start + (self.now - self.start).mul_f64(1.0 + self.b_skew)
+    }
+
+    /// The true time at which `b`'s clock shows `t` (rounded up, so that
+    /// handling it at that time makes progress).
+    fn from_b_clock(&self, t: Instant) -> Instant {
+        let local = t.saturating_duration_since(self.start);
+        self.start + local.div_f64(1.0 + self.b_skew) + Duration::from_micros(1)
     }
 
     /// Steps until `done` or the virtual deadline; returns whether `done`.
