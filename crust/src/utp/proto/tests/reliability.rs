@@ -457,11 +457,22 @@ fn impairment() -> impl Strategy<Value = (u64, LinkConfig, LinkConfig, u64, u64)
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // Seeded, and no regression files written next to the sources: a
+    // failure prints its case, which a plain test can pin.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x75_7450),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_impairments_deliver_intact((seed, ab, ba, up, down) in impairment()) {
-        let mut pair = Pair::new(seed, Config::default(), ab, ba);
+        // At 12% loss each way a SYN round trip fails one time in four;
+        // give the handshake enough tries that it is not what we test.
+        let mut config = Config::default();
+        config.max_syn_retransmits = 10;
+        let mut pair = Pair::new(seed, config, ab, ba);
         let r = transfer(&mut pair, up, down, Duration::from_secs(3600));
         prop_assert_eq!(r.b_received, up);
         prop_assert_eq!(r.a_received, down);

@@ -219,7 +219,7 @@ impl Pair {
     /// false when nothing at all is scheduled.
     pub(crate) fn step(&mut self) -> bool {
         self.flush();
-        let b_next = self.b.poll_timeout().map(|t| self.from_b_clock(t));
+        let b_next = self.b.poll_timeout().map(|t| self.true_time_of_b_clock(t));
         let next = [
             self.ab.next_time(),
             self.ba.next_time(),
@@ -255,7 +255,7 @@ impl Pair {
 
     /// The true time at which `b`'s clock shows `t` (rounded up, so that
     /// handling it at that time makes progress).
-    fn from_b_clock(&self, t: Instant) -> Instant {
+    fn true_time_of_b_clock(&self, t: Instant) -> Instant {
         let local = t.saturating_duration_since(self.start);
         self.start + local.div_f64(1.0 + self.b_skew) + Duration::from_micros(1)
     }
