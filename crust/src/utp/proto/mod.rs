@@ -23,6 +23,7 @@
 mod config;
 mod connection;
 mod endpoint;
+mod event;
 mod ledbat;
 mod packet;
 mod recv;
