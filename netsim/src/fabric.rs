@@ -51,6 +51,11 @@ enum Kind {
     Core,
     Open,
     Nat(Box<Nat>),
+    /// The LAN of a real Linux router: a switch whose way out is the
+    /// router namespace's LAN interface on link `gateway`.
+    Gateway {
+        gateway: usize,
+    },
 }
 
 struct Node {
@@ -183,6 +188,9 @@ impl Fabric {
         // Routers: node i + 1 is router i; upstreams always come first.
         for r in &topology.routers {
             let kind = match &r.nat {
+                _ if r.linux.is_some() => Kind::Gateway {
+                    gateway: usize::MAX,
+                },
                 Some(cfg) => Kind::Nat(Box::new(Nat::new(
                     cfg.clone(),
                     r.wan_ip,
@@ -204,6 +212,31 @@ impl Fabric {
         for (i, r) in topology.routers.iter().enumerate() {
             let node = i + 1;
             let parent = r.upstream.map_or(0, |u| u.0 + 1);
+            if r.linux.is_some() {
+                // Two TUNs in the router's namespace: WAN (on the parent's
+                // network) then LAN (the gateway of this node's switch).
+                let wan_tun = f.tun_link.len();
+                let wan = f.add_link(
+                    &format!("{}-wan", r.name),
+                    End::Tun(wan_tun),
+                    parent,
+                    r.link.up.clone(),
+                    r.link.down.clone(),
+                )?;
+                f.tun_link.push(wan);
+                f.nodes[parent].exact.insert(r.wan_ip, wan);
+                let lan_tun = f.tun_link.len();
+                let lan = f.add_link(
+                    &format!("{}-lan", r.name),
+                    End::Tun(lan_tun),
+                    node,
+                    crate::link::Impairment::none(),
+                    crate::link::Impairment::none(),
+                )?;
+                f.tun_link.push(lan);
+                f.nodes[node].kind = Kind::Gateway { gateway: lan };
+                continue;
+            }
             let link = f.add_link(
                 &r.name,
                 End::Node(node),
@@ -531,6 +564,30 @@ impl Fabric {
             inc(&self.counters.not_ipv4);
             return;
         };
+        if let Kind::Gateway { gateway } = self.nodes[n].kind {
+            // A switch: LAN hosts by address, everything else (multicast
+            // included) to the Linux router, which does its own TTL.
+            if m.dst.is_multicast() || m.dst.is_broadcast() {
+                let links: Vec<usize> = self
+                    .links
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, l)| *i != in_link && l.ends[1] == End::Node(n))
+                    .map(|(i, _)| i)
+                    .collect();
+                for l in links {
+                    self.send_from(now, n, l, pkt.clone());
+                }
+                return;
+            }
+            match self.lookup(n, m.dst) {
+                Some(link) if link != in_link => self.send_from(now, n, link, pkt),
+                Some(_) => {}
+                None if in_link != gateway => self.send_from(now, n, gateway, pkt),
+                None => inc(&self.counters.no_route),
+            }
+            return;
+        }
         if !packet::decrement_ttl(&mut pkt, &mut m) {
             inc(&self.counters.ttl_expired);
             if !m.is_icmp_error() {

@@ -38,6 +38,7 @@ mod error;
 mod fabric;
 mod fate;
 mod link;
+mod linux_router;
 mod nat;
 mod network;
 mod packet;
@@ -45,6 +46,7 @@ mod pcap;
 mod router;
 pub mod scenario;
 
+mod stun;
 mod sys;
 mod topology;
 
@@ -59,5 +61,6 @@ pub use nat::{Dependence, NatConfig, NatPreset, NatStats, PortAssignment, Unsoli
 pub use network::{
     Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run,
 };
+pub use stun::serve_stun;
 pub use sys::{enter_netns_file, enter_user_namespace};
-pub use topology::{HostId, HostSpec, RouterId, RouterSpec, Subnet, Topology};
+pub use topology::{HostId, HostSpec, LinuxRouter, RouterId, RouterSpec, Subnet, Topology};

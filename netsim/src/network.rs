@@ -44,7 +44,15 @@ pub struct Network {
     links: Vec<LinkHandles>,
     nats: Vec<NatHandles>,
     fabric: Arc<FabricCounters>,
+    /// Namespaces of real Linux routers, by router index.
+    linux_routers: Vec<(usize, Arc<OwnedFd>)>,
+    upnpds: Vec<crate::linux_router::Upnpd>,
+    stun: Option<(HostId, Ipv4Addr, HostTask<std::io::Result<()>>)>,
 }
+
+/// Name of the public host that serves STUN for miniupnpd.
+pub(crate) const STUN_HOST: &str = "netsim-stun";
+const STUN_PORT: u16 = 3478;
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +162,16 @@ impl Network {
     /// Creates the hosts' namespaces and starts the router.
     pub fn start(topology: &Topology) -> Result<Network, StartError> {
         topology.validate().map_err(StartError::Topology)?;
+        // miniupnpd needs a STUN server to accept a documentation-range WAN
+        // address; one public host is added for it.
+        let mut topology = topology.clone();
+        let needs_stun = topology
+            .routers
+            .iter()
+            .any(|r| r.linux.is_some_and(|l| l.upnp));
+        let stun_host = needs_stun.then(|| topology.public_host_with_addrs(STUN_HOST, 2));
+        let topology = &topology;
+        topology.validate().map_err(StartError::Topology)?;
         let seed = effective_seed(topology);
         let fabric = Fabric::new(topology, seed).map_err(|source| StartError::Setup {
             what: "building the router".into(),
@@ -175,6 +193,15 @@ impl Network {
         });
         let mut hosts = Vec::new();
         let mut tuns = Vec::new();
+        // Real Linux routers' TUNs come first, in router order (see Fabric::new).
+        let mut linux_routers = Vec::new();
+        for (i, r) in topology.routers.iter().enumerate() {
+            if r.linux.is_some() {
+                let ns = crate::linux_router::start(r)?;
+                tuns.extend(ns.tuns);
+                linux_routers.push((i, Arc::new(ns.netns)));
+            }
+        }
         for (h, ns) in topology.hosts.iter().zip(made) {
             let ns = ns?;
             hosts.push(HostHandle {
@@ -200,7 +227,7 @@ impl Network {
                 what: "spawning the router thread".into(),
                 source,
             })?;
-        Ok(Network {
+        let mut net = Network {
             topology: topology.clone(),
             seed,
             hosts,
@@ -210,7 +237,31 @@ impl Network {
             links,
             nats,
             fabric: counters,
-        })
+            linux_routers,
+            upnpds: Vec::new(),
+            stun: None,
+        };
+        if let Some(h) = stun_host {
+            let addrs = topology.addrs(h);
+            let a = [addrs[0], addrs[1]];
+            let task = net
+                .spawn(h, move || crate::stun::serve_stun(a, STUN_PORT))
+                .map_err(|e| StartError::Setup {
+                    what: "starting the STUN server".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            net.stun = Some((h, a[0], task));
+            // Let the STUN sockets bind before miniupnpd asks.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for (i, ns) in &net.linux_routers {
+                let spec = &topology.routers[*i];
+                if spec.linux.is_some_and(|l| l.upnp) {
+                    let d = crate::linux_router::start_upnpd(spec, ns, a[0])?;
+                    net.upnpds.push(d);
+                }
+            }
+        }
+        Ok(net)
     }
 
     /// The seed in use.
@@ -282,6 +333,42 @@ impl Network {
             seed: self.seed,
             handle,
         })
+    }
+
+    fn linux_ns(&self, router: RouterId) -> std::io::Result<Arc<OwnedFd>> {
+        self.linux_routers
+            .iter()
+            .find(|(i, _)| *i == router.0)
+            .map(|(_, ns)| ns.clone())
+            .ok_or_else(|| std::io::Error::other("not a Linux router"))
+    }
+
+    /// Starts an external program inside a real Linux router's namespace
+    /// (for example `nft list ruleset`).
+    pub fn router_command(
+        &self,
+        router: RouterId,
+        cmd: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        let netns = self.linux_ns(router)?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                sys::enter(&*netns)?;
+                cmd.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("spawn thread panicked")))
+        })
+    }
+
+    /// Like [`Network::netns_path`], for a real Linux router.
+    pub fn router_netns_path(&self, router: RouterId) -> Option<PathBuf> {
+        let ns = self.linux_ns(router).ok()?;
+        Some(PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            ns.as_raw_fd()
+        )))
     }
 
     /// Starts an external program inside `host`.
@@ -443,6 +530,13 @@ impl Network {
     }
 
     fn stop(&mut self) {
+        self.upnpds.clear();
+        if let Some((h, ip, task)) = self.stun.take() {
+            if let Ok(q) = self.spawn(h, move || crate::classify::stop_probes(ip, STUN_PORT)) {
+                let _ = q.join();
+            }
+            let _ = task.join();
+        }
         if let Some(h) = self.router.take() {
             let _ = self.commands.send(Command::Stop);
             self.waker.wake();

@@ -12,6 +12,11 @@
 //! upstream = "carrier"           # optional: another router; default the internet
 //! link = { latency = 5.0 }       # both directions; `up` / `down` override
 //!
+//! [[router]]
+//! name = "linux-gw"
+//! linux = true                   # real kernel NAT (nftables) in a namespace
+//! upnp = true                    # and the real miniupnpd on its LAN
+//!
 //! [[host]]
 //! name = "alice"
 //! network = "home"               # optional; default the internet
@@ -51,8 +56,14 @@ pub enum NatSpec {
 pub struct RouterEntry {
     /// Unique name.
     pub name: String,
-    /// NAT behaviour.
-    pub nat: NatSpec,
+    /// NAT behaviour of a simulated router (required unless `linux`).
+    pub nat: Option<NatSpec>,
+    /// A real Linux router (kernel nftables masquerade) instead.
+    #[serde(default)]
+    pub linux: bool,
+    /// With `linux`: run the real miniupnpd on it.
+    #[serde(default)]
+    pub upnp: bool,
     /// The router it hangs off, by name; default the internet.
     pub upstream: Option<String>,
     /// Impairment both ways.
@@ -165,11 +176,28 @@ impl Scenario {
                     ))
                 })?),
             };
-            let (cfg, carrier) = match &r.nat {
-                NatSpec::Preset(p) => (p.config(), *p == NatPreset::Cgnat),
-                NatSpec::Config(c) => (Some(c.clone()), false),
+            let id = match (&r.nat, r.linux) {
+                (None, true) => t.linux_router(&r.name, upstream, r.upnp),
+                (Some(nat), false) => {
+                    if r.upnp {
+                        return Err(ScenarioError::Invalid(format!(
+                            "router {}: upnp needs linux = true (the simulated router has no UPnP)",
+                            r.name
+                        )));
+                    }
+                    let (cfg, carrier) = match nat {
+                        NatSpec::Preset(p) => (p.config(), *p == NatPreset::Cgnat),
+                        NatSpec::Config(c) => (Some(c.clone()), false),
+                    };
+                    t.router_with(&r.name, cfg, upstream, carrier)
+                }
+                _ => {
+                    return Err(ScenarioError::Invalid(format!(
+                        "router {}: give either `nat` or `linux = true`",
+                        r.name
+                    )));
+                }
             };
-            let id = t.router_with(&r.name, cfg, upstream, carrier);
             t.set_router_link(id, link(&r.link, &r.up, &r.down));
         }
         for h in &self.hosts {

@@ -76,45 +76,98 @@ pub(crate) fn create_host(
     mtu: usize,
     multicast: bool,
 ) -> Result<HostNs, StartError> {
-    let addrs = addrs.to_vec();
+    let iface = Iface {
+        name: IFACE.into(),
+        addrs: addrs.to_vec(),
+        mtu,
+        multicast,
+    };
+    let mut ns = create_ns(vec![iface], false, None)?;
+    Ok(HostNs {
+        netns: ns.netns,
+        tun: ns.tuns.remove(0),
+    })
+}
+
+/// One TUN interface of a namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Iface {
+    pub(crate) name: String,
+    pub(crate) addrs: Vec<(Ipv4Addr, u8)>,
+    pub(crate) mtu: usize,
+    pub(crate) multicast: bool,
+}
+
+/// A namespace with several TUN interfaces.
+#[derive(Debug)]
+pub(crate) struct MultiNs {
+    pub(crate) netns: OwnedFd,
+    pub(crate) tuns: Vec<OwnedFd>,
+}
+
+fn open_tun(name: &str) -> Result<File, StartError> {
+    let tun_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StartError::Privileges(
+                "/dev/net/tun is missing: load the tun module (modprobe tun)".into(),
+            ),
+            _ => StartError::Setup {
+                what: "opening /dev/net/tun".into(),
+                source: e,
+            },
+        })?;
+    tun_set_iff(&tun_file, name).map_err(setup_err("creating the TUN interface"))?;
+    Ok(tun_file)
+}
+
+/// Creates a namespace with the given TUN interfaces; the default route goes
+/// through the first. `forward` turns on IPv4 forwarding; `nft` is a ruleset
+/// loaded with `nft -f -` inside.
+pub(crate) fn create_ns(
+    ifaces: Vec<Iface>,
+    forward: bool,
+    nft: Option<String>,
+) -> Result<MultiNs, StartError> {
     let t = std::thread::Builder::new()
         .name("netsim-setup".into())
-        .spawn(move || -> Result<HostNs, StartError> {
+        .spawn(move || -> Result<MultiNs, StartError> {
             unshare(CloneFlags::CLONE_NEWNET).map_err(privilege_error)?;
             // No IPv6 inside: the simulator carries IPv4 only.
             for p in ["all", "default"] {
                 let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"), "1");
             }
-            let tun_file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-                .open("/dev/net/tun")
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => StartError::Privileges(
-                        "/dev/net/tun is missing: load the tun module (modprobe tun)".into(),
-                    ),
-                    _ => StartError::Setup {
-                        what: "opening /dev/net/tun".into(),
-                        source: e,
-                    },
-                })?;
-            tun_set_iff(&tun_file, IFACE).map_err(setup_err("creating the TUN interface"))?;
+            if forward {
+                std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                    .map_err(setup_err("enabling forwarding"))?;
+            }
+            let mut tuns = Vec::new();
             let mut script = String::from("link set lo up\n");
-            script += &format!("link set {IFACE} mtu {mtu} txqueuelen 1000 up\n");
-            if multicast {
-                script += &format!("link set {IFACE} multicast on\n");
+            for i in &ifaces {
+                tuns.push(OwnedFd::from(open_tun(&i.name)?));
+                script += &format!("link set {} mtu {} txqueuelen 1000 up\n", i.name, i.mtu);
+                if i.multicast {
+                    script += &format!("link set {} multicast on\n", i.name);
+                }
+                for (ip, prefix) in &i.addrs {
+                    script += &format!("addr add {ip}/{prefix} dev {}\n", i.name);
+                }
             }
-            for (ip, prefix) in &addrs {
-                script += &format!("addr add {ip}/{prefix} dev {IFACE}\n");
+            if let Some(first) = ifaces.first() {
+                script += &format!("route add default dev {}\n", first.name);
             }
-            script += &format!("route add default dev {IFACE}\n");
             run_ip_batch(&script)?;
+            if let Some(rules) = nft {
+                run_tool("nft", &["-f", "-"], &rules, "install nftables")?;
+            }
             let netns = File::open("/proc/thread-self/ns/net")
                 .map_err(setup_err("opening the namespace"))?;
-            Ok(HostNs {
+            Ok(MultiNs {
                 netns: netns.into(),
-                tun: tun_file.into(),
+                tuns,
             })
         })
         .map_err(setup_err("spawning the setup thread"))?;
@@ -125,27 +178,31 @@ pub(crate) fn create_host(
 }
 
 fn run_ip_batch(script: &str) -> Result<(), StartError> {
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
+    run_tool("ip", &["-batch", "-"], script, "install iproute2")
+}
+
+fn run_tool(tool: &str, args: &[&str], input: &str, hint: &str) -> Result<(), StartError> {
+    let mut child = Command::new(tool)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| StartError::Tool {
-            tool: "ip".into(),
-            message: format!("{e} (install iproute2)"),
+            tool: tool.into(),
+            message: format!("{e} ({hint})"),
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(script.as_bytes())
-            .map_err(setup_err("writing to ip"))?;
+            .write_all(input.as_bytes())
+            .map_err(setup_err("writing to a tool"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(setup_err("waiting for ip"))?;
+        .map_err(setup_err("waiting for a tool"))?;
     if !out.status.success() {
         return Err(StartError::Tool {
-            tool: "ip".into(),
+            tool: tool.into(),
             message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }

@@ -71,7 +71,18 @@ pub struct RouterSpec {
     pub lan: Subnet,
     /// The link to the upstream network.
     pub link: LinkConfig,
+    /// Set for a real Linux router (kernel nftables NAT, optional miniupnpd)
+    /// instead of the simulated one; `nat` is then ignored.
+    pub linux: Option<LinuxRouter>,
     next_host: u32,
+}
+
+/// A router that is a namespace running Linux's own forwarding and
+/// nftables masquerade, and optionally the real `miniupnpd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinuxRouter {
+    /// Run `miniupnpd` (UPnP IGD and NAT-PMP) on the LAN side.
+    pub upnp: bool,
 }
 
 impl RouterSpec {
@@ -205,9 +216,26 @@ impl Topology {
             wan_ip,
             lan,
             link: LinkConfig::default(),
+            linux: None,
             next_host: 1,
         });
         RouterId(self.routers.len() - 1)
+    }
+
+    /// Adds a real Linux router (nftables masquerade, and `miniupnpd` if
+    /// `upnp`) on the internet or behind `upstream`. Its LAN is
+    /// `192.168.N.0/24`, the router itself `.1`.
+    pub fn linux_router(&mut self, name: &str, upstream: Option<RouterId>, upnp: bool) -> RouterId {
+        let id = self.router_with(
+            name,
+            Some(NatConfig::port_restricted_cone()),
+            upstream,
+            false,
+        );
+        let r = &mut self.routers[id.0];
+        r.nat = None;
+        r.linux = Some(LinuxRouter { upnp });
+        id
     }
 
     fn next_lan_addr(&mut self, r: RouterId) -> Ipv4Addr {
