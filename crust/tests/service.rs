@@ -31,16 +31,16 @@ async fn two_services_connect_and_exchange_messages_both_ways() {
         .await;
 
     for i in 0..50u32 {
-        b.service.send(&a_id, format!("to a {i}").as_bytes(), Priority::NORMAL).await.unwrap();
-        a.service.send(&b_id, format!("to b {i}").as_bytes(), Priority::NORMAL).await.unwrap();
+        b.service.send(&a_id, format!("to a {i}").into_bytes(), Priority::NORMAL).await.unwrap();
+        a.service.send(&b_id, format!("to b {i}").into_bytes(), Priority::NORMAL).await.unwrap();
     }
     for i in 0..50u32 {
-        assert_eq!(a.message_from(b_id).await, format!("to a {i}").as_bytes());
-        assert_eq!(b.message_from(a_id).await, format!("to b {i}").as_bytes());
+        assert_eq!(a.message_from(b_id).await, format!("to a {i}").into_bytes());
+        assert_eq!(b.message_from(a_id).await, format!("to b {i}").into_bytes());
     }
     // A message far larger than a frame.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
-    b.service.send(&a_id, &big, Priority::LOWEST).await.unwrap();
+    b.service.send(&a_id, big.clone(), Priority::LOWEST).await.unwrap();
     assert_eq!(a.message_from(b_id).await, big);
 
     let peers = a.service.connected_peers().await;
@@ -77,7 +77,7 @@ async fn ten_services_connect_in_all_directions_and_talk() {
         for (j, id) in ids.iter().enumerate() {
             if i != j {
                 node.service
-                    .send(id, format!("{i}->{j}").as_bytes(), Priority::NORMAL)
+                    .send(id, format!("{i}->{j}").into_bytes(), Priority::NORMAL)
                     .await
                     .unwrap();
             }
@@ -133,7 +133,7 @@ async fn simultaneous_dial_ends_with_one_connection_on_both_sides() {
             assert_eq!(connects, 1, "round {round}: {events:?}");
             assert!(!events.iter().any(|e| matches!(e, Event::LostPeer { .. })), "round {round}: {events:?}");
         }
-        a.service.send(&b_id, b"still here", Priority::NORMAL).await.unwrap();
+        a.service.send(&b_id, &b"still here"[..], Priority::NORMAL).await.unwrap();
         assert_eq!(b.message_from(a_id).await, &b"still here"[..]);
     }
 }
@@ -155,9 +155,9 @@ async fn a_small_urgent_message_overtakes_a_large_one() {
     // A's events are not read while B queues, so the big message fills the
     // socket buffers and the small one is queued behind it.
     let big = vec![0xabu8; 40 * 1024 * 1024];
-    b.service.send(&a.id(), &big, Priority::LOWEST).await.unwrap();
+    b.service.send(&a.id(), big.clone(), Priority::LOWEST).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    b.service.send(&a.id(), b"urgent", Priority::HIGHEST).await.unwrap();
+    b.service.send(&a.id(), &b"urgent"[..], Priority::HIGHEST).await.unwrap();
     let first = a.message_from(b_id).await;
     assert_eq!(first, &b"urgent"[..]);
     assert_eq!(a.message_from(b_id).await.len(), big.len());
@@ -192,14 +192,14 @@ async fn sending_to_a_stranger_or_too_much_is_refused() {
     let a = Node::start().await;
     let stranger = SecretId::generate().peer_id();
     assert_eq!(
-        a.service.send(&stranger, b"hi", Priority::NORMAL).await,
+        a.service.send(&stranger, &b"hi"[..], Priority::NORMAL).await,
         Err(SendError::NotConnected(stranger))
     );
     let b = Node::start().await;
     a.service.connect(b.id(), &[b.addr]).await.unwrap();
     let too_big = vec![0u8; a.service.config().channel.max_message_len + 1];
     assert!(matches!(
-        a.service.send(&b.id(), &too_big, Priority::NORMAL).await,
+        a.service.send(&b.id(), too_big, Priority::NORMAL).await,
         Err(SendError::TooLarge { .. })
     ));
 }
@@ -403,7 +403,7 @@ async fn garbage_on_the_listener_does_not_disturb_real_peers() {
     let mut oversized = tokio::net::TcpStream::connect(a.addr).await.unwrap();
     oversized.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
     let _half_open = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-    b.service.send(&a.id(), b"unaffected", Priority::NORMAL).await.unwrap();
+    b.service.send(&a.id(), &b"unaffected"[..], Priority::NORMAL).await.unwrap();
     assert_eq!(a.message_from(b_id).await, &b"unaffected"[..]);
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();

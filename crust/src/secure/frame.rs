@@ -10,20 +10,26 @@
 //! and a receiver reassembles each lane separately.
 //!
 //! Nonces are implicit counters, one per direction, so a replayed, dropped or
-//! reordered frame fails to decrypt. Use: [`FrameEncoder::encode_chunk`] for
+//! reordered frame fails to decrypt. Frames are encrypted and decrypted in
+//! place (`cipher.rs`); a message that fits one frame reaches the
+//! application without being copied again. Use: [`FrameEncoder::encode_chunk`] for
 //! each chunk to send; [`parse_frame_len`] on the two length bytes of each
 //! incoming frame, then [`FrameDecoder::decode_frame`] on its body.
 
-use std::sync::Arc;
+use bytes::{Bytes, BytesMut};
 
-use snow::StatelessTransportState;
+use super::cipher::{RecvCipher, SendCipher};
 
 /// The largest Noise message, and so the largest frame body.
 pub const MAX_FRAME_LEN: usize = 65535;
 /// Bytes of the length prefix of every frame.
 pub(crate) const LEN_PREFIX: usize = 2;
 /// The Poly1305 tag that every frame body carries.
-pub(crate) const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = super::cipher::TAG_LEN;
+/// Messages up to this size are copied out of the read buffer rather than
+/// shared with it, so a small message kept by the application does not pin
+/// a large buffer.
+const COPY_BELOW: usize = 4096;
 /// The chunk header byte.
 pub(crate) const CHUNK_HEADER: usize = 1;
 /// The smallest useful frame limit: room for a header, a tag and some data.
@@ -87,19 +93,15 @@ pub(crate) fn parse_frame_len(prefix: [u8; 2], max_frame_len: usize) -> Result<u
 
 /// Encrypts chunks into frames for one direction of a connection.
 pub(crate) struct FrameEncoder {
-    cipher: Arc<StatelessTransportState>,
-    nonce: u64,
+    cipher: SendCipher,
     max_frame_len: usize,
-    plain: Vec<u8>,
 }
 
 impl FrameEncoder {
-    pub(crate) fn new(cipher: Arc<StatelessTransportState>, max_frame_len: usize) -> Self {
+    pub(crate) fn new(cipher: SendCipher, max_frame_len: usize) -> Self {
         Self {
             cipher,
-            nonce: 0,
             max_frame_len: max_frame_len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN),
-            plain: Vec::new(),
         }
     }
 
@@ -108,33 +110,24 @@ impl FrameEncoder {
         self.max_frame_len - TAG_LEN - CHUNK_HEADER
     }
 
-    /// Appends to `out` one frame carrying `chunk` (at most
-    /// [`max_chunk`](Self::max_chunk) bytes) of a message on `lane`; `fin`
-    /// marks the message's last chunk.
-    pub(crate) fn encode_chunk(&mut self, lane: u8, fin: bool, chunk: &[u8], out: &mut Vec<u8>) {
+    /// Appends to `out` one frame carrying the concatenation of `parts` (at
+    /// most [`max_chunk`](Self::max_chunk) bytes in all) of a message on
+    /// `lane`; `fin` marks the message's last chunk.
+    pub(crate) fn encode_chunk(&mut self, lane: u8, fin: bool, parts: &[&[u8]], out: &mut Vec<u8>) {
         debug_assert!(usize::from(lane) < LANES);
-        debug_assert!(chunk.len() <= self.max_chunk());
-        self.plain.clear();
-        self.plain.push((lane << 4) | if fin { FIN } else { 0 });
-        self.plain.extend_from_slice(chunk);
-        let body_len = self.plain.len() + TAG_LEN;
+        let data_len: usize = parts.iter().map(|p| p.len()).sum();
+        debug_assert!(data_len <= self.max_chunk());
+        let body_len = CHUNK_HEADER + data_len + TAG_LEN;
         let start = out.len();
-        out.resize(start + LEN_PREFIX + body_len, 0);
+        out.reserve(LEN_PREFIX + body_len);
         // body_len <= max_frame_len <= u16::MAX by construction.
-        out[start..start + LEN_PREFIX].copy_from_slice(&(body_len as u16).to_be_bytes());
-        let written = self
-            .cipher
-            .write_message(self.nonce, &self.plain, &mut out[start + LEN_PREFIX..]);
-        // Cannot fail: the output has room and the length is within Noise's
-        // limit. Should it ever, the frame is dropped from `out` and the
-        // connection's next frame fails to decrypt, closing it.
-        if written.is_err() {
-            out.truncate(start);
+        out.extend_from_slice(&(body_len as u16).to_be_bytes());
+        out.push((lane << 4) | if fin { FIN } else { 0 });
+        for part in parts {
+            out.extend_from_slice(part);
         }
-        self.nonce += 1;
-        if self.plain.capacity() > 4096 && chunk.len() < 1024 {
-            self.plain = Vec::new();
-        }
+        let tag = self.cipher.seal(&mut out[start + LEN_PREFIX..]);
+        out.extend_from_slice(&tag);
     }
 
     /// Appends every chunk of `message` on `lane` to `out`.
@@ -144,7 +137,7 @@ impl FrameEncoder {
         loop {
             let take = rest.len().min(max);
             let (chunk, tail) = rest.split_at(take);
-            self.encode_chunk(lane, tail.is_empty(), chunk, out);
+            self.encode_chunk(lane, tail.is_empty(), &[chunk], out);
             if tail.is_empty() {
                 break;
             }
@@ -153,72 +146,80 @@ impl FrameEncoder {
     }
 }
 
+/// A message being reassembled: its chunks so far, and their total size.
+#[derive(Default)]
+struct Partial {
+    chunks: Vec<Bytes>,
+    len: usize,
+}
+
 /// Decrypts frames and reassembles messages for one direction.
 pub(crate) struct FrameDecoder {
-    cipher: Arc<StatelessTransportState>,
-    nonce: u64,
+    cipher: RecvCipher,
     max_message_len: usize,
-    partial: [Vec<u8>; LANES],
-    plain: Vec<u8>,
+    partial: [Partial; LANES],
 }
 
 impl FrameDecoder {
-    pub(crate) fn new(cipher: Arc<StatelessTransportState>, max_message_len: usize) -> Self {
+    pub(crate) fn new(cipher: RecvCipher, max_message_len: usize) -> Self {
         Self {
             cipher,
-            nonce: 0,
             max_message_len,
             partial: Default::default(),
-            plain: Vec::new(),
         }
     }
 
-    /// Decrypts one frame body (the bytes after the length prefix). Returns
-    /// a message and its lane when this frame completes one.
-    pub(crate) fn decode_frame(&mut self, body: &[u8]) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
-        self.plain.resize(body.len(), 0);
-        let len = self
-            .cipher
-            .read_message(self.nonce, body, &mut self.plain)
-            .map_err(|_| FrameError::Decrypt)?;
-        self.nonce += 1;
-        let Some((&header, data)) = self.plain[..len].split_first() else {
+    /// Decrypts one frame body (the bytes after the length prefix) in place.
+    /// Returns a message and its lane when this frame completes one.
+    pub(crate) fn decode_frame(&mut self, mut body: BytesMut) -> Result<Option<(u8, Bytes)>, FrameError> {
+        let len = self.cipher.open(&mut body).map_err(|_| FrameError::Decrypt)?;
+        body.truncate(len);
+        if body.is_empty() {
             return Err(FrameError::Malformed("empty chunk"));
-        };
+        }
+        let header = body[0];
         if header & RESERVED_BITS != 0 {
             return Err(FrameError::Malformed("reserved chunk flags set"));
         }
         let lane = header >> 4;
         let fin = header & FIN != 0;
+        let data = body.split_off(CHUNK_HEADER);
         let partial = &mut self.partial[usize::from(lane)];
-        if partial.len() + data.len() > self.max_message_len {
+        if partial.len + data.len() > self.max_message_len {
             return Err(FrameError::MessageTooLarge {
                 max: self.max_message_len,
             });
         }
-        let message = if partial.is_empty() {
-            if fin {
-                Some(data.to_vec())
+        if !fin {
+            partial.len += data.len();
+            partial.chunks.push(data.freeze());
+            return Ok(None);
+        }
+        let message = if partial.chunks.is_empty() {
+            if data.len() < COPY_BELOW {
+                Bytes::copy_from_slice(&data)
             } else {
-                partial.extend_from_slice(data);
-                None
+                data.freeze()
             }
         } else {
-            partial.extend_from_slice(data);
-            fin.then(|| std::mem::take(partial))
+            let mut whole = Vec::with_capacity(partial.len + data.len());
+            for chunk in partial.chunks.drain(..) {
+                whole.extend_from_slice(&chunk);
+            }
+            whole.extend_from_slice(&data);
+            partial.len = 0;
+            partial.chunks = Vec::new();
+            Bytes::from(whole)
         };
-        if self.plain.capacity() > 4096 && len < 1024 {
-            self.plain = Vec::new();
-        }
-        if fin && message.as_ref().is_some_and(Vec::is_empty) {
+        if message.is_empty() {
             return Err(FrameError::Malformed("empty message"));
         }
-        Ok(message.map(|m| (lane, m)))
+        Ok(Some((lane, message)))
     }
 
     /// Bytes held in partly received messages.
     pub(crate) fn buffered(&self) -> usize {
-        self.partial.iter().map(Vec::len).sum()
+        self.partial.iter().map(|p| p.len).sum()
     }
 }
 
@@ -230,36 +231,15 @@ pub(crate) mod tests {
     /// A connected encoder/decoder pair with fresh keys, as a handshake
     /// would leave them.
     pub(crate) fn pair(max_frame_len: usize, max_message_len: usize) -> (FrameEncoder, FrameDecoder) {
-        let params: snow::params::NoiseParams = crate::secure::NOISE_PARAMS.parse().unwrap();
-        let ikey = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let rkey = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let mut i = snow::Builder::new(params.clone())
-            .local_private_key(&ikey.private)
-            .unwrap()
-            .build_initiator()
-            .unwrap();
-        let mut r = snow::Builder::new(params)
-            .local_private_key(&rkey.private)
-            .unwrap()
-            .build_responder()
-            .unwrap();
-        let (mut a, mut b) = ([0u8; 1024], [0u8; 1024]);
-        let n = i.write_message(&[], &mut a).unwrap();
-        r.read_message(&a[..n], &mut b).unwrap();
-        let n = r.write_message(&[], &mut a).unwrap();
-        i.read_message(&a[..n], &mut b).unwrap();
-        let n = i.write_message(&[], &mut a).unwrap();
-        r.read_message(&a[..n], &mut b).unwrap();
-        let i = Arc::new(i.into_stateless_transport_mode().unwrap());
-        let r = Arc::new(r.into_stateless_transport_mode().unwrap());
+        let key = [42u8; 32];
         (
-            FrameEncoder::new(i, max_frame_len),
-            FrameDecoder::new(r, max_message_len),
+            FrameEncoder::new(SendCipher::new(&key), max_frame_len),
+            FrameDecoder::new(RecvCipher::new(&key), max_message_len),
         )
     }
 
     /// Splits a byte stream into frame bodies, checking each prefix.
-    pub(crate) fn split_frames(mut wire: &[u8], max: usize) -> Result<Vec<&[u8]>, FrameError> {
+    pub(crate) fn split_frames(mut wire: &[u8], max: usize) -> Result<Vec<BytesMut>, FrameError> {
         let mut frames = Vec::new();
         while !wire.is_empty() {
             if wire.len() < LEN_PREFIX {
@@ -269,7 +249,7 @@ pub(crate) mod tests {
             if wire.len() < LEN_PREFIX + len {
                 return Err(FrameError::Truncated);
             }
-            frames.push(&wire[LEN_PREFIX..LEN_PREFIX + len]);
+            frames.push(BytesMut::from(&wire[LEN_PREFIX..LEN_PREFIX + len]));
             wire = &wire[LEN_PREFIX + len..];
         }
         Ok(frames)
@@ -278,8 +258,8 @@ pub(crate) mod tests {
     fn decode_all(dec: &mut FrameDecoder, wire: &[u8], max: usize) -> Result<Vec<(u8, Vec<u8>)>, FrameError> {
         let mut out = Vec::new();
         for body in split_frames(wire, max)? {
-            if let Some(m) = dec.decode_frame(body)? {
-                out.push(m);
+            if let Some((lane, m)) = dec.decode_frame(body)? {
+                out.push((lane, m.to_vec()));
             }
         }
         Ok(out)
@@ -305,10 +285,11 @@ pub(crate) mod tests {
         let max = enc.max_chunk();
         let big = vec![7u8; max * 3];
         let mut wire = Vec::new();
-        enc.encode_chunk(5, false, &big[..max], &mut wire);
+        enc.encode_chunk(5, false, &[&big[..max]], &mut wire);
         enc.encode_message(0, b"urgent", &mut wire);
-        enc.encode_chunk(5, false, &big[max..2 * max], &mut wire);
-        enc.encode_chunk(5, true, &big[2 * max..], &mut wire);
+        // A chunk may be given in parts.
+        enc.encode_chunk(5, false, &[&big[max..max + 3], &big[max + 3..2 * max]], &mut wire);
+        enc.encode_chunk(5, true, &[&big[2 * max..]], &mut wire);
         let got = decode_all(&mut dec, &wire, MIN_FRAME_LEN).unwrap();
         assert_eq!(got, vec![(0, b"urgent".to_vec()), (5, big)]);
     }
@@ -331,20 +312,15 @@ pub(crate) mod tests {
         let (mut first, mut second) = (Vec::new(), Vec::new());
         enc.encode_message(0, b"one", &mut first);
         enc.encode_message(0, b"two", &mut second);
+        let body = |wire: &[u8]| BytesMut::from(&wire[LEN_PREFIX..]);
         // Reordered: the second frame arrives first.
-        assert!(matches!(
-            dec.decode_frame(&second[LEN_PREFIX..]),
-            Err(FrameError::Decrypt)
-        ));
+        assert!(matches!(dec.decode_frame(body(&second)), Err(FrameError::Decrypt)));
         let (mut enc, mut dec) = pair(MAX_FRAME_LEN, 1 << 20);
         let mut first = Vec::new();
         enc.encode_message(0, b"one", &mut first);
-        assert!(dec.decode_frame(&first[LEN_PREFIX..]).unwrap().is_some());
+        assert!(dec.decode_frame(body(&first)).unwrap().is_some());
         // Replayed.
-        assert!(matches!(
-            dec.decode_frame(&first[LEN_PREFIX..]),
-            Err(FrameError::Decrypt)
-        ));
+        assert!(matches!(dec.decode_frame(body(&first)), Err(FrameError::Decrypt)));
     }
 
     #[test]
@@ -366,20 +342,29 @@ pub(crate) mod tests {
         ));
     }
 
+    fn sealed(enc: &mut FrameEncoder, plain: &[u8]) -> BytesMut {
+        let mut body = plain.to_vec();
+        let tag = enc.cipher.seal(&mut body);
+        body.extend_from_slice(&tag);
+        BytesMut::from(&body[..])
+    }
+
     #[test]
     fn reserved_flags_and_empty_messages_are_malformed() {
-        let (enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
-        let mut body = vec![0u8; 64];
-        let n = enc.cipher.write_message(0, &[0x02, 1, 2], &mut body).unwrap();
+        let (mut enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
         assert!(matches!(
-            dec.decode_frame(&body[..n]),
+            dec.decode_frame(sealed(&mut enc, &[0x02, 1, 2])),
             Err(FrameError::Malformed(_))
         ));
-        let (enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
-        let n = enc.cipher.write_message(0, &[0x01], &mut body).unwrap();
+        let (mut enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
         assert!(matches!(
-            dec.decode_frame(&body[..n]),
+            dec.decode_frame(sealed(&mut enc, &[0x01])),
             Err(FrameError::Malformed("empty message"))
+        ));
+        let (mut enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
+        assert!(matches!(
+            dec.decode_frame(sealed(&mut enc, &[])),
+            Err(FrameError::Malformed("empty chunk"))
         ));
     }
 

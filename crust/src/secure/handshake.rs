@@ -14,14 +14,13 @@
 //! payload before going on, so the initiator reveals its identity only to a
 //! responder that proved its own. The whole handshake runs under a timeout.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use snow::StatelessTransportState;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use crate::id::{PeerId, SecretId};
+use crate::secure::cipher::CipherPair;
 use crate::secure::{ChannelConfig, NOISE_PARAMS};
 
 /// The version of crust's wire protocol.
@@ -133,7 +132,7 @@ pub(crate) type HandshakePayloadTweak = fn(&mut HandshakePayload);
 pub(crate) struct Established {
     pub(crate) remote: PeerId,
     pub(crate) intent: Intent,
-    pub(crate) cipher: Arc<StatelessTransportState>,
+    pub(crate) ciphers: CipherPair,
 }
 
 /// Runs the handshake over `io` within `params.timeout`.
@@ -190,7 +189,7 @@ where
     let mut msg = vec![0u8; MAX_HANDSHAKE_MSG];
     let mut payload = vec![0u8; MAX_HANDSHAKE_MSG];
 
-    let (remote, intent, state) = match role {
+    let (remote, intent, mut state) = match role {
         Role::Initiator { expected, intent } => {
             let mut state = builder.build_initiator().map_err(HandshakeError::Noise)?;
             let n = state.write_message(&[], &mut msg).map_err(HandshakeError::Noise)?;
@@ -234,13 +233,14 @@ where
             (remote, intent, state)
         }
     };
-    let cipher = state
-        .into_stateless_transport_mode()
-        .map_err(HandshakeError::Noise)?;
+    if !state.is_handshake_finished() {
+        return Err(HandshakeError::MalformedPayload);
+    }
+    let ciphers = CipherPair::from_split(state.dangerously_get_raw_split(), state.is_initiator());
     Ok(Established {
         remote,
         intent,
-        cipher: Arc::new(cipher),
+        ciphers,
     })
 }
 

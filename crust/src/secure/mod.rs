@@ -8,6 +8,7 @@
 //! format). The service drives one of these per connection; they work over
 //! TCP today and over any other `AsyncRead + AsyncWrite` transport.
 
+mod cipher;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 #[cfg(test)]
@@ -15,7 +16,7 @@ mod tests;
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf};
 
 use crate::id::{PeerId, SecretId};
@@ -95,12 +96,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     ) -> Result<Self, HandshakeError> {
         let established = handshake::handshake(&mut io, secret, config, role).await?;
         let max_frame_len = config.max_frame_len.clamp(MIN_FRAME_LEN, MAX_FRAME_LEN);
+        let ciphers = established.ciphers;
         Ok(Self {
             io,
             remote: established.remote,
             intent: established.intent,
-            encoder: FrameEncoder::new(established.cipher.clone(), max_frame_len),
-            decoder: FrameDecoder::new(established.cipher, config.max_message_len),
+            encoder: FrameEncoder::new(ciphers.send, max_frame_len),
+            decoder: FrameDecoder::new(ciphers.recv, config.max_message_len),
             max_frame_len,
         })
     }
@@ -146,7 +148,7 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
     /// Waits for the next whole message and returns it with its lane.
     /// [`FrameError::Closed`] means the peer closed between messages; any
     /// other error means the stream is unusable.
-    pub async fn recv(&mut self) -> Result<(u8, Vec<u8>), FrameError> {
+    pub async fn recv(&mut self) -> Result<(u8, Bytes), FrameError> {
         loop {
             while self.buf.len() >= LEN_PREFIX {
                 let len = frame::parse_frame_len([self.buf[0], self.buf[1]], self.max_frame_len)?;
@@ -154,8 +156,9 @@ impl<R: AsyncRead + Unpin> SecureReader<R> {
                     self.buf.reserve((LEN_PREFIX + len).max(ACTIVE_READ_BUF));
                     break;
                 }
-                let frame = self.buf.split_to(LEN_PREFIX + len);
-                if let Some(message) = self.decoder.decode_frame(&frame[LEN_PREFIX..])? {
+                let mut frame = self.buf.split_to(LEN_PREFIX + len);
+                let body = frame.split_off(LEN_PREFIX);
+                if let Some(message) = self.decoder.decode_frame(body)? {
                     return Ok(message);
                 }
             }
@@ -194,7 +197,14 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
     /// marks the message's last chunk. Nothing is written until
     /// [`flush`](Self::flush).
     pub fn push_chunk(&mut self, lane: u8, fin: bool, chunk: &[u8]) {
-        self.encoder.encode_chunk(lane & 0x0f, fin, chunk, &mut self.out);
+        self.encoder.encode_chunk(lane & 0x0f, fin, &[chunk], &mut self.out);
+    }
+
+    /// Like [`push_chunk`](Self::push_chunk), with the chunk given in parts
+    /// that are concatenated (at most [`max_chunk`](Self::max_chunk) bytes
+    /// in all).
+    pub fn push_chunk_parts(&mut self, lane: u8, fin: bool, parts: &[&[u8]]) {
+        self.encoder.encode_chunk(lane & 0x0f, fin, parts, &mut self.out);
     }
 
     /// Queues a whole message on `lane`.

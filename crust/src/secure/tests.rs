@@ -5,6 +5,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, duplex};
 
 
+use bytes::Bytes;
+
 use super::handshake::{HandshakePayloadTweak, run_with_tweak};
 use super::*;
 
@@ -53,9 +55,9 @@ async fn handshake_succeeds_and_messages_flow_both_ways() {
         bw.send(1, b"hello alice").await.unwrap();
     };
     let recv = async {
-        assert_eq!(br.recv().await.unwrap(), (4, b"hello bob".to_vec()));
-        assert_eq!(br.recv().await.unwrap(), (4, big.clone()));
-        assert_eq!(ar.recv().await.unwrap(), (1, b"hello alice".to_vec()));
+        assert_eq!(br.recv().await.unwrap(), (4, Bytes::from_static(b"hello bob")));
+        assert_eq!(br.recv().await.unwrap(), (4, Bytes::from(big.clone())));
+        assert_eq!(ar.recv().await.unwrap(), (1, Bytes::from_static(b"hello alice")));
     };
     tokio::join!(send, recv);
     aw.shutdown().await.unwrap();

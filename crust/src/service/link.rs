@@ -20,7 +20,7 @@ use super::{Event, Inner, LostReason};
 use crate::id::PeerId;
 use crate::secure::frame::LANES;
 use crate::secure::{SecureReader, SecureWriter};
-use crate::wire::{self, CONTROL_LANE, CloseReason, Incoming, Packet};
+use crate::wire::{self, CONTROL_LANE, CloseReason, Incoming, Outgoing, Packet};
 
 /// Identifies one link among all of a service's links.
 pub(super) type LinkId = u64;
@@ -31,7 +31,7 @@ pub(super) struct QueueClosed;
 
 #[derive(Default)]
 struct QueueState {
-    lanes: [VecDeque<Vec<u8>>; LANES],
+    lanes: [VecDeque<Outgoing>; LANES],
     /// Data bytes queued (control messages are not counted).
     bytes: usize,
     /// The link whose writer takes from the queue.
@@ -59,7 +59,7 @@ impl PeerQueue {
     /// Queues an encoded data message on `lane`, waiting while more than
     /// `limit` bytes are queued (a message larger than `limit` waits for an
     /// empty queue).
-    pub(super) async fn push(&self, lane: u8, message: Vec<u8>, limit: usize) -> Result<(), QueueClosed> {
+    pub(super) async fn push(&self, lane: u8, message: Outgoing, limit: usize) -> Result<(), QueueClosed> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -82,7 +82,7 @@ impl PeerQueue {
     }
 
     /// Queues a control message; never waits.
-    fn push_control(&self, message: Vec<u8>) {
+    fn push_control(&self, message: Outgoing) {
         let mut state = self.lock();
         if !state.closed {
             state.lanes[usize::from(CONTROL_LANE)].push_back(message);
@@ -204,7 +204,7 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 };
                 let _ = inner.events.send((Event::NewMessage { peer, data }, permit));
             }
-            Some(Incoming::Ping { nonce }) => queue.push_control(wire::encode(&Packet::Pong { nonce })),
+            Some(Incoming::Ping { nonce }) => queue.push_control(Outgoing::control(&Packet::Pong { nonce })),
             Some(Incoming::Pong { nonce }) => {
                 let now = u64::try_from(inner.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if let Some(rtt) = now.checked_sub(nonce) {
@@ -229,7 +229,7 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
     queue: Arc<PeerQueue>,
     ctl: Arc<LinkCtl>,
 ) {
-    let mut in_progress: [Option<(Vec<u8>, usize)>; LANES] = Default::default();
+    let mut in_progress: [Option<(Outgoing, usize)>; LANES] = Default::default();
     let interval = inner.config.keepalive_interval;
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,10 +277,11 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
             }
             let Some(lane) = next else { break };
             let Some((message, offset)) = &mut in_progress[lane] else { break };
-            let take = (message.len() - *offset).min(writer.max_chunk());
+            let parts = message.slices(*offset, writer.max_chunk());
+            let take = parts[0].len() + parts[1].len();
             let fin = *offset + take == message.len();
             // Lanes are below 16 by construction.
-            writer.push_chunk(lane as u8, fin, &message[*offset..*offset + take]);
+            writer.push_chunk_parts(lane as u8, fin, &parts);
             *offset += take;
             if fin {
                 in_progress[lane] = None;

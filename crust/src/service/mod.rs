@@ -442,9 +442,10 @@ impl Service {
 
     /// Queues `data` for `peer`. Waits while the peer's queue is over
     /// [`Config::send_queue_limit`]. Delivery is in order per priority;
-    /// messages still queued when the connection is lost are dropped.
-    pub async fn send(&self, peer: &PeerId, data: &[u8], priority: Priority) -> Result<(), SendError> {
-        let message = wire::encode(&wire::Packet::Data(data));
+    /// messages still queued when the connection is lost are dropped. The
+    /// bytes are not copied before they are encrypted.
+    pub async fn send(&self, peer: &PeerId, data: impl Into<Bytes>, priority: Priority) -> Result<(), SendError> {
+        let message = wire::Outgoing::data(data.into());
         let max = self.inner.config.channel.max_message_len;
         if message.len() > max {
             return Err(SendError::TooLarge {

@@ -175,3 +175,118 @@ async fn many_back_to_back_connections_both_ways() {
         .expect("in time")
         .expect("client");
 }
+
+/// A UDP relay on loopback between one client and `server` that drops a
+/// seeded `loss` fraction of datagrams each way. Returns the address to dial.
+async fn lossy_proxy(server: SocketAddr, loss: f64, seed: u64) -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind(loopback())
+        .await
+        .expect("proxy bind");
+    let upstream = tokio::net::UdpSocket::bind(loopback())
+        .await
+        .expect("proxy bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut state = seed;
+        let mut drop_it = move || {
+            // SplitMix64 step.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) as f64 / u64::MAX as f64) < loss
+        };
+        let mut client = None;
+        let mut a = vec![0u8; 65536];
+        let mut b = vec![0u8; 65536];
+        loop {
+            tokio::select! {
+                r = socket.recv_from(&mut a) => {
+                    let Ok((n, from)) = r else { return };
+                    client = Some(from);
+                    if !drop_it() {
+                        let _ = upstream.send_to(&a[..n], server).await;
+                    }
+                }
+                r = upstream.recv_from(&mut b) => {
+                    let Ok((n, _)) = r else { return };
+                    if let Some(c) = client && !drop_it() {
+                        let _ = socket.send_to(&b[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_initiator_to_libutp_with_two_percent_loss() {
+    let their_addr = free_port();
+    let ctx = UtpUdpContext::new_udp(their_addr)
+        .await
+        .expect("libutp bind");
+    let proxy = lossy_proxy(their_addr, 0.02, 7).await;
+    let payload = data(1 << 20, 3);
+    let expected = payload.clone();
+    let server = tokio::spawn(async move {
+        let mut s = ctx.accept().await.expect("libutp accept");
+        let mut got = vec![0u8; expected.len()];
+        s.read_exact(&mut got).await.expect("libutp read");
+        s.write_all(b"ok").await.expect("libutp write");
+        (got == expected, s, ctx)
+    });
+    let (ours, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let mut stream = tokio::time::timeout(LIMIT, ours.connect(proxy))
+        .await
+        .expect("in time")
+        .expect("connect");
+    stream.write_all(&payload).await.expect("write");
+    let mut ok = [0u8; 2];
+    tokio::time::timeout(LIMIT, stream.read_exact(&mut ok))
+        .await
+        .expect("in time")
+        .expect("read");
+    let (same, _s, _ctx) = tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert!(same);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libutp_initiator_to_us_with_two_percent_loss() {
+    let (ours, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let proxy = lossy_proxy(ours.local_addr().expect("addr"), 0.02, 8).await;
+    let payload = data(1 << 20, 4);
+    let expected = payload.clone();
+    let client = tokio::spawn(async move {
+        let ctx = UtpUdpContext::new_udp(free_port())
+            .await
+            .expect("libutp bind");
+        let mut s = ctx.connect(proxy).await.expect("libutp connect");
+        s.write_all(&payload).await.expect("libutp write");
+        let mut ok = [0u8; 2];
+        s.read_exact(&mut ok).await.expect("libutp read");
+        (s, ctx)
+    });
+    let mut stream = tokio::time::timeout(LIMIT, ours.accept())
+        .await
+        .expect("in time")
+        .expect("accept");
+    let mut got = vec![0u8; expected.len()];
+    tokio::time::timeout(LIMIT, stream.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(got == expected);
+    stream.write_all(b"ok").await.expect("write");
+    let _ = tokio::time::timeout(LIMIT, client)
+        .await
+        .expect("in time")
+        .expect("join");
+}

@@ -288,6 +288,26 @@ impl Endpoint {
         });
     }
 
+    /// A connecting connection took a new id for its SYN retry; keep the
+    /// table in step, and make sure the new id (and id + 1) is free.
+    fn rekey(&mut self, h: ConnectionHandle, old_id: u16) {
+        let Some(e) = self.conns.get_mut(&h) else {
+            return;
+        };
+        let remote = e.conn.remote();
+        if self.by_id.get(&(remote, old_id)) == Some(&h) {
+            self.by_id.remove(&(remote, old_id));
+        }
+        let mut id = e.conn.recv_id();
+        while self.by_id.contains_key(&(remote, id))
+            || self.by_id.contains_key(&(remote, id.wrapping_add(1)))
+        {
+            id = self.rng.next_u16();
+        }
+        e.conn.renew_syn_id(id);
+        self.by_id.insert((remote, id), h);
+    }
+
     /// Runs every connection's due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<ConnectionHandle> = self
@@ -297,11 +317,15 @@ impl Endpoint {
             .map(|(h, _)| *h)
             .collect();
         for h in due {
-            if let Some(e) = self.conns.get_mut(&h) {
-                e.conn.handle_timeout(now);
-                if e.conn.state() == State::Dead {
-                    self.retire(h);
-                }
+            let Some(e) = self.conns.get_mut(&h) else {
+                continue;
+            };
+            let old_id = e.conn.recv_id();
+            e.conn.handle_timeout(now);
+            if e.conn.state() == State::Dead {
+                self.retire(h);
+            } else if e.conn.recv_id() != old_id {
+                self.rekey(h, old_id);
             }
         }
     }

@@ -91,6 +91,7 @@ pub struct Connection {
     events: VecDeque<Event>,
     peer_syn_seq: u16,
     stats: ConnectionStats,
+    rng: SplitMix64,
 }
 
 impl Connection {
@@ -195,6 +196,7 @@ impl Connection {
             send_id,
             epoch: now,
             ts_offset: rng.next_u32(),
+            rng: SplitMix64::new(rng.next_u64()),
             seq_nr: isn,
             sent: VecDeque::new(),
             in_flight: 0,
@@ -239,6 +241,17 @@ impl Connection {
             peer_syn_seq: 0,
             stats: ConnectionStats::default(),
             config,
+        }
+    }
+
+    /// Initiator only, before the handshake: dial again under a new
+    /// connection id. libutp ignores a SYN whose id it already knows and
+    /// never repeats its reply, so once a reply is lost only a new id gets
+    /// through; the sequence number stays the same.
+    pub(crate) fn renew_syn_id(&mut self, recv_id: u16) {
+        if self.state == State::SynSent {
+            self.recv_id = recv_id;
+            self.send_id = recv_id.wrapping_add(1);
         }
     }
 

@@ -304,6 +304,8 @@ impl Connection {
                 self.die(ConnectionError::ConnectTimedOut);
                 return;
             }
+            let id = self.rng.next_u16();
+            self.renew_syn_id(id);
         } else {
             self.consecutive_timeouts += 1;
             if self.consecutive_timeouts > self.config.max_timeouts {
