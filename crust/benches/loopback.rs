@@ -6,6 +6,9 @@
 //! Run: `cargo bench -p crust --bench loopback` (add `-- --quick` for a
 //! shorter run). Results are printed as a Markdown table for BENCHMARKS.md.
 
+// A benchmark panics on any failure, like a test.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,9 @@ fn config() -> Config {
 }
 
 async fn node() -> (Service, Events, SocketAddr) {
-    let (service, mut events) = Service::start(config(), SecretId::generate()).await.unwrap();
+    let (service, mut events) = Service::start(config(), SecretId::generate())
+        .await
+        .unwrap();
     let addr = match events.recv().await {
         Some(Event::ListenerStarted(addr)) => addr,
         other => panic!("{other:?}"),
@@ -91,7 +96,9 @@ async fn secure_throughput(total: usize, message: usize) -> f64 {
     });
     let start = Instant::now();
     for _ in 0..count {
-        b.send(&a.id(), payload.clone(), Priority::NORMAL).await.unwrap();
+        b.send(&a.id(), payload.clone(), Priority::NORMAL)
+            .await
+            .unwrap();
     }
     receiver.await.unwrap();
     (count * message) as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
@@ -141,7 +148,9 @@ async fn secure_rtt(rounds: usize) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let start = Instant::now();
-        b.send(&a_id, payload.clone(), Priority::HIGH).await.unwrap();
+        b.send(&a_id, payload.clone(), Priority::HIGH)
+            .await
+            .unwrap();
         loop {
             if let Some(Event::NewMessage { .. }) = b_events.recv().await {
                 break;
@@ -239,9 +248,19 @@ async fn idle_clients(spec: &str) {
 async fn idle_memory(n: usize) -> (f64, usize) {
     let (a, mut a_events, a_addr) = node().await;
     // Warm up the allocator and runtime with one connection and its events.
-    let (warm, _we) = Service::start(Config { listen: vec![], ..config() }, SecretId::generate()).await.unwrap();
+    let (warm, _we) = Service::start(
+        Config {
+            listen: vec![],
+            ..config()
+        },
+        SecretId::generate(),
+    )
+    .await
+    .unwrap();
     warm.connect(a.id(), &[a_addr]).await.unwrap();
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), a_events.recv()).await {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), a_events.recv()).await
+    {
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_bytes();
     let exe = std::env::current_exe().unwrap();
@@ -279,7 +298,10 @@ async fn idle_memory(n: usize) -> (f64, usize) {
     let after = rss_bytes();
     drop(child.stdin.take());
     let _ = child.wait();
-    ((after.saturating_sub(before)) as f64 / peers.max(1) as f64, peers)
+    (
+        (after.saturating_sub(before)) as f64 / peers.max(1) as f64,
+        peers,
+    )
 }
 
 fn main() {

@@ -127,8 +127,17 @@ impl BootstrapCache {
     }
 
     /// Records that `id` accepted a direct connection at `addr` at `when`.
-    pub fn record_success(&mut self, id: PeerId, addr: SocketAddr, transport: Transport, when: SystemTime) {
-        let secs = when.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+    pub fn record_success(
+        &mut self,
+        id: PeerId,
+        addr: SocketAddr,
+        transport: Transport,
+        when: SystemTime,
+    ) {
+        let secs = when
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs();
         let entry = match self.entries.iter().position(|e| e.id == id) {
             Some(i) => self.entries.remove(i),
             None => CacheEntry {
@@ -163,20 +172,20 @@ impl BootstrapCache {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        crate::fsutil::write_atomically(&self.path, false, |f| {
-            std::io::Write::write_all(f, &json)
-        })
-        .map_err(|source| CacheError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        crate::fsutil::write_atomically(&self.path, false, |f| std::io::Write::write_all(f, &json))
+            .map_err(|source| CacheError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Most recent first, one entry per peer, at most `capacity`.
     fn normalise(&mut self) {
-        self.entries.sort_by(|a, b| b.last_success.cmp(&a.last_success));
+        self.entries
+            .sort_by_key(|e| std::cmp::Reverse(e.last_success));
         let mut seen = std::collections::HashSet::new();
-        self.entries.retain(|e| seen.insert(e.id) && !e.addrs.is_empty());
+        self.entries
+            .retain(|e| seen.insert(e.id) && !e.addrs.is_empty());
         self.entries.truncate(self.capacity);
     }
 }
@@ -202,7 +211,10 @@ mod tests {
         let path = dir.path().join("sub/cache.json");
         let (mut cache, err) = BootstrapCache::open(&path, 10);
         assert!(err.is_none());
-        let (a, b) = (SecretId::generate().peer_id(), SecretId::generate().peer_id());
+        let (a, b) = (
+            SecretId::generate().peer_id(),
+            SecretId::generate().peer_id(),
+        );
         cache.record_success(a, "127.0.0.1:1".parse().unwrap(), Transport::Tcp, at(100));
         cache.record_success(b, "127.0.0.1:2".parse().unwrap(), Transport::Tcp, at(200));
         cache.record_success(a, "127.0.0.1:3".parse().unwrap(), Transport::Tcp, at(300));
@@ -213,7 +225,10 @@ mod tests {
         assert_eq!(ids, vec![a, b]);
         assert_eq!(
             loaded.entries()[0].addrs,
-            vec!["127.0.0.1:3".parse().unwrap(), "127.0.0.1:1".parse().unwrap()]
+            vec![
+                "127.0.0.1:3".parse().unwrap(),
+                "127.0.0.1:1".parse().unwrap()
+            ]
         );
     }
 
@@ -223,7 +238,12 @@ mod tests {
         let (mut cache, _) = BootstrapCache::open(&dir.path().join("c.json"), 3);
         let ids: Vec<_> = (0..5).map(|_| SecretId::generate().peer_id()).collect();
         for (i, id) in ids.iter().enumerate() {
-            cache.record_success(*id, "127.0.0.1:1".parse().unwrap(), Transport::Tcp, at(i as u64));
+            cache.record_success(
+                *id,
+                "127.0.0.1:1".parse().unwrap(),
+                Transport::Tcp,
+                at(i as u64),
+            );
         }
         let kept: Vec<_> = cache.entries().iter().map(|e| e.id).collect();
         assert_eq!(kept, vec![ids[4], ids[3], ids[2]]);
@@ -239,7 +259,12 @@ mod tests {
         assert!(cache.entries().is_empty());
         let bad = dir.path().join("cache.json.bad");
         assert!(std::fs::read_to_string(&bad).unwrap().contains("garbage"));
-        cache.record_success(SecretId::generate().peer_id(), "127.0.0.1:1".parse().unwrap(), Transport::Tcp, at(1));
+        cache.record_success(
+            SecretId::generate().peer_id(),
+            "127.0.0.1:1".parse().unwrap(),
+            Transport::Tcp,
+            at(1),
+        );
         cache.save().unwrap();
         assert_eq!(BootstrapCache::open(&path, 10).0.entries().len(), 1);
     }

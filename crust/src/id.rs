@@ -188,12 +188,13 @@ impl SecretId {
 
     /// Loads a key saved by [`SecretId::save`].
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            KeyFileError::Io {
-                path: path.to_owned(),
-                source,
-            }
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         let malformed = || KeyFileError::Malformed {
             path: path.to_owned(),
         };
@@ -340,6 +341,10 @@ mod tests {
             Err(KeyFileError::Malformed { .. })
         ));
         // The damaged file was not overwritten.
-        assert!(std::fs::read_to_string(&path).unwrap().contains("not base32"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("not base32")
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! The real `crust-node` binary: two of them find each other, and a killed
 //! one is reported lost.
 
+// Test helpers panic on failure, like the tests.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead as _, BufReader};
@@ -28,7 +31,13 @@ impl Drop for RunningNode {
 
 fn start_node(extra: &[&str]) -> RunningNode {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crust-node"))
-        .args(["--ephemeral", "--listen", "127.0.0.1:0", "--network", "crust-tests"])
+        .args([
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--network",
+            "crust-tests",
+        ])
         .args(["--keepalive", "0.5", "--peer-timeout", "3"])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -40,11 +49,23 @@ fn start_node(extra: &[&str]) -> RunningNode {
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, log) = mpsc::channel();
     let tx2 = tx.clone();
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    std::thread::spawn(move || stderr.lines().map_while(Result::ok).for_each(|l| drop(tx2.send(l))));
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx2.send(l)))
+    });
     let (mut id, mut addr) = (None, None);
     while id.is_none() || addr.is_none() {
-        let line = log.recv_timeout(common::PATIENCE).expect("crust-node prints its id and address");
+        let line = log
+            .recv_timeout(common::PATIENCE)
+            .expect("crust-node prints its id and address");
         if let Some(rest) = line.strip_prefix("peer id: ") {
             id = Some(rest.parse().unwrap());
         }
@@ -100,8 +121,10 @@ async fn connected_to(node: &RunningNode) -> Node {
     let mut us = Node::start().await;
     us.service.connect(node.id, &[node.addr]).await.unwrap();
     let id = node.id;
-    us.expect("connect", |e| matches!(e, Event::ConnectSuccess { peer, .. } if peer == id).then_some(()))
-        .await;
+    us.expect("connect", |e| {
+        matches!(e, Event::ConnectSuccess { peer, .. } if peer == id).then_some(())
+    })
+    .await;
     us
 }
 
@@ -135,7 +158,9 @@ async fn a_frozen_node_is_reported_lost_by_timeout() {
         .unwrap();
     assert!(status.success());
     let reason = lost_reason(&mut us, node.id).await;
-    let _ = Command::new("kill").args(["-CONT", &node.child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-CONT", &node.child.id().to_string()])
+        .status();
     assert_eq!(reason, LostReason::Timeout);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -1,5 +1,8 @@
 //! The service over real loopback sockets.
 
+// Test helpers panic on failure, like the tests.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -27,12 +30,20 @@ async fn two_services_connect_and_exchange_messages_both_ways() {
         .await;
     assert_eq!(seen.0, b_id);
     assert_eq!(seen.1.direction, Direction::Incoming);
-    b.expect("connect", |e| matches!(e, Event::ConnectSuccess { peer, .. } if peer == a_id).then_some(()))
-        .await;
+    b.expect("connect", |e| {
+        matches!(e, Event::ConnectSuccess { peer, .. } if peer == a_id).then_some(())
+    })
+    .await;
 
     for i in 0..50u32 {
-        b.service.send(&a_id, format!("to a {i}").into_bytes(), Priority::NORMAL).await.unwrap();
-        a.service.send(&b_id, format!("to b {i}").into_bytes(), Priority::NORMAL).await.unwrap();
+        b.service
+            .send(&a_id, format!("to a {i}").into_bytes(), Priority::NORMAL)
+            .await
+            .unwrap();
+        a.service
+            .send(&b_id, format!("to b {i}").into_bytes(), Priority::NORMAL)
+            .await
+            .unwrap();
     }
     for i in 0..50u32 {
         assert_eq!(a.message_from(b_id).await, format!("to a {i}").into_bytes());
@@ -40,7 +51,10 @@ async fn two_services_connect_and_exchange_messages_both_ways() {
     }
     // A message far larger than a frame.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
-    b.service.send(&a_id, big.clone(), Priority::LOWEST).await.unwrap();
+    b.service
+        .send(&a_id, big.clone(), Priority::LOWEST)
+        .await
+        .unwrap();
     assert_eq!(a.message_from(b_id).await, big);
 
     let peers = a.service.connected_peers().await;
@@ -48,7 +62,14 @@ async fn two_services_connect_and_exchange_messages_both_ways() {
     assert_eq!(peers[0].0, b_id);
     // Keep-alives have measured a round trip by now or soon.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(a.service.connection_info(&b_id).await.unwrap().rtt.is_some());
+    assert!(
+        a.service
+            .connection_info(&b_id)
+            .await
+            .unwrap()
+            .rtt
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -67,7 +88,9 @@ async fn ten_services_connect_in_all_directions_and_talk() {
             let (from, to) = if (i + j) % 2 == 0 { (i, j) } else { (j, i) };
             let service = nodes[from].service.clone();
             let (id, addr) = (ids[to], addrs[to]);
-            dials.push(tokio::spawn(async move { service.connect(id, &[addr]).await }));
+            dials.push(tokio::spawn(
+                async move { service.connect(id, &[addr]).await },
+            ));
         }
     }
     for dial in dials {
@@ -126,14 +149,27 @@ async fn simultaneous_dial_ends_with_one_connection_on_both_sides() {
         assert_eq!(ia.remote_addr, ib.local_addr, "round {round}");
         // It is the one dialled by the smaller id.
         let expected_dialler_is_a = a_id < b_id;
-        assert_eq!(ia.direction == Direction::Outgoing, expected_dialler_is_a, "round {round}");
+        assert_eq!(
+            ia.direction == Direction::Outgoing,
+            expected_dialler_is_a,
+            "round {round}"
+        );
         // Each side reported the peer once and never lost it.
         for events in [&events_a, &events_b] {
-            let connects = events.iter().filter(|e| matches!(e, Event::ConnectSuccess { .. })).count();
+            let connects = events
+                .iter()
+                .filter(|e| matches!(e, Event::ConnectSuccess { .. }))
+                .count();
             assert_eq!(connects, 1, "round {round}: {events:?}");
-            assert!(!events.iter().any(|e| matches!(e, Event::LostPeer { .. })), "round {round}: {events:?}");
+            assert!(
+                !events.iter().any(|e| matches!(e, Event::LostPeer { .. })),
+                "round {round}: {events:?}"
+            );
         }
-        a.service.send(&b_id, &b"still here"[..], Priority::NORMAL).await.unwrap();
+        a.service
+            .send(&b_id, &b"still here"[..], Priority::NORMAL)
+            .await
+            .unwrap();
         assert_eq!(b.message_from(a_id).await, &b"still here"[..]);
     }
 }
@@ -155,9 +191,15 @@ async fn a_small_urgent_message_overtakes_a_large_one() {
     // A's events are not read while B queues, so the big message fills the
     // socket buffers and the small one is queued behind it.
     let big = vec![0xabu8; 40 * 1024 * 1024];
-    b.service.send(&a.id(), big.clone(), Priority::LOWEST).await.unwrap();
+    b.service
+        .send(&a.id(), big.clone(), Priority::LOWEST)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    b.service.send(&a.id(), &b"urgent"[..], Priority::HIGHEST).await.unwrap();
+    b.service
+        .send(&a.id(), &b"urgent"[..], Priority::HIGHEST)
+        .await
+        .unwrap();
     let first = a.message_from(b_id).await;
     assert_eq!(first, &b"urgent"[..]);
     assert_eq!(a.message_from(b_id).await.len(), big.len());
@@ -168,14 +210,20 @@ async fn connecting_to_the_wrong_id_fails_clearly() {
     let a = Node::start().await;
     let mut b = Node::start().await;
     let someone_else = SecretId::generate().peer_id();
-    let error = b.service.connect(someone_else, &[a.addr]).await.unwrap_err();
+    let error = b
+        .service
+        .connect(someone_else, &[a.addr])
+        .await
+        .unwrap_err();
     let ConnectError::Failed(attempts) = &error else {
         panic!("{error}")
     };
     assert!(error.to_string().contains("dialled"), "{error}");
     assert_eq!(attempts.len(), 1);
-    b.expect("failure event", |e| matches!(e, Event::ConnectFailure { peer, .. } if peer == someone_else).then_some(()))
-        .await;
+    b.expect("failure event", |e| {
+        matches!(e, Event::ConnectFailure { peer, .. } if peer == someone_else).then_some(())
+    })
+    .await;
     assert!(b.service.connected_peers().await.is_empty());
     // Nothing listening: a refused connection.
     let closed = {
@@ -192,7 +240,9 @@ async fn sending_to_a_stranger_or_too_much_is_refused() {
     let a = Node::start().await;
     let stranger = SecretId::generate().peer_id();
     assert_eq!(
-        a.service.send(&stranger, &b"hi"[..], Priority::NORMAL).await,
+        a.service
+            .send(&stranger, &b"hi"[..], Priority::NORMAL)
+            .await,
         Err(SendError::NotConnected(stranger))
     );
     let b = Node::start().await;
@@ -219,7 +269,10 @@ async fn disconnect_tells_the_peer_and_reports_nothing_locally() {
         .await;
     assert_eq!(reason, LostReason::PeerDisconnected);
     let events = b.drain(Duration::from_millis(300)).await;
-    assert!(!events.iter().any(|e| matches!(e, Event::LostPeer { .. })), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::LostPeer { .. })),
+        "{events:?}"
+    );
     assert!(b.service.connected_peers().await.is_empty());
     assert!(!b.service.disconnect(&a.id()).await);
 }
@@ -279,7 +332,10 @@ async fn a_silent_path_is_detected_by_keepalive() {
     });
     b.service.connect(a.id(), &[proxy_addr]).await.unwrap();
     let b_id = b.id();
-    a.expect("connect", |e| matches!(e, Event::ConnectSuccess { .. }).then_some(())).await;
+    a.expect("connect", |e| {
+        matches!(e, Event::ConnectSuccess { .. }).then_some(())
+    })
+    .await;
     freeze_tx.send(true).unwrap();
     let started = tokio::time::Instant::now();
     let reason = a
@@ -290,7 +346,10 @@ async fn a_silent_path_is_detected_by_keepalive() {
         .await;
     assert_eq!(reason, LostReason::Timeout);
     // peer_timeout is 3 s in tests; allow the keep-alive period on top.
-    assert!(started.elapsed() >= Duration::from_secs(2), "lost too early");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "lost too early"
+    );
 }
 
 #[tokio::test]
@@ -308,11 +367,16 @@ async fn restart_bootstraps_from_the_cache() {
     b.service.shutdown().await;
     drop(b);
     let b_id = b_secret.peer_id();
-    a.expect("lost", |e| matches!(e, Event::LostPeer { peer, .. } if peer == b_id).then_some(()))
-        .await;
+    a.expect("lost", |e| {
+        matches!(e, Event::LostPeer { peer, .. } if peer == b_id).then_some(())
+    })
+    .await;
     // The cache is written off the actor's thread; wait for it.
     let deadline = std::time::Instant::now() + common::PATIENCE;
-    while !std::fs::read_to_string(&cache).unwrap_or_default().contains(&a.id().to_string()) {
+    while !std::fs::read_to_string(&cache)
+        .unwrap_or_default()
+        .contains(&a.id().to_string())
+    {
         assert!(std::time::Instant::now() < deadline, "cache never written");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -328,8 +392,10 @@ async fn restart_bootstraps_from_the_cache() {
         })
         .await;
     assert_eq!((peer, addr), (a_id, a.addr));
-    a.expect("bootstrap accept", |e| matches!(e, Event::BootstrapAccept { peer, .. } if peer == b_id).then_some(()))
-        .await;
+    a.expect("bootstrap accept", |e| {
+        matches!(e, Event::BootstrapAccept { peer, .. } if peer == b_id).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -345,8 +411,10 @@ async fn a_damaged_cache_is_kept_aside_and_replaced() {
     let mut b = Node::start_with(cfg, SecretId::generate()).await;
     assert!(dir.path().join("bootstrap-cache.json.bad").exists());
     b.service.bootstrap().unwrap();
-    b.expect("bootstrap failed", |e| matches!(e, Event::BootstrapFailed).then_some(()))
-        .await;
+    b.expect("bootstrap failed", |e| {
+        matches!(e, Event::BootstrapFailed).then_some(())
+    })
+    .await;
     b.service.connect(a.id(), &[a.addr]).await.unwrap();
     let deadline = std::time::Instant::now() + common::PATIENCE;
     loop {
@@ -354,7 +422,10 @@ async fn a_damaged_cache_is_kept_aside_and_replaced() {
         if error.is_none() && reopened.entries().iter().any(|e| e.id == a.id()) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "cache never rewritten");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache never rewritten"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -399,11 +470,16 @@ async fn garbage_on_the_listener_does_not_disturb_real_peers() {
     let b_id = b.id();
     // Junk, an oversized handshake frame, and a half-open connection.
     let mut junk = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut oversized = tokio::net::TcpStream::connect(a.addr).await.unwrap();
     oversized.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
     let _half_open = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-    b.service.send(&a.id(), &b"unaffected"[..], Priority::NORMAL).await.unwrap();
+    b.service
+        .send(&a.id(), &b"unaffected"[..], Priority::NORMAL)
+        .await
+        .unwrap();
     assert_eq!(a.message_from(b_id).await, &b"unaffected"[..]);
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();

@@ -72,7 +72,8 @@ async fn run(args: Args) -> Result<()> {
                 .data_dir()
                 .to_owned(),
         };
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let key = SecretId::load_or_generate(&dir.join("secret.key"))
             .context("cannot load the identity key")?;
         (key, Some(dir.join("bootstrap-cache.json")))
@@ -111,7 +112,9 @@ async fn run(args: Args) -> Result<()> {
         let Some(event) = event else { return Ok(()) };
         match event {
             Event::BootstrapConnect { peer, addr } => tracing::info!(%peer, %addr, "bootstrapped"),
-            Event::BootstrapAccept { peer, addr } => tracing::info!(%peer, %addr, "peer bootstrapped from us"),
+            Event::BootstrapAccept { peer, addr } => {
+                tracing::info!(%peer, %addr, "peer bootstrapped from us")
+            }
             Event::BootstrapFailed if !args.bootstrap.is_empty() => {
                 tracing::warn!("no bootstrap peer could be reached")
             }
@@ -122,12 +125,15 @@ async fn run(args: Args) -> Result<()> {
             Event::NewMessage { peer, data } => {
                 tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")
             }
-            Event::ListenerFailed { addr, error } => tracing::error!(%addr, %error, "listener failed"),
+            Event::ListenerFailed { addr, error } => {
+                tracing::error!(%addr, %error, "listener failed")
+            }
             _ => {}
         }
     }
 }
 
 fn secs(value: f64, flag: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }

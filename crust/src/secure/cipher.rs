@@ -98,7 +98,11 @@ impl CipherPair {
     /// initiator sends, the second what the responder sends.
     pub(crate) fn from_split(split: ([u8; 32], [u8; 32]), initiator: bool) -> Self {
         let (i_to_r, r_to_i) = split;
-        let (send, recv) = if initiator { (i_to_r, r_to_i) } else { (r_to_i, i_to_r) };
+        let (send, recv) = if initiator {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        };
         Self {
             send: SendCipher::new(&send),
             recv: RecvCipher::new(&recv),
@@ -118,10 +122,22 @@ mod tests {
         snow::StatelessTransportState,
     ) {
         let params: snow::params::NoiseParams = crate::secure::NOISE_PARAMS.parse().unwrap();
-        let ik = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let rk = snow::Builder::new(params.clone()).generate_keypair().unwrap();
-        let mut i = snow::Builder::new(params.clone()).local_private_key(&ik.private).unwrap().build_initiator().unwrap();
-        let mut r = snow::Builder::new(params).local_private_key(&rk.private).unwrap().build_responder().unwrap();
+        let ik = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let rk = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let mut i = snow::Builder::new(params.clone())
+            .local_private_key(&ik.private)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = snow::Builder::new(params)
+            .local_private_key(&rk.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
         let (mut a, mut b) = ([0u8; 512], [0u8; 512]);
         let n = i.write_message(&[], &mut a).unwrap();
         r.read_message(&a[..n], &mut b).unwrap();

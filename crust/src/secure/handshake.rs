@@ -192,7 +192,9 @@ where
     let (remote, intent, mut state) = match role {
         Role::Initiator { expected, intent } => {
             let mut state = builder.build_initiator().map_err(HandshakeError::Noise)?;
-            let n = state.write_message(&[], &mut msg).map_err(HandshakeError::Noise)?;
+            let n = state
+                .write_message(&[], &mut msg)
+                .map_err(HandshakeError::Noise)?;
             write_msg(io, &msg[..n]).await?;
 
             let received = read_msg(io).await?;
@@ -200,17 +202,19 @@ where
                 .read_message(&received, &mut payload)
                 .map_err(HandshakeError::Noise)?;
             let remote = verify(&payload[..n], state.get_remote_static(), params, secret)?.0;
-            if let Some(expected) = expected {
-                if expected != remote {
-                    return Err(HandshakeError::UnexpectedPeer {
-                        expected,
-                        actual: remote,
-                    });
-                }
+            if let Some(expected) = expected
+                && expected != remote
+            {
+                return Err(HandshakeError::UnexpectedPeer {
+                    expected,
+                    actual: remote,
+                });
             }
 
             let ours = our_payload(intent)?;
-            let n = state.write_message(&ours, &mut msg).map_err(HandshakeError::Noise)?;
+            let n = state
+                .write_message(&ours, &mut msg)
+                .map_err(HandshakeError::Noise)?;
             write_msg(io, &msg[..n]).await?;
             (remote, intent, state)
         }
@@ -222,14 +226,17 @@ where
                 .map_err(HandshakeError::Noise)?;
 
             let ours = our_payload(Intent::Connect)?;
-            let n = state.write_message(&ours, &mut msg).map_err(HandshakeError::Noise)?;
+            let n = state
+                .write_message(&ours, &mut msg)
+                .map_err(HandshakeError::Noise)?;
             write_msg(io, &msg[..n]).await?;
 
             let received = read_msg(io).await?;
             let n = state
                 .read_message(&received, &mut payload)
                 .map_err(HandshakeError::Noise)?;
-            let (remote, intent) = verify(&payload[..n], state.get_remote_static(), params, secret)?;
+            let (remote, intent) =
+                verify(&payload[..n], state.get_remote_static(), params, secret)?;
             (remote, intent, state)
         }
     };

@@ -17,11 +17,13 @@ mod tests;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadHalf, WriteHalf,
+};
 
 use crate::id::{PeerId, SecretId};
-pub use frame::{FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use frame::{FrameDecoder, FrameEncoder, LEN_PREFIX};
+pub use frame::{FrameError, MAX_FRAME_LEN, MIN_FRAME_LEN};
 pub use handshake::{HandshakeError, Intent, MAX_NETWORK_ID_LEN, PROTOCOL_VERSION, Role};
 
 /// The Noise protocol every crust connection runs.
@@ -83,7 +85,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     }
 
     /// Runs the handshake as the accepting side.
-    pub async fn accept(io: S, secret: &SecretId, config: &ChannelConfig) -> Result<Self, HandshakeError> {
+    pub async fn accept(
+        io: S,
+        secret: &SecretId,
+        config: &ChannelConfig,
+    ) -> Result<Self, HandshakeError> {
         Self::handshake(io, secret, config, Role::Responder).await
     }
 
@@ -197,19 +203,22 @@ impl<W: AsyncWrite + Unpin> SecureWriter<W> {
     /// marks the message's last chunk. Nothing is written until
     /// [`flush`](Self::flush).
     pub fn push_chunk(&mut self, lane: u8, fin: bool, chunk: &[u8]) {
-        self.encoder.encode_chunk(lane & 0x0f, fin, &[chunk], &mut self.out);
+        self.encoder
+            .encode_chunk(lane & 0x0f, fin, &[chunk], &mut self.out);
     }
 
     /// Like [`push_chunk`](Self::push_chunk), with the chunk given in parts
     /// that are concatenated (at most [`max_chunk`](Self::max_chunk) bytes
     /// in all).
     pub fn push_chunk_parts(&mut self, lane: u8, fin: bool, parts: &[&[u8]]) {
-        self.encoder.encode_chunk(lane & 0x0f, fin, parts, &mut self.out);
+        self.encoder
+            .encode_chunk(lane & 0x0f, fin, parts, &mut self.out);
     }
 
     /// Queues a whole message on `lane`.
     pub fn push_message(&mut self, lane: u8, message: &[u8]) {
-        self.encoder.encode_message(lane & 0x0f, message, &mut self.out);
+        self.encoder
+            .encode_message(lane & 0x0f, message, &mut self.out);
     }
 
     /// Bytes queued and not yet written.

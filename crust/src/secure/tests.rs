@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, duplex};
 
-
 use bytes::Bytes;
 
 use super::handshake::{HandshakePayloadTweak, run_with_tweak};
@@ -55,9 +54,15 @@ async fn handshake_succeeds_and_messages_flow_both_ways() {
         bw.send(1, b"hello alice").await.unwrap();
     };
     let recv = async {
-        assert_eq!(br.recv().await.unwrap(), (4, Bytes::from_static(b"hello bob")));
+        assert_eq!(
+            br.recv().await.unwrap(),
+            (4, Bytes::from_static(b"hello bob"))
+        );
         assert_eq!(br.recv().await.unwrap(), (4, Bytes::from(big.clone())));
-        assert_eq!(ar.recv().await.unwrap(), (1, Bytes::from_static(b"hello alice")));
+        assert_eq!(
+            ar.recv().await.unwrap(),
+            (1, Bytes::from_static(b"hello alice"))
+        );
     };
     tokio::join!(send, recv);
     aw.shutdown().await.unwrap();
@@ -66,7 +71,11 @@ async fn handshake_succeeds_and_messages_flow_both_ways() {
 
 #[tokio::test]
 async fn wrong_expected_id_is_refused() {
-    let (alice, bob, carol) = (SecretId::generate(), SecretId::generate(), SecretId::generate());
+    let (alice, bob, carol) = (
+        SecretId::generate(),
+        SecretId::generate(),
+        SecretId::generate(),
+    );
     let cfg = config("test");
     let (a, _b) = pair_with(&alice, &cfg, &bob, &cfg, Some(carol.peer_id())).await;
     match a {
@@ -102,7 +111,9 @@ async fn a_connection_to_ourselves_is_refused() {
 
 /// Runs a dialler whose payload is altered by `tweak` against an honest
 /// acceptor and returns the acceptor's result.
-async fn acceptor_sees(tweak: HandshakePayloadTweak) -> Result<SecureChannel<DuplexStream>, HandshakeError> {
+async fn acceptor_sees(
+    tweak: HandshakePayloadTweak,
+) -> Result<SecureChannel<DuplexStream>, HandshakeError> {
     let (mallory, bob) = (SecretId::generate(), SecretId::generate());
     let cfg = config("test");
     let (mut a, b) = duplex(64 * 1024);
@@ -128,9 +139,17 @@ async fn an_identity_signature_by_another_key_is_refused() {
         payload.identity = *SecretId::generate().peer_id().as_bytes();
     })
     .await;
-    assert!(matches!(result, Err(HandshakeError::BadSignature)), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(HandshakeError::BadSignature)),
+        "{:?}",
+        result.err()
+    );
     let result = acceptor_sees(|payload| payload.signature[10] ^= 1).await;
-    assert!(matches!(result, Err(HandshakeError::BadSignature)), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(HandshakeError::BadSignature)),
+        "{:?}",
+        result.err()
+    );
 }
 
 #[tokio::test]
@@ -146,7 +165,11 @@ async fn another_protocol_version_is_refused() {
 #[tokio::test]
 async fn a_malformed_payload_is_refused() {
     let result = acceptor_sees(|payload| payload.signature.truncate(3)).await;
-    assert!(matches!(result, Err(HandshakeError::MalformedPayload)), "{:?}", result.err());
+    assert!(
+        matches!(result, Err(HandshakeError::MalformedPayload)),
+        "{:?}",
+        result.err()
+    );
 }
 
 #[tokio::test]
@@ -165,7 +188,11 @@ async fn a_tampered_handshake_byte_is_refused() {
         SecureChannel::connect(a2, &alice, &cfg, None, Intent::Connect),
         SecureChannel::accept(b2, &bob, &cfg),
     );
-    assert!(matches!(dialled, Err(HandshakeError::Noise(_))), "{:?}", dialled.err());
+    assert!(
+        matches!(dialled, Err(HandshakeError::Noise(_))),
+        "{:?}",
+        dialled.err()
+    );
     assert!(accepted.is_err());
 }
 
@@ -181,10 +208,10 @@ where
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(offset) = flip {
-            if (seen..seen + n).contains(&offset) {
-                buf[offset - seen] ^= 0x20;
-            }
+        if let Some(offset) = flip
+            && (seen..seen + n).contains(&offset)
+        {
+            buf[offset - seen] ^= 0x20;
         }
         seen += n;
         if to.write_all(&buf[..n]).await.is_err() {
@@ -233,7 +260,8 @@ async fn a_truncated_stream_is_reported() {
 
     // Closing in the middle of the handshake.
     let (mut raw, b) = duplex(1024);
-    let accept = tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
+    let accept =
+        tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
     raw.write_all(&[0, 32, 1, 2, 3]).await.unwrap();
     drop(raw);
     assert!(matches!(accept.await.unwrap(), Err(HandshakeError::Closed)));
@@ -258,7 +286,8 @@ async fn oversized_frames_are_refused() {
     // An oversized handshake message.
     let (mut raw, b) = duplex(1024);
     let cfg = config("test");
-    let accept = tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
+    let accept =
+        tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
     raw.write_all(&[0xff, 0xff]).await.unwrap();
     assert!(matches!(
         accept.await.unwrap(),
@@ -302,7 +331,13 @@ async fn garbage_instead_of_a_handshake_is_refused() {
     let bob = SecretId::generate();
     let cfg = config("test");
     let (mut raw, b) = duplex(4096);
-    let accept = tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
-    raw.write_all(&[0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await.unwrap();
-    assert!(matches!(accept.await.unwrap(), Err(HandshakeError::Noise(_))));
+    let accept =
+        tokio::spawn(async move { SecureChannel::accept(b, &bob, &cfg).await.map(|_| ()) });
+    raw.write_all(&[0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+        .await
+        .unwrap();
+    assert!(matches!(
+        accept.await.unwrap(),
+        Err(HandshakeError::Noise(_))
+    ));
 }

@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, LinkCtl, LinkId, PeerQueue, ReaderEnd};
-use super::{ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason, ServiceError, Transport};
+use super::{
+    ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason, ServiceError,
+    Transport,
+};
 use crate::bootstrap_cache::BootstrapCache;
 use crate::id::PeerId;
 use crate::secure::{Intent, SecureChannel};
@@ -43,7 +46,7 @@ pub(super) enum Command {
     },
     Bootstrap,
     Register {
-        dialled: Dialled,
+        dialled: Box<Dialled>,
         reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
     },
     Disconnect {
@@ -62,8 +65,14 @@ pub(super) enum Command {
 enum Internal {
     Accepted(Dialled),
     BootstrapDialled(Dialled),
-    BootstrapDone { reached: usize },
-    LinkEnded { peer: PeerId, link: LinkId, end: ReaderEnd },
+    BootstrapDone {
+        reached: usize,
+    },
+    LinkEnded {
+        peer: PeerId,
+        link: LinkId,
+        end: ReaderEnd,
+    },
 }
 
 struct LinkEntry {
@@ -102,7 +111,10 @@ struct Actor {
 }
 
 /// Spawns the actor; returns the sender for commands.
-pub(super) fn spawn(inner: Arc<Inner>, cache: Option<BootstrapCache>) -> mpsc::UnboundedSender<Command> {
+pub(super) fn spawn(
+    inner: Arc<Inner>,
+    cache: Option<BootstrapCache>,
+) -> mpsc::UnboundedSender<Command> {
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     let actor = Actor {
@@ -173,7 +185,7 @@ impl Actor {
             }
             Command::Bootstrap => self.start_bootstrap(),
             Command::Register { dialled, reply } => {
-                let result = self.register(dialled, false);
+                let result = self.register(*dialled, false);
                 if let Some(reply) = reply {
                     let _ = reply.send(result.ok_or(ConnectError::Stopped));
                 }
@@ -219,7 +231,9 @@ impl Actor {
                         let mut writer = writer;
                         writer.push_message(
                             crate::wire::CONTROL_LANE,
-                            &crate::wire::encode(&crate::wire::Packet::Close(CloseReason::Disconnect)),
+                            &crate::wire::encode(&crate::wire::Packet::Close(
+                                CloseReason::Disconnect,
+                            )),
                         );
                         let _ = writer.shutdown().await;
                     });
@@ -250,7 +264,9 @@ impl Actor {
                 return Err(ServiceError::Listen { addr, source });
             }
         };
-        let bound = listener.local_addr().map_err(|source| ServiceError::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServiceError::Listen { addr, source })?;
         let inner = self.inner.clone();
         let internal = self.internal_tx.clone();
         let task = tokio::spawn(accept_loop(listener, bound, inner, internal));
@@ -273,9 +289,9 @@ impl Actor {
             }
         }
         for contact in &self.inner.config.bootstrap_contacts {
-            let known = candidates
-                .iter()
-                .any(|(id, addrs)| contact.id.is_some() && *id == contact.id && addrs.contains(&contact.addr));
+            let known = candidates.iter().any(|(id, addrs)| {
+                contact.id.is_some() && *id == contact.id && addrs.contains(&contact.addr)
+            });
             if !known {
                 candidates.push((contact.id, vec![contact.addr]));
             }
@@ -284,13 +300,17 @@ impl Actor {
         let inner = self.inner.clone();
         let internal = self.internal_tx.clone();
         self.tasks.spawn(async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(inner.config.max_concurrent_dials.max(1)));
+            let limit = Arc::new(tokio::sync::Semaphore::new(
+                inner.config.max_concurrent_dials.max(1),
+            ));
             let mut dials = JoinSet::new();
             for (id, addrs) in candidates {
                 let (inner, limit) = (inner.clone(), limit.clone());
                 dials.spawn(async move {
                     let _slot = limit.acquire_owned().await.ok()?;
-                    super::dial::dial_any(&inner, id, &addrs, Intent::Bootstrap).await.ok()
+                    super::dial::dial_any(&inner, id, &addrs, Intent::Bootstrap)
+                        .await
+                        .ok()
                 });
             }
             let mut reached = 0;
@@ -376,7 +396,13 @@ impl Actor {
 
         let (reader, writer) = channel.split();
         let inner = self.inner.clone();
-        self.tasks.spawn(link::run_writer(writer, id, inner.clone(), queue.clone(), ctl.clone()));
+        self.tasks.spawn(link::run_writer(
+            writer,
+            id,
+            inner.clone(),
+            queue.clone(),
+            ctl.clone(),
+        ));
         if wins {
             queue.set_active(id);
         } else {
@@ -391,8 +417,14 @@ impl Actor {
         }
         if is_new_peer {
             let event = match (direction, intent, bootstrap) {
-                (Direction::Outgoing, _, true) => Event::BootstrapConnect { peer, addr: remote_addr },
-                (Direction::Incoming, Intent::Bootstrap, _) => Event::BootstrapAccept { peer, addr: remote_addr },
+                (Direction::Outgoing, _, true) => Event::BootstrapConnect {
+                    peer,
+                    addr: remote_addr,
+                },
+                (Direction::Incoming, Intent::Bootstrap, _) => Event::BootstrapAccept {
+                    peer,
+                    addr: remote_addr,
+                },
                 _ => Event::ConnectSuccess {
                     peer,
                     info: info.clone(),
@@ -406,7 +438,11 @@ impl Actor {
         let internal = self.internal_tx.clone();
         self.tasks.spawn(async move {
             let end = link::run_reader(reader, peer, inner, queue, ctl).await;
-            let _ = internal.send(Internal::LinkEnded { peer, link: id, end });
+            let _ = internal.send(Internal::LinkEnded {
+                peer,
+                link: id,
+                end,
+            });
         });
         if wins {
             Some(info)
@@ -417,11 +453,17 @@ impl Actor {
 
     /// The side of a connection between us and `peer` that is not `dialler`.
     fn other(&self, dialler: PeerId, peer: PeerId) -> PeerId {
-        if dialler == self.inner.id { peer } else { self.inner.id }
+        if dialler == self.inner.id {
+            peer
+        } else {
+            self.inner.id
+        }
     }
 
     fn link_ended(&mut self, peer: PeerId, link: LinkId, end: ReaderEnd) {
-        let Some(entry) = self.peers.get_mut(&peer) else { return };
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let Some(position) = entry.links.iter().position(|l| l.id == link) else {
             return;
         };
@@ -441,7 +483,8 @@ impl Actor {
             ReaderEnd::PeerClosed(CloseReason::Superseded) => {
                 // Our side's winner is still on its way; wait for it.
                 if entry.replacement_deadline.is_none() {
-                    entry.replacement_deadline = Some(Instant::now() + self.inner.config.channel.handshake_timeout);
+                    entry.replacement_deadline =
+                        Some(Instant::now() + self.inner.config.channel.handshake_timeout);
                 }
                 return;
             }

@@ -17,17 +17,26 @@ pub(super) async fn dial(
     addr: SocketAddr,
     intent: Intent,
 ) -> Result<Dialled, DialError> {
-    let stream = match tokio::time::timeout(inner.config.dial_timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(DialError::Timeout),
-        Ok(Err(e)) => return Err(DialError::Io(Arc::new(e))),
-        Ok(Ok(stream)) => stream,
-    };
+    let stream =
+        match tokio::time::timeout(inner.config.dial_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(DialError::Timeout),
+            Ok(Err(e)) => return Err(DialError::Io(Arc::new(e))),
+            Ok(Ok(stream)) => stream,
+        };
     // Small messages (pings, chat) must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let local_addr = stream.local_addr().map_err(|e| DialError::Io(Arc::new(e)))?;
-    let channel = SecureChannel::connect(stream, &inner.secret, &inner.config.channel, expected, intent)
-        .await
-        .map_err(|e| DialError::Handshake(Arc::new(e)))?;
+    let local_addr = stream
+        .local_addr()
+        .map_err(|e| DialError::Io(Arc::new(e)))?;
+    let channel = SecureChannel::connect(
+        stream,
+        &inner.secret,
+        &inner.config.channel,
+        expected,
+        intent,
+    )
+    .await
+    .map_err(|e| DialError::Handshake(Arc::new(e)))?;
     Ok(Dialled {
         channel,
         remote_addr: addr,

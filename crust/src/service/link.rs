@@ -53,13 +53,20 @@ pub(super) struct PeerQueue {
 
 impl PeerQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Queues an encoded data message on `lane`, waiting while more than
     /// `limit` bytes are queued (a message larger than `limit` waits for an
     /// empty queue).
-    pub(super) async fn push(&self, lane: u8, message: Outgoing, limit: usize) -> Result<(), QueueClosed> {
+    pub(super) async fn push(
+        &self,
+        lane: u8,
+        message: Outgoing,
+        limit: usize,
+    ) -> Result<(), QueueClosed> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
@@ -190,21 +197,29 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
             Ok(Err(e)) => return ReaderEnd::Lost(super::lost_reason(&e)),
             Ok(Ok(received)) => received,
         };
-        let malformed = |what: &str| ReaderEnd::Lost(LostReason::ProtocolViolation(what.to_owned()));
+        let malformed =
+            |what: &str| ReaderEnd::Lost(LostReason::ProtocolViolation(what.to_owned()));
         match wire::decode(message) {
             None => return malformed("undecodable message"),
-            Some(Incoming::Data(_)) if lane == CONTROL_LANE => return malformed("data on the control lane"),
+            Some(Incoming::Data(_)) if lane == CONTROL_LANE => {
+                return malformed("data on the control lane");
+            }
             Some(Incoming::Data(data)) => {
                 // Bounded by the budget so a slow application slows the
                 // sender instead of growing memory.
-                let want = u32::try_from(data.len().min(inner.config.receive_buffer_limit.max(1))).unwrap_or(u32::MAX);
+                let want = u32::try_from(data.len().min(inner.config.receive_buffer_limit.max(1)))
+                    .unwrap_or(u32::MAX);
                 let permit = tokio::select! {
                     permit = budget.clone().acquire_many_owned(want) => permit.ok(),
                     () = ctl.killed() => return ReaderEnd::Killed,
                 };
-                let _ = inner.events.send((Event::NewMessage { peer, data }, permit));
+                let _ = inner
+                    .events
+                    .send((Event::NewMessage { peer, data }, permit));
             }
-            Some(Incoming::Ping { nonce }) => queue.push_control(Outgoing::control(&Packet::Pong { nonce })),
+            Some(Incoming::Ping { nonce }) => {
+                queue.push_control(Outgoing::control(&Packet::Pong { nonce }))
+            }
             Some(Incoming::Pong { nonce }) => {
                 let now = u64::try_from(inner.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if let Some(rtt) = now.checked_sub(nonce) {
@@ -276,7 +291,9 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
                 queue.space.notify_waiters();
             }
             let Some(lane) = next else { break };
-            let Some((message, offset)) = &mut in_progress[lane] else { break };
+            let Some((message, offset)) = &mut in_progress[lane] else {
+                break;
+            };
             let parts = message.slices(*offset, writer.max_chunk());
             let take = parts[0].len() + parts[1].len();
             let fin = *offset + take == message.len();

@@ -282,7 +282,9 @@ pub struct Events {
 
 impl fmt::Debug for Events {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Events").field("queued", &self.rx.len()).finish()
+        f.debug_struct("Events")
+            .field("queued", &self.rx.len())
+            .finish()
     }
 }
 
@@ -335,7 +337,9 @@ pub struct Service {
 
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Service").field("id", &self.inner.id).finish()
+        f.debug_struct("Service")
+            .field("id", &self.inner.id)
+            .finish()
     }
 }
 
@@ -411,7 +415,11 @@ impl Service {
     /// the first to complete the handshake as `peer` wins. Returns at once
     /// if already connected. Success is also reported as
     /// [`Event::ConnectSuccess`], failure as [`Event::ConnectFailure`].
-    pub async fn connect(&self, peer: PeerId, addrs: &[SocketAddr]) -> Result<ConnectionInfo, ConnectError> {
+    pub async fn connect(
+        &self,
+        peer: PeerId,
+        addrs: &[SocketAddr],
+    ) -> Result<ConnectionInfo, ConnectError> {
         if let Some(info) = self.connection_info(&peer).await {
             return Ok(info);
         }
@@ -420,7 +428,7 @@ impl Service {
                 let (reply, rx) = oneshot::channel();
                 if self
                     .command(Command::Register {
-                        dialled,
+                        dialled: Box::new(dialled),
                         reply: Some(reply),
                     })
                     .is_err()
@@ -444,7 +452,12 @@ impl Service {
     /// [`Config::send_queue_limit`]. Delivery is in order per priority;
     /// messages still queued when the connection is lost are dropped. The
     /// bytes are not copied before they are encrypted.
-    pub async fn send(&self, peer: &PeerId, data: impl Into<Bytes>, priority: Priority) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        peer: &PeerId,
+        data: impl Into<Bytes>,
+        priority: Priority,
+    ) -> Result<(), SendError> {
         let message = wire::Outgoing::data(data.into());
         let max = self.inner.config.channel.max_message_len;
         if message.len() > max {
@@ -453,7 +466,10 @@ impl Service {
                 max,
             });
         }
-        let queue = self.inner.queue(peer).ok_or(SendError::NotConnected(*peer))?;
+        let queue = self
+            .inner
+            .queue(peer)
+            .ok_or(SendError::NotConnected(*peer))?;
         queue
             .push(priority.lane(), message, self.inner.config.send_queue_limit)
             .await
@@ -465,7 +481,9 @@ impl Service {
     /// connection.
     pub async fn disconnect(&self, peer: &PeerId) -> bool {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Disconnect { peer: *peer, reply }).is_ok() && rx.await.unwrap_or(false)
+        self.command(Command::Disconnect { peer: *peer, reply })
+            .is_ok()
+            && rx.await.unwrap_or(false)
     }
 
     /// Every connected peer and how it is connected.
@@ -495,7 +513,9 @@ impl Service {
     }
 
     fn command(&self, command: Command) -> Result<(), ServiceError> {
-        self.commands.send(command).map_err(|_| ServiceError::Stopped)
+        self.commands
+            .send(command)
+            .map_err(|_| ServiceError::Stopped)
     }
 }
 
@@ -511,7 +531,9 @@ pub(crate) struct Dialled {
 fn lost_reason(error: &FrameError) -> LostReason {
     match error {
         FrameError::Closed | FrameError::Truncated => LostReason::ConnectionClosed,
-        FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => LostReason::ConnectionClosed,
+        FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            LostReason::ConnectionClosed
+        }
         FrameError::Io(e) => LostReason::Io(e.to_string()),
         other => LostReason::ProtocolViolation(other.to_string()),
     }

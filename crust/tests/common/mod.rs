@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: services on loopback and
 //! waiting for events with a deadline.
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -40,7 +40,11 @@ impl Node {
             Some(Event::ListenerStarted(addr)) => addr,
             other => panic!("expected ListenerStarted, got {other:?}"),
         };
-        Self { service, events, addr }
+        Self {
+            service,
+            events,
+            addr,
+        }
     }
 
     pub async fn start() -> Self {
