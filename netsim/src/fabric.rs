@@ -588,7 +588,13 @@ impl Fabric {
             }
             return;
         }
-        if !packet::decrement_ttl(&mut pkt, &mut m) {
+        // Within one LAN (a switch, not a hop) the TTL stays as it is.
+        let lan_local = self.nodes[n].uplink != Some(in_link)
+            && matches!(self.nodes[n].kind, Kind::Nat(_))
+            && (m.dst.is_multicast()
+                || m.dst.is_broadcast()
+                || self.nodes[n].lan.is_some_and(|s| s.contains(m.dst)));
+        if !lan_local && !packet::decrement_ttl(&mut pkt, &mut m) {
             inc(&self.counters.ttl_expired);
             if !m.is_icmp_error() {
                 self.icmp_back(now, n, in_link, &pkt, &m, packet::ICMP_TIME_EXCEEDED, 0);
@@ -631,6 +637,20 @@ impl Fabric {
                 Verdict::Forward => self.deliver_lan(now, n, pkt, &m),
                 Verdict::Reply(r) => self.send_from(now, n, in_link, r),
                 Verdict::Drop => {}
+            }
+            return;
+        }
+        if m.dst.is_multicast() || m.dst.is_broadcast() {
+            // LAN-local (SSDP and friends): every other LAN link, never upstream.
+            let links: Vec<usize> = self
+                .links
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| *i != in_link && l.ends[1] == End::Node(n))
+                .map(|(i, _)| i)
+                .collect();
+            for l in links {
+                self.send_from(now, n, l, pkt.clone());
             }
             return;
         }

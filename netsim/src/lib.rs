@@ -49,6 +49,7 @@ pub mod scenario;
 mod stun;
 mod sys;
 mod topology;
+mod upnp;
 
 pub use classify::{
     ClassifyError, NatReport as NatClassification, PortBehaviour, classify, serve_probes,

@@ -569,6 +569,18 @@ impl Nat {
             return Verdict::Drop;
         }
         let internal = SocketAddrV4::new(m.src, m.sport);
+        // Traffic from a port-forward target leaves from the forwarded port.
+        if let Some(((_, ext_port), _)) = self
+            .forwards
+            .iter()
+            .find(|((p, _), i)| *p == m.proto && **i == internal)
+        {
+            let ext_port = *ext_port;
+            packet::set_src(b, m, self.ext_ip);
+            packet::set_sport(b, m, ext_port);
+            inc(&self.counters.translated_out);
+            return Verdict::Forward;
+        }
         // ICMP echo has one identifier, no remote port: filter on the address.
         let remote_port = if m.proto == ICMP { 0 } else { m.dport };
         let remote = SocketAddrV4::new(m.dst, remote_port);
@@ -889,6 +901,22 @@ mod tests {
         out(&mut n, t0 + Duration::from_secs(60), LAN, 5000, S1, 1).unwrap();
         assert!(inb(&mut n, t0 + Duration::from_secs(85), S1, 1, p).is_some());
         assert_eq!(n.live_mappings(t0 + Duration::from_secs(85)), 1);
+    }
+
+    #[test]
+    fn port_forward_in_and_back_out_through_the_same_port() {
+        let now = Instant::now();
+        let mut n = Nat::new(NatConfig::symmetric(), EXT, 1);
+        let target = SocketAddrV4::new(LAN, 8080);
+        assert!(n.add_forward(UDP, 18080, target));
+        assert!(
+            !n.add_forward(UDP, 18080, SocketAddrV4::new(LAN2, 1)),
+            "conflict"
+        );
+        assert_eq!(inb(&mut n, now, S1, 1, 18080), Some(target));
+        assert_eq!(out(&mut n, now, LAN, 8080, S1, 1), Some(18080));
+        assert!(n.remove_forward(UDP, 18080));
+        assert_eq!(inb(&mut n, now, S1, 1, 18080), None);
     }
 
     #[test]

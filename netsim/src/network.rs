@@ -48,6 +48,10 @@ pub struct Network {
     linux_routers: Vec<(usize, Arc<OwnedFd>)>,
     upnpds: Vec<crate::linux_router::Upnpd>,
     stun: Option<(HostId, Ipv4Addr, HostTask<std::io::Result<()>>)>,
+    igds: Vec<(
+        tokio::sync::oneshot::Sender<()>,
+        HostTask<std::io::Result<()>>,
+    )>,
 }
 
 /// Name of the public host that serves STUN for miniupnpd.
@@ -170,6 +174,20 @@ impl Network {
             .iter()
             .any(|r| r.linux.is_some_and(|l| l.upnp));
         let stun_host = needs_stun.then(|| topology.public_host_with_addrs(STUN_HOST, 2));
+        let igd_routers: Vec<RouterId> = topology
+            .routers()
+            .filter(|r| {
+                let spec = topology.router_spec(*r);
+                spec.upnp && spec.linux.is_none() && spec.nat.is_some()
+            })
+            .collect();
+        let igds: Vec<(RouterId, HostId)> = igd_routers
+            .into_iter()
+            .map(|r| {
+                let name = format!("{}-upnp", topology.router_spec(r).name);
+                (r, topology.service_host(&name, r))
+            })
+            .collect();
         let topology = &topology;
         topology.validate().map_err(StartError::Topology)?;
         let seed = effective_seed(topology);
@@ -240,7 +258,26 @@ impl Network {
             linux_routers,
             upnpds: Vec::new(),
             stun: None,
+            igds: Vec::new(),
         };
+        for (r, h) in igds {
+            let spec = topology.router_spec(r);
+            let ctl = crate::upnp::Control {
+                router: spec.name.clone(),
+                commands: net.commands.clone(),
+                waker: net.waker.clone(),
+                lan_ip: spec.lan_ip(),
+                wan_ip: spec.wan_ip,
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = net
+                .spawn(h, move || crate::upnp::serve(ctl, rx))
+                .map_err(|e| StartError::Setup {
+                    what: "starting UPnP IGD".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            net.igds.push((tx, task));
+        }
         if let Some(h) = stun_host {
             let addrs = topology.addrs(h);
             let a = [addrs[0], addrs[1]];
@@ -531,6 +568,12 @@ impl Network {
 
     fn stop(&mut self) {
         self.upnpds.clear();
+        for (tx, task) in self.igds.drain(..) {
+            let _ = tx.send(());
+            if let Err(e) = task.join() {
+                tracing::warn!("UPnP service: {e}");
+            }
+        }
         if let Some((h, ip, task)) = self.stun.take() {
             if let Ok(q) = self.spawn(h, move || crate::classify::stop_probes(ip, STUN_PORT)) {
                 let _ = q.join();

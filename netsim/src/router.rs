@@ -51,6 +51,7 @@ pub(crate) enum Command {
 }
 
 /// The router's handle to wake it.
+#[derive(Clone)]
 pub(crate) struct Waker(Arc<EventFd>);
 
 impl Waker {

@@ -61,7 +61,7 @@ pub struct RouterEntry {
     /// A real Linux router (kernel nftables masquerade) instead.
     #[serde(default)]
     pub linux: bool,
-    /// With `linux`: run the real miniupnpd on it.
+    /// Offer UPnP IGD: the real miniupnpd with `linux`, else netsim's own.
     #[serde(default)]
     pub upnp: bool,
     /// The router it hangs off, by name; default the internet.
@@ -179,17 +179,13 @@ impl Scenario {
             let id = match (&r.nat, r.linux) {
                 (None, true) => t.linux_router(&r.name, upstream, r.upnp),
                 (Some(nat), false) => {
-                    if r.upnp {
-                        return Err(ScenarioError::Invalid(format!(
-                            "router {}: upnp needs linux = true (the simulated router has no UPnP)",
-                            r.name
-                        )));
-                    }
                     let (cfg, carrier) = match nat {
                         NatSpec::Preset(p) => (p.config(), *p == NatPreset::Cgnat),
                         NatSpec::Config(c) => (Some(c.clone()), false),
                     };
-                    t.router_with(&r.name, cfg, upstream, carrier)
+                    let id = t.router_with(&r.name, cfg, upstream, carrier);
+                    t.set_upnp(id, r.upnp);
+                    id
                 }
                 _ => {
                     return Err(ScenarioError::Invalid(format!(

@@ -74,6 +74,8 @@ pub struct RouterSpec {
     /// Set for a real Linux router (kernel nftables NAT, optional miniupnpd)
     /// instead of the simulated one; `nat` is then ignored.
     pub linux: Option<LinuxRouter>,
+    /// Whether the simulated NAT offers UPnP IGD (SSDP + SOAP) on its LAN.
+    pub upnp: bool,
     next_host: u32,
 }
 
@@ -217,6 +219,7 @@ impl Topology {
             lan,
             link: LinkConfig::default(),
             linux: None,
+            upnp: false,
             next_host: 1,
         });
         RouterId(self.routers.len() - 1)
@@ -286,6 +289,19 @@ impl Topology {
     /// Sets the link of a host.
     pub fn set_link(&mut self, host: HostId, link: LinkConfig) {
         self.hosts[host.0].link = link;
+    }
+
+    /// Makes a simulated NAT router offer UPnP IGD on its LAN address
+    /// (port 5000, found by SSDP), so LAN hosts can map ports.
+    pub fn set_upnp(&mut self, router: RouterId, on: bool) {
+        self.routers[router.0].upnp = on;
+    }
+
+    /// Adds a hidden service host at the router's own LAN address.
+    pub(crate) fn service_host(&mut self, name: &str, router: RouterId) -> HostId {
+        let r = &self.routers[router.0];
+        let addr = (r.lan_ip(), r.lan.prefix);
+        self.push_host(name, Some(router), vec![addr])
     }
 
     /// Sets the link of a router to its upstream network.
