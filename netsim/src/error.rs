@@ -8,7 +8,7 @@ pub enum StartError {
     #[error("missing privileges: {0}")]
     Privileges(String),
     /// A system call or file operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Setup {
         /// What was being done.
         what: String,

@@ -115,6 +115,10 @@ fn open_tun(name: &str) -> Result<File, StartError> {
             std::io::ErrorKind::NotFound => StartError::Privileges(
                 "/dev/net/tun is missing: load the tun module (modprobe tun)".into(),
             ),
+            std::io::ErrorKind::PermissionDenied => StartError::Privileges(format!(
+                "cannot open /dev/net/tun ({e}): it must be readable and writable by this user \
+                 (mode 0666, as most distributions ship it), or run as root"
+            )),
             _ => StartError::Setup {
                 what: "opening /dev/net/tun".into(),
                 source: e,

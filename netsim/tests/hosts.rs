@@ -140,3 +140,70 @@ fn counters_latency_and_hosts_added_while_running() {
     assert_eq!(la.down.delivered, 10);
     assert_eq!(stats.link("b").unwrap().down.delivered, 10);
 }
+
+/// Reads a pcap file: (link type, packets).
+fn read_pcap(path: &std::path::Path) -> (u32, Vec<Vec<u8>>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..4], &0xa1b2_c3d4u32.to_le_bytes());
+    let linktype = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
+    let mut at = 24;
+    let mut pkts = Vec::new();
+    while at + 16 <= b.len() {
+        let len = u32::from_le_bytes([b[at + 8], b[at + 9], b[at + 10], b[at + 11]]) as usize;
+        pkts.push(b[at + 16..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    assert_eq!(at, b.len(), "no trailing garbage");
+    (linktype, pkts)
+}
+
+#[test]
+fn pcap_per_link_holds_what_the_link_delivered() {
+    if !common::prerequisites(&[]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Topology::new().pcap(dir.path());
+    let r = t.router("nat", NatPreset::FullCone);
+    let a = t.host("a", r);
+    let b = t.public_host("b");
+    let (a_ip, b_ip, wan) = (t.ip(a), t.ip(b), t.wan_ip(r));
+    let net = Network::start(&t).unwrap();
+    let echo = net
+        .spawn(b, || async {
+            let s = UdpSocket::bind("0.0.0.0:7").await.unwrap();
+            let mut buf = [0u8; 64];
+            for _ in 0..3 {
+                let (n, f) = s.recv_from(&mut buf).await.unwrap();
+                s.send_to(&buf[..n], f).await.unwrap();
+            }
+        })
+        .unwrap();
+    net.spawn(a, move || async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = UdpSocket::bind("0.0.0.0:5555").await.unwrap();
+        let mut buf = [0u8; 64];
+        for i in 0..3u8 {
+            s.send_to(&[i; 10], (b_ip, 7)).await.unwrap();
+            s.recv(&mut buf).await.unwrap();
+        }
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    echo.join().unwrap();
+    let stats = net.shutdown();
+    let (lt, host_link) = read_pcap(&dir.path().join("a.pcap"));
+    assert_eq!(lt, 101, "LINKTYPE_RAW");
+    let l = stats.link("a").unwrap();
+    assert_eq!(host_link.len() as u64, l.up.delivered + l.down.delivered);
+    assert_eq!(host_link.len(), 6);
+    // On a's link the packets carry private addresses; on the router's
+    // uplink the translated ones.
+    let src = |p: &Vec<u8>| std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+    assert_eq!(src(&host_link[0]), a_ip);
+    let (_, uplink) = read_pcap(&dir.path().join("nat.pcap"));
+    assert_eq!(uplink.len(), 6);
+    assert_eq!(src(&uplink[0]), wan);
+    assert_eq!(&uplink[0][28..], &[0u8; 10]);
+}
