@@ -1,0 +1,616 @@
+//! The node's actor: owns the crust events and the chat sessions.
+//!
+//! The loop takes a command, a tick, or a crust event. Crust events are
+//! handled in batches: every event already waiting is applied to the
+//! database in one transaction, and only after it commits are acks sent
+//! and events reported — so an ack never leaves before the message it
+//! acknowledges is on disk, and thousands of messages cost one commit.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crust::{Event as CrustEvent, PeerId, Priority};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::node::{Event, Shared, lock};
+use crate::proto::Wire;
+use crate::store::{Store, StoreError};
+use crate::types::{ContactState, FriendRequest, MAX_TEXT_BYTES, Message, MessageId, MessageState, now_ms};
+
+/// Most crust events applied in one transaction.
+const BATCH: usize = 1024;
+/// Most ids in one `Ack` or `Read`.
+const IDS_PER_MESSAGE: usize = 1024;
+
+/// What the handle asks of the actor.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send whatever is queued for this contact, if in session.
+    Flush(PeerId),
+    /// Dial this contact now.
+    Dial(PeerId),
+    /// Our relationship changed: say hello again and act on it.
+    Rehello(PeerId),
+    /// Tell the peer its request was declined.
+    Decline(PeerId),
+    /// Close connections to a blocked peer.
+    Disconnect(PeerId),
+    /// Send typing state.
+    Typing(PeerId, bool),
+    /// Send unreported read receipts.
+    Reads(PeerId),
+    /// Stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A connected peer.
+#[derive(Debug, Default)]
+struct Session {
+    /// What the peer's last `Hello` said: whether it sees us as a friend.
+    peer_says_friend: Option<bool>,
+}
+
+/// Work to do once the batch's transaction has committed.
+#[derive(Debug)]
+enum Action {
+    Send(PeerId, Wire),
+    Flush { peer: PeerId, all: bool },
+    Reads(PeerId),
+    Disconnect(PeerId),
+    Emit(Event),
+}
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    service: crust::Service,
+    events: crust::Events,
+    out: mpsc::UnboundedSender<Event>,
+    reconnect_interval: Duration,
+) -> mpsc::UnboundedSender<Command> {
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (dial_done_tx, dial_done) = mpsc::unbounded_channel();
+    let actor = Actor {
+        shared,
+        service,
+        events,
+        commands,
+        out,
+        sessions: HashMap::new(),
+        dialling: HashSet::new(),
+        dial_done_tx,
+        dial_done,
+    };
+    tokio::spawn(actor.run(reconnect_interval));
+    commands_tx
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    service: crust::Service,
+    events: crust::Events,
+    commands: mpsc::UnboundedReceiver<Command>,
+    out: mpsc::UnboundedSender<Event>,
+    sessions: HashMap<PeerId, Session>,
+    dialling: HashSet<PeerId>,
+    dial_done_tx: mpsc::UnboundedSender<PeerId>,
+    dial_done: mpsc::UnboundedReceiver<PeerId>,
+}
+
+impl Actor {
+    async fn run(mut self, reconnect_interval: Duration) {
+        let mut tick = tokio::time::interval(reconnect_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        self.service.shutdown().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.command(command).await,
+                    None => break,
+                },
+                event = self.events.recv() => match event {
+                    Some(event) => self.crust_events(event).await,
+                    None => break,
+                },
+                Some(peer) = self.dial_done.recv() => {
+                    self.dialling.remove(&peer);
+                }
+                _ = tick.tick() => self.redial(),
+            }
+        }
+        self.service.shutdown().await;
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.out.send(event);
+    }
+
+    fn problem(&self, what: &str, error: &dyn std::fmt::Display) {
+        tracing::warn!("{what}: {error}");
+        self.emit(Event::Problem(format!("{what}: {error}")));
+    }
+
+    fn store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Option<T> {
+        let guard = lock(&self.shared.store);
+        let store = guard.as_ref()?;
+        match f(store) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                drop(guard);
+                self.problem("history database", &e);
+                None
+            }
+        }
+    }
+
+    fn contact_state(&self, peer: &PeerId) -> Option<ContactState> {
+        self.store(|s| s.contact(peer)).flatten().map(|c| c.state)
+    }
+
+    fn hello(&self, peer: &PeerId) -> Wire {
+        Wire::Hello {
+            name: self.shared.name.clone(),
+            addrs: self.shared.my_addrs(false),
+            friend: self.contact_state(peer) == Some(ContactState::Friend),
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Flush(peer) => self.flush(peer, false).await,
+            Command::Dial(peer) => self.dial(peer),
+            Command::Rehello(peer) => {
+                if let Some(session) = self.sessions.get(&peer) {
+                    let their = session.peer_says_friend;
+                    let mut actions = vec![Action::Send(peer, self.hello(&peer))];
+                    if let Some(friend) = their {
+                        self.store(|s| {
+                            s.batch(|s| {
+                                after_hello(s, &self.shared, &peer, friend, &mut actions)?;
+                                Ok(())
+                            })
+                        });
+                    }
+                    self.run_actions(actions).await;
+                }
+            }
+            Command::Decline(peer) => {
+                self.send(&peer, &Wire::Decline).await;
+            }
+            Command::Disconnect(peer) => {
+                self.service.disconnect(&peer).await;
+            }
+            Command::Typing(peer, typing) => {
+                if self.sessions.contains_key(&peer) && self.contact_state(&peer) == Some(ContactState::Friend) {
+                    self.send(&peer, &Wire::Typing { typing }).await;
+                }
+            }
+            Command::Reads(peer) => self.send_reads(peer).await,
+            Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Dials every contact that is offline and not already being dialled.
+    fn redial(&mut self) {
+        let Some(contacts) = self.store(Store::contacts) else { return };
+        for contact in contacts {
+            if contact.state != ContactState::Declined {
+                self.dial(contact.id);
+            }
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId) {
+        if self.sessions.contains_key(&peer) || self.dialling.contains(&peer) {
+            return;
+        }
+        let Some(Some(contact)) = self.store(|s| s.contact(&peer)) else { return };
+        if contact.addrs.is_empty() {
+            return;
+        }
+        self.dialling.insert(peer);
+        let service = self.service.clone();
+        let done = self.dial_done_tx.clone();
+        tokio::spawn(async move {
+            // Success arrives as a crust event; failure is retried on the
+            // next tick.
+            let _ = service.connect(peer, &contact.addrs).await;
+            let _ = done.send(peer);
+        });
+    }
+
+    async fn send(&self, peer: &PeerId, wire: &Wire) -> bool {
+        self.service.send(peer, wire.encode(), Priority::HIGH).await.is_ok()
+    }
+
+    /// Sends the outbox (everything unacknowledged if `all`, else only
+    /// what was never sent on this connection) in sequence order.
+    async fn flush(&self, peer: PeerId, all: bool) {
+        if !self
+            .sessions
+            .get(&peer)
+            .is_some_and(|s| s.peer_says_friend == Some(true))
+        {
+            return;
+        }
+        let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else { return };
+        let mut sent: Vec<&Message> = Vec::with_capacity(outbox.len());
+        for message in &outbox {
+            let wire = Wire::Chat {
+                id: message.id.0,
+                seq: message.seq,
+                sent_at_ms: message.sent_at_ms,
+                text: message.text.clone(),
+            };
+            if !self.send(&peer, &wire).await {
+                break;
+            }
+            sent.push(message);
+        }
+        let changed = self
+            .store(|s| {
+                s.batch(|s| {
+                    let mut changed = Vec::new();
+                    for m in &sent {
+                        if s.advance_state(&peer, &m.id, MessageState::Sent)? {
+                            changed.push(m.id);
+                        }
+                    }
+                    Ok(changed)
+                })
+            })
+            .unwrap_or_default();
+        for id in changed {
+            self.emit(Event::MessageStateChanged {
+                contact: peer,
+                id,
+                state: MessageState::Sent,
+            });
+        }
+    }
+
+    async fn send_reads(&self, peer: PeerId) {
+        if !self
+            .sessions
+            .get(&peer)
+            .is_some_and(|s| s.peer_says_friend == Some(true))
+        {
+            return;
+        }
+        let Some(ids) = self.store(|s| s.unreported_reads(&peer)) else { return };
+        for chunk in ids.chunks(IDS_PER_MESSAGE) {
+            let wire = Wire::Read {
+                ids: chunk.iter().map(|id| id.0).collect(),
+            };
+            if !self.send(&peer, &wire).await {
+                return;
+            }
+            self.store(|s| s.batch(|s| s.reads_reported(&peer, chunk)));
+        }
+    }
+
+    async fn run_actions(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(peer, wire) => {
+                    self.send(&peer, &wire).await;
+                }
+                Action::Flush { peer, all } => self.flush(peer, all).await,
+                Action::Reads(peer) => self.send_reads(peer).await,
+                Action::Disconnect(peer) => {
+                    self.service.disconnect(&peer).await;
+                }
+                Action::Emit(event) => self.emit(event),
+            }
+        }
+    }
+
+    /// Applies `first` and every crust event already waiting in one
+    /// transaction, then acts.
+    async fn crust_events(&mut self, first: CrustEvent) {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match self.events.try_recv() {
+                Some(event) => batch.push(event),
+                None => break,
+            }
+        }
+        let mut actions = Vec::new();
+        let mut acks: Vec<(PeerId, Vec<[u8; 16]>)> = Vec::new();
+        let shared = self.shared.clone();
+        let sessions = &mut self.sessions;
+        let result = {
+            let guard = lock(&shared.store);
+            match guard.as_ref() {
+                None => return,
+                Some(store) => store.batch(|s| {
+                    for event in batch {
+                        apply(s, &shared, sessions, event, &mut actions, &mut acks)?;
+                    }
+                    Ok(())
+                }),
+            }
+        };
+        if let Err(e) = result {
+            // Nothing was stored, so nothing is acknowledged: the peers
+            // will send again on the next connection.
+            self.problem("history database", &e);
+            return;
+        }
+        for (peer, ids) in acks {
+            for chunk in ids.chunks(IDS_PER_MESSAGE) {
+                self.send(&peer, &Wire::Ack { ids: chunk.to_vec() }).await;
+            }
+        }
+        self.run_actions(actions).await;
+    }
+}
+
+/// Applies one crust event to the database, collecting what to do after
+/// the commit.
+fn apply(
+    s: &Store,
+    shared: &Shared,
+    sessions: &mut HashMap<PeerId, Session>,
+    event: CrustEvent,
+    actions: &mut Vec<Action>,
+    acks: &mut Vec<(PeerId, Vec<[u8; 16]>)>,
+) -> Result<(), StoreError> {
+    match event {
+        CrustEvent::ListenerStarted(addr) => {
+            let mut listeners = lock(&shared.listeners);
+            if !listeners.contains(&addr) {
+                listeners.push(addr);
+            }
+            actions.push(Action::Emit(Event::Listening { addr }));
+        }
+        CrustEvent::ListenerFailed { addr, error } => {
+            lock(&shared.listeners).retain(|a| *a != addr);
+            actions.push(Action::Emit(Event::Problem(format!("listener {addr} failed: {error}"))));
+        }
+        CrustEvent::ConnectSuccess { peer, info } => {
+            if s.is_blocked(&peer)? {
+                actions.push(Action::Disconnect(peer));
+                return Ok(());
+            }
+            lock(&shared.online).insert(peer, info.clone());
+            sessions.insert(peer, Session::default());
+            let contact = s.contact(&peer)?;
+            if contact.is_some() {
+                s.set_last_seen(&peer, now_ms())?;
+                actions.push(Action::Emit(Event::ContactOnline { contact: peer, path: info }));
+            }
+            actions.push(Action::Send(
+                peer,
+                Wire::Hello {
+                    name: shared.name.clone(),
+                    addrs: shared.my_addrs(false),
+                    friend: contact.is_some_and(|c| c.state == ContactState::Friend),
+                },
+            ));
+        }
+        CrustEvent::LostPeer { peer, reason } => {
+            tracing::debug!(%peer, %reason, "lost peer");
+            lock(&shared.online).remove(&peer);
+            if sessions.remove(&peer).is_some() && s.contact(&peer)?.is_some() {
+                s.set_last_seen(&peer, now_ms())?;
+                actions.push(Action::Emit(Event::ContactOffline { contact: peer }));
+            }
+        }
+        CrustEvent::NewMessage { peer, data } => {
+            if !sessions.contains_key(&peer) || s.is_blocked(&peer)? {
+                return Ok(());
+            }
+            match Wire::decode(&data) {
+                Ok(wire) => message(s, shared, sessions, peer, wire, actions, acks)?,
+                Err(e) => tracing::debug!(%peer, "ignoring message: {e}"),
+            }
+        }
+        other => tracing::debug!(?other, "crust event"),
+    }
+    Ok(())
+}
+
+fn message(
+    s: &Store,
+    shared: &Shared,
+    sessions: &mut HashMap<PeerId, Session>,
+    peer: PeerId,
+    wire: Wire,
+    actions: &mut Vec<Action>,
+    acks: &mut Vec<(PeerId, Vec<[u8; 16]>)>,
+) -> Result<(), StoreError> {
+    let remote_ip = lock(&shared.online).get(&peer).map(|info| info.remote_addr.ip());
+    let fix_addrs = |addrs: Vec<SocketAddr>| -> Vec<SocketAddr> {
+        addrs
+            .into_iter()
+            .take(8)
+            .map(|a| match remote_ip {
+                Some(ip) if a.ip().is_unspecified() => SocketAddr::new(ip, a.port()),
+                _ => a,
+            })
+            .collect()
+    };
+    match wire {
+        Wire::Hello { addrs, friend, .. } => {
+            if let Some(session) = sessions.get_mut(&peer) {
+                session.peer_says_friend = Some(friend);
+            }
+            if s.contact(&peer)?.is_some() {
+                let addrs = fix_addrs(addrs);
+                if !addrs.is_empty() {
+                    s.set_addrs(&peer, &addrs)?;
+                }
+                after_hello(s, shared, &peer, friend, actions)?;
+            }
+        }
+        Wire::Request {
+            token,
+            name,
+            message,
+            addrs,
+            replaces,
+        } => {
+            let name = crate::invite::truncate_utf8(&name, 64).to_owned();
+            let message = crate::invite::truncate_utf8(&message, 500).to_owned();
+            match s.contact(&peer)?.map(|c| c.state) {
+                Some(ContactState::Friend) => {
+                    actions.push(Action::Send(
+                        peer,
+                        Wire::Hello {
+                            name: shared.name.clone(),
+                            addrs: shared.my_addrs(false),
+                            friend: true,
+                        },
+                    ));
+                }
+                Some(ContactState::RequestSent) => {
+                    // Both asked: that is mutual consent.
+                    becomes_friend(s, shared, &peer, actions)?;
+                }
+                Some(ContactState::Declined) | None => {
+                    let current = s
+                        .meta("request_token")?
+                        .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                        .unwrap_or_default();
+                    if token != current {
+                        tracing::debug!(%peer, "dropping a friend request with an old or wrong token");
+                        return Ok(());
+                    }
+                    let replaces = replaces.and_then(|b| PeerId::from_bytes(b).ok());
+                    let request = FriendRequest {
+                        from: peer,
+                        name,
+                        message,
+                        addrs: fix_addrs(addrs),
+                        received_at_ms: now_ms(),
+                        replaces,
+                    };
+                    if s.add_request(&request)? {
+                        if let Some(old) = replaces.filter(|old| *old != peer) {
+                            if s.contact(&old)?.is_some() {
+                                actions.push(Action::Emit(Event::KeyChanged {
+                                    contact: old,
+                                    new_key: peer,
+                                }));
+                            }
+                        }
+                        actions.push(Action::Emit(Event::FriendRequest(request)));
+                    }
+                }
+            }
+        }
+        Wire::Decline => {
+            if s.contact(&peer)?.map(|c| c.state) == Some(ContactState::RequestSent) {
+                s.set_contact_state(&peer, ContactState::Declined)?;
+                actions.push(Action::Emit(Event::FriendDeclined { contact: peer }));
+            }
+        }
+        Wire::Chat {
+            id,
+            seq,
+            sent_at_ms,
+            text,
+        } => {
+            if s.contact(&peer)?.map(|c| c.state) != Some(ContactState::Friend) {
+                return Ok(());
+            }
+            if text.len() > MAX_TEXT_BYTES {
+                tracing::debug!(%peer, "dropping an oversized message");
+                return Ok(());
+            }
+            if let Some(m) = s.insert_incoming(&peer, MessageId(id), seq, sent_at_ms, &text)? {
+                actions.push(Action::Emit(Event::MessageReceived(m)));
+            }
+            // Acknowledge repeats too: the first ack may have been lost.
+            match acks.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, ids)) => ids.push(id),
+                None => acks.push((peer, vec![id])),
+            }
+        }
+        Wire::Ack { ids } => state_changes(s, &peer, &ids, MessageState::Delivered, actions)?,
+        Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
+        Wire::Typing { typing } => {
+            if s.contact(&peer)?.map(|c| c.state) == Some(ContactState::Friend) {
+                actions.push(Action::Emit(Event::Typing { contact: peer, typing }));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_changes(
+    s: &Store,
+    peer: &PeerId,
+    ids: &[[u8; 16]],
+    state: MessageState,
+    actions: &mut Vec<Action>,
+) -> Result<(), StoreError> {
+    for id in ids {
+        let id = MessageId(*id);
+        if s.advance_state(peer, &id, state)? {
+            actions.push(Action::Emit(Event::MessageStateChanged {
+                contact: *peer,
+                id,
+                state,
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// What follows the peer's `Hello` (or our own change of heart while
+/// connected), given whether the peer sees us as a friend.
+fn after_hello(
+    s: &Store,
+    shared: &Shared,
+    peer: &PeerId,
+    peer_says_friend: bool,
+    actions: &mut Vec<Action>,
+) -> Result<(), StoreError> {
+    let Some(contact) = s.contact(peer)? else { return Ok(()) };
+    match contact.state {
+        ContactState::Friend if peer_says_friend => {
+            actions.push(Action::Flush { peer: *peer, all: true });
+            actions.push(Action::Reads(*peer));
+        }
+        ContactState::Friend | ContactState::Declined => {}
+        ContactState::RequestSent if peer_says_friend => becomes_friend(s, shared, peer, actions)?,
+        ContactState::RequestSent => {
+            actions.push(Action::Send(
+                *peer,
+                Wire::Request {
+                    token: contact.request_token.unwrap_or_default(),
+                    name: shared.name.clone(),
+                    message: contact.request_message,
+                    addrs: shared.my_addrs(false),
+                    replaces: contact.replaces.map(|p| *p.as_bytes()),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Our request was accepted (or crossed theirs): we are friends now.
+fn becomes_friend(s: &Store, shared: &Shared, peer: &PeerId, actions: &mut Vec<Action>) -> Result<(), StoreError> {
+    s.set_contact_state(peer, ContactState::Friend)?;
+    s.remove_request(peer)?;
+    actions.push(Action::Emit(Event::FriendAccepted { contact: *peer }));
+    actions.push(Action::Send(
+        *peer,
+        Wire::Hello {
+            name: shared.name.clone(),
+            addrs: shared.my_addrs(false),
+            friend: true,
+        },
+    ));
+    actions.push(Action::Flush { peer: *peer, all: true });
+    actions.push(Action::Reads(*peer));
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! chat-core: Crust Chat without a screen.
+//!
+//! Everything a user can do, once, for both front ends: a [`Profile`]
+//! directory (identity key, optionally passphrase-sealed; settings;
+//! `history.sqlite`), contacts added by [`Invite`] and friend request,
+//! [`safety_code`]s, and messages that are written to disk before they are
+//! sent, retried until acknowledged, deduplicated, and ordered by the
+//! sender's sequence. [`Node`] ties it together over a `crust` service and
+//! reports [`Event`]s.
+//!
+//! The parts, in the order a program meets them:
+//! - `profile`: the directory, its lock, settings, export and [`import`];
+//! - `keyfile`: the identity key file (Argon2id + ChaCha20-Poly1305);
+//! - `store`: the SQLite history (WAL, migrations, FTS5 search, paging);
+//! - `invite` and `safety`: contact exchange and verification;
+//! - `proto`: the versioned, postcard-encoded messages between nodes;
+//! - `node` and `actor`: the API handle and the task that runs sessions.
+//!
+//! See [`Node`] for an example of two nodes chatting.
+
+mod actor;
+mod invite;
+mod keyfile;
+mod node;
+mod profile;
+mod proto;
+mod safety;
+mod store;
+mod types;
+
+pub use crust::{ConnectionInfo, Direction, PeerId, Transport};
+pub use invite::{Invite, InviteError, QrMatrix};
+pub use keyfile::KeyError;
+pub use node::{Event, NetworkReport, Node, NodeConfig, NodeError, NodeEvents, OpenError};
+pub use profile::{PROFILE_ENV, Profile, ProfileError, Settings, import};
+pub use safety::safety_code;
+pub use store::{SCHEMA_VERSION, StoreError};
+pub use types::{
+    Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId, MessageState,
+    ParseMessageIdError, Presence,
+};
+
+/// Fills `buf` from the operating system's random generator.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    // getrandom fails only where the OS has no entropy source at all; no
+    // key, token or id can be made safely there.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(buf).expect("the operating system's random generator failed");
+}
