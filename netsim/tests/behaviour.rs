@@ -272,3 +272,61 @@ fn small_mtu_upstream_is_found_by_path_mtu_discovery() {
     assert!(l.up.dropped_mtu > 0 && l.down.dropped_mtu > 0, "{l:?}");
     assert!(stats.nat("home").unwrap().icmp_translated > 0);
 }
+
+#[test]
+fn nat_reboot_forgets_mappings_and_rebinds_ports() {
+    if !common::prerequisites(&[]) {
+        return;
+    }
+    let mut t = Topology::new();
+    let r = t.router("home", NatPreset::Symmetric);
+    let c = t.host("c", r);
+    let s = t.public_host("s");
+    let s_ip = t.ip(s);
+    let net = Network::start(&t).unwrap();
+    let server = net
+        .spawn(s, || async {
+            let u = UdpSocket::bind("0.0.0.0:7").await.unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (_, from) = recv_within(&u, 5000).await.unwrap();
+                u.send_to(b"ack", from).await.unwrap();
+                seen.push(from);
+            }
+            // Poke the first mapping after the reboot: it must be gone.
+            u.send_to(b"stale", seen[0]).await.unwrap();
+            seen
+        })
+        .unwrap();
+    let client = |net: &Network| {
+        net.spawn(c, move || async move {
+            // Same local port both times.
+            let u = loop {
+                match UdpSocket::bind("0.0.0.0:6000").await {
+                    Ok(u) => break u,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            };
+            u.send_to(b"hi", (s_ip, 7)).await.unwrap();
+            let first = recv_within(&u, 2000).await.map(|x| x.0);
+            let second = recv_within(&u, 500).await.map(|x| x.0);
+            (first, second)
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(client(&net).0, Some(b"ack".to_vec()));
+    assert!(net.reboot_nat(r).unwrap());
+    let (ack, stale) = client(&net);
+    assert_eq!(ack, Some(b"ack".to_vec()));
+    assert_eq!(stale, None, "the pre-reboot mapping no longer leads in");
+    let seen = server.join().unwrap();
+    assert_eq!(seen[0].ip(), seen[1].ip());
+    assert_ne!(
+        seen[0].port(),
+        seen[1].port(),
+        "a new mapping after the reboot"
+    );
+}

@@ -139,3 +139,68 @@ fn linux_router_masquerades_and_miniupnpd_maps_a_port() {
     nft.wait().unwrap();
     assert!(rules.contains("18080"), "{rules}");
 }
+
+/// igd-next, the client crust uses, against the real miniupnpd.
+#[test]
+fn igd_next_client_works_against_real_miniupnpd() {
+    if !common::prerequisites(&["nft", "miniupnpd"]) {
+        return;
+    }
+    let mut t = Topology::new();
+    let r = t.linux_router("real-gw", None, true);
+    let pc = t.host("pc", r);
+    let wan = t.wan_ip(r);
+    let pc_ip = t.ip(pc);
+    let net = Network::start(&t).unwrap();
+    let result = net
+        .spawn(pc, move || async move {
+            tokio::task::spawn_blocking(move || {
+                let mut last = String::new();
+                // miniupnpd may still be starting: retry the search.
+                for _ in 0..10 {
+                    let mut opts = igd_next::SearchOptions::default();
+                    opts.timeout = Some(Duration::from_secs(1));
+                    match igd_next::search_gateway(opts) {
+                        Ok(gw) => {
+                            let ext = gw
+                                .get_external_ip()
+                                .map_err(|e| format!("external ip: {e}"))?;
+                            let local = std::net::SocketAddr::from((pc_ip, 4000));
+                            gw.add_port(
+                                igd_next::PortMappingProtocol::UDP,
+                                19090,
+                                local,
+                                600,
+                                "crust",
+                            )
+                            .map_err(|e| format!("add: {e}"))?;
+                            return Ok(ext);
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                Err(format!("search: {last}"))
+            })
+            .await
+            .unwrap()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(result.unwrap(), std::net::IpAddr::V4(wan));
+    let out = net
+        .router_command(
+            r,
+            std::process::Command::new("nft")
+                .args(["list", "chain", "inet", "filter", "prerouting_miniupnpd"])
+                .stdout(std::process::Stdio::piped()),
+        )
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        rules.contains("19090") && rules.contains(&pc_ip.to_string()),
+        "{rules}"
+    );
+}

@@ -129,3 +129,62 @@ fn simulated_igd_maps_lists_and_deletes_ports() {
     .unwrap();
     server.join().unwrap();
 }
+
+/// The client crust uses, igd-next, against the simulated IGD: search,
+/// external address, AddAnyPortMapping, AddPortMapping, removal.
+#[test]
+fn igd_next_client_works_against_the_simulated_igd() {
+    if !common::prerequisites(&[]) {
+        return;
+    }
+    let mut t = Topology::new();
+    let r = t.router("home", NatPreset::Symmetric);
+    t.set_upnp(r, true);
+    let pc = t.host("pc", r);
+    let wan = t.wan_ip(r);
+    let pc_ip = t.ip(pc);
+    let net = Network::start(&t).unwrap();
+    let result = net
+        .spawn(pc, move || async move {
+            tokio::task::spawn_blocking(move || {
+                let mut opts = igd_next::SearchOptions::default();
+                opts.timeout = Some(Duration::from_secs(3));
+                let gw = igd_next::search_gateway(opts).map_err(|e| format!("search: {e}"))?;
+                let ext = gw
+                    .get_external_ip()
+                    .map_err(|e| format!("external ip: {e}"))?;
+                let local = std::net::SocketAddr::from((pc_ip, 4000));
+                let any = gw
+                    .add_any_port(igd_next::PortMappingProtocol::UDP, local, 600, "crust")
+                    .map_err(|e| format!("add any: {e}"))?;
+                gw.add_port(
+                    igd_next::PortMappingProtocol::TCP,
+                    24000,
+                    local,
+                    600,
+                    "crust",
+                )
+                .map_err(|e| format!("add: {e}"))?;
+                gw.remove_port(igd_next::PortMappingProtocol::TCP, 24000)
+                    .map_err(|e| format!("remove: {e}"))?;
+                Ok::<_, String>((ext, any))
+            })
+            .await
+            .unwrap()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let (ext, any) = result.unwrap();
+    assert_eq!(ext, std::net::IpAddr::V4(wan));
+    let forwards = net.port_forwards(r).unwrap();
+    assert_eq!(forwards.len(), 1, "{forwards:?}");
+    assert_eq!(
+        (forwards[0].protocol, forwards[0].external_port),
+        ("udp", any)
+    );
+    assert_eq!(
+        forwards[0].internal,
+        std::net::SocketAddrV4::new(pc_ip, 4000)
+    );
+}
