@@ -28,7 +28,8 @@ pub struct ConnectionHandle(pub u64);
 pub enum DatagramOutcome {
     /// Delivered to this connection.
     Connection(ConnectionHandle),
-    /// A SYN started this new connection; it is in the accept queue.
+    /// A SYN started this half-open connection; [`Endpoint::accept`] returns
+    /// it once the initiator's first DATA arrives.
     Incoming(ConnectionHandle),
     /// No connection wanted it (a RESET may have been queued).
     Ignored,
@@ -116,7 +117,8 @@ impl Endpoint {
         handle
     }
 
-    /// Takes the next incoming connection, if any.
+    /// Takes the next incoming connection whose handshake is complete (the
+    /// initiator speaks first), if any.
     pub fn accept(&mut self) -> Option<ConnectionHandle> {
         while let Some(h) = self.incoming.pop_front() {
             if let Some(e) = self.conns.get_mut(&h) {
@@ -125,6 +127,12 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// The live connection with `remote` that packets addressed to
+    /// `recv_id` reach, half-open ones included.
+    pub fn find(&self, remote: SocketAddr, recv_id: u16) -> Option<ConnectionHandle> {
+        self.by_id.get(&(remote, recv_id)).copied()
     }
 
     /// Number of connections, in any state, that have not been removed.
@@ -199,6 +207,12 @@ impl Endpoint {
         if e.half_open && e.conn.state() != State::SynRecv {
             e.half_open = false;
             self.half_open -= 1;
+            // Only now, with the initiator's first DATA, does the
+            // application hear of it: a SYN whose reply was lost, and
+            // that was retried under a new id, leaves no phantom behind.
+            if e.conn.state() != State::Dead {
+                self.incoming.push_back(h);
+            }
         }
         if e.conn.state() == State::Dead {
             self.retire(h);
@@ -227,7 +241,7 @@ impl Endpoint {
 
     fn handle_syn(&mut self, now: Instant, remote: SocketAddr, p: &Packet<'_>) -> DatagramOutcome {
         if !self.config.accept_incoming
-            || self.incoming.len() >= self.config.accept_queue
+            || self.incoming.len() + self.half_open >= self.config.accept_queue
             || self.half_open >= self.config.max_half_open
             || self.by_id.contains_key(&(remote, p.header.conn_id))
         {
@@ -253,7 +267,6 @@ impl Endpoint {
             },
         );
         self.half_open += 1;
-        self.incoming.push_back(h);
         DatagramOutcome::Incoming(h)
     }
 

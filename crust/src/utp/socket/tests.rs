@@ -22,17 +22,23 @@ async fn pair() -> (UtpSocket, UtpSocket) {
     (a, b)
 }
 
-async fn connect(a: &UtpSocket, b: &UtpSocket) -> (UtpStream, UtpStream) {
+/// Connects `a` to `b`. The initiator speaks first (`first`), and `b`'s
+/// `accept` returns once that DATA has arrived.
+async fn connect(a: &UtpSocket, b: &UtpSocket, first: &[u8]) -> (UtpStream, UtpStream) {
     let addr = b.local_addr().expect("addr");
-    let (client, server) = tokio::join!(a.connect(addr), b.accept());
-    (client.expect("connect"), server.expect("accept"))
+    let mut client = a.connect(addr).await.expect("connect");
+    client.write_all(first).await.expect("first write");
+    let server = tokio::time::timeout(Duration::from_secs(10), b.accept())
+        .await
+        .expect("in time")
+        .expect("accept");
+    (client, server)
 }
 
 #[tokio::test]
 async fn echo_over_loopback() {
     let (a, b) = pair().await;
-    let (mut client, mut server) = connect(&a, &b).await;
-    client.write_all(b"ping").await.expect("write");
+    let (mut client, mut server) = connect(&a, &b, b"ping").await;
     let mut buf = [0u8; 4];
     server.read_exact(&mut buf).await.expect("read");
     assert_eq!(&buf, b"ping");
@@ -42,15 +48,34 @@ async fn echo_over_loopback() {
 }
 
 #[tokio::test]
+async fn accept_waits_for_the_initiators_first_bytes() {
+    let (a, b) = pair().await;
+    let mut client = a
+        .connect(b.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let early = tokio::time::timeout(Duration::from_millis(200), b.accept()).await;
+    assert!(early.is_err(), "accepted before any data");
+    client.write_all(b"hi").await.expect("write");
+    let mut server = tokio::time::timeout(Duration::from_secs(5), b.accept())
+        .await
+        .expect("in time")
+        .expect("accept");
+    let mut buf = [0u8; 2];
+    server.read_exact(&mut buf).await.expect("read");
+    assert_eq!(&buf, b"hi");
+}
+
+#[tokio::test]
 async fn bulk_transfer_arrives_intact_and_ends() {
     let (a, b) = pair().await;
-    let (mut client, mut server) = connect(&a, &b).await;
     let data: Vec<u8> = (0..8u32 << 20)
         .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
         .collect();
     let expected = data.clone();
+    let (mut client, mut server) = connect(&a, &b, &data[..1]).await;
     let sender = tokio::spawn(async move {
-        client.write_all(&data).await.expect("write");
+        client.write_all(&data[1..]).await.expect("write");
         client.shutdown().await.expect("shutdown");
         // Keep reading until the peer closes too.
         let mut rest = Vec::new();
@@ -162,12 +187,13 @@ async fn connect_to_silent_port_times_out() {
 #[ignore]
 async fn loopback_throughput() {
     let (a, b) = pair().await;
-    let (mut client, mut server) = connect(&a, &b).await;
+    let (mut client, mut server) = connect(&a, &b, &[7u8]).await;
     let total: usize = 256 << 20;
     let start = std::time::Instant::now();
     let sender = tokio::spawn(async move {
         let chunk = vec![7u8; 1 << 16];
-        let mut sent = 0;
+        client.write_all(&chunk[1..]).await.expect("write");
+        let mut sent = chunk.len();
         while sent < total {
             client.write_all(&chunk).await.expect("write");
             sent += chunk.len();

@@ -296,26 +296,45 @@ fn accept_queue_is_bounded() {
     let mut ec = EndpointConfig::default();
     ec.accept_queue = 3;
     let mut b = Endpoint::new(ec, 1);
-    let outcomes: Vec<_> = (0..5u16)
-        .map(|port| {
-            let mut a = Endpoint::new(EndpointConfig::default(), u64::from(port));
-            a.connect(now, addr(B_ADDR));
-            let syn = a.poll_transmit(now).expect("syn");
-            b.handle_datagram(
-                now,
-                std::net::SocketAddr::from(([127, 0, 0, 1], 3000 + port)),
-                &syn.contents,
-            )
-        })
-        .collect();
-    assert_eq!(
-        outcomes
-            .iter()
-            .filter(|o| matches!(o, Ok(DatagramOutcome::Incoming(_))))
-            .count(),
-        3
-    );
+    let mut established = 0;
+    let mut refused = 0;
+    for port in 0..5u16 {
+        let from = std::net::SocketAddr::from(([127, 0, 0, 1], 3000 + port));
+        let mut a = Endpoint::new(EndpointConfig::default(), u64::from(port));
+        let h = a.connect(now, addr(B_ADDR));
+        let syn = a.poll_transmit(now).expect("syn");
+        if b.handle_datagram(now, from, &syn.contents) == Ok(DatagramOutcome::Refused) {
+            refused += 1;
+            continue;
+        }
+        let reply = b.poll_transmit(now).expect("reply");
+        a.handle_datagram(now, addr(B_ADDR), &reply.contents)
+            .expect("decode");
+        a.connection_mut(h).expect("a").write(b"x");
+        let data = a.poll_transmit(now).expect("data");
+        b.handle_datagram(now, from, &data.contents)
+            .expect("decode");
+        established += 1;
+    }
+    assert_eq!((established, refused), (3, 2));
+    // Nobody accepted yet: a half-open connection is never offered.
     assert!(b.accept().is_some());
+    assert!(b.accept().is_some());
+    assert!(b.accept().is_some());
+    assert_eq!(b.accept(), None);
+}
+
+#[test]
+fn half_open_connection_is_not_offered_to_accept() {
+    let now = Instant::now();
+    let mut a = Endpoint::new(EndpointConfig::default(), 1);
+    let mut b = Endpoint::new(EndpointConfig::default(), 2);
+    a.connect(now, addr(B_ADDR));
+    let syn = a.poll_transmit(now).expect("syn");
+    b.handle_datagram(now, addr(A_ADDR), &syn.contents)
+        .expect("decode");
+    assert_eq!(b.accept(), None);
+    assert_eq!(b.half_open_count(), 1);
 }
 
 #[test]
