@@ -11,6 +11,17 @@
 //! [`UtpSocket::accept`]; read and write the [`UtpStream`]s; drop them (or
 //! `shutdown` them) when done. The driver stops when the socket and every
 //! stream are gone.
+//!
+//! uTP's initiator speaks first: `accept` returns a stream once its first
+//! bytes have arrived, and a stream that is connected but never written to
+//! is never accepted.
+//!
+//! Not yet done here: socket buffers are the OS defaults (raising them to
+//! 4 MiB needs `socket2`), the "don't fragment" flag of MTU probes is not
+//! set on the socket (that needs `IP_MTU_DISCOVER`; Linux's default
+//! `IP_PMTUDISC_WANT` still reports `EMSGSIZE` above a known path MTU), and
+//! datagrams go one `send_to`/`recv_from` at a time (no GSO/GRO or
+//! `recvmmsg`; `quinn-udp` would bring those).
 
 use std::collections::HashMap;
 use std::future::poll_fn;

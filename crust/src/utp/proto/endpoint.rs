@@ -2,6 +2,10 @@
 //! id), accepting SYNs into a bounded half-open table and accept queue, and
 //! answering packets for unknown connections with a rate-limited RESET.
 //!
+//! An incoming connection stays half-open (answered, not offered) until the
+//! initiator's first DATA arrives; only then does [`Endpoint::accept`]
+//! return it. Half-open connections expire after ten seconds of silence.
+//!
 //! Call order, in the driver's loop: [`Endpoint::handle_datagram`] for every
 //! uTP datagram received; [`Endpoint::handle_timeout`] when
 //! [`Endpoint::poll_timeout`] passes; then [`Endpoint::poll_transmit`] until

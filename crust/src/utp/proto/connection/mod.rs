@@ -16,8 +16,13 @@
 //!
 //! Interoperability with libutp and libtorrent decides several details, each
 //! noted where it is implemented: the SYN's STATE reply carries our *next*
-//! sequence number, the acceptor speaks only after the initiator's first DATA,
-//! RESETs match ids ±1, and a `timestamp_difference` of 0 is not a sample.
+//! sequence number (the initiator acks `seq_nr − 1`); a duplicate SYN is
+//! answered again with the same sequence number; a retried SYN keeps its
+//! sequence number but takes a fresh connection id, because libutp drops a
+//! SYN whose id it knows and never repeats its reply; the acceptor speaks
+//! only after the initiator's first DATA; RESETs match ids ±1; a
+//! `timestamp_difference` of 0 is not a sample; only STATE packets count as
+//! duplicate ACKs, and the keep-alive acks `ack_nr − 1`.
 
 mod recovery;
 mod transmit;
