@@ -110,6 +110,8 @@ pub(crate) struct FabricCounters {
     /// Packets to a LAN host's external address from the same LAN, on a NAT
     /// without hairpinning.
     pub(crate) hairpin_refused: AtomicU64,
+    /// Packets a host's kernel did not take (its TUN queue was full).
+    pub(crate) tun_write_dropped: AtomicU64,
 }
 
 /// Counters of one link, both directions.
@@ -147,6 +149,7 @@ pub(crate) struct Fabric {
     seq: u64,
     out: VecDeque<(TunId, Vec<u8>)>,
     pcap_dir: Option<std::path::PathBuf>,
+    fate_log: Option<std::io::BufWriter<std::fs::File>>,
     pub(crate) counters: Arc<FabricCounters>,
 }
 
@@ -170,6 +173,10 @@ impl Fabric {
             seq: 0,
             out: VecDeque::new(),
             pcap_dir: topology.pcap_dir.clone(),
+            fate_log: match &topology.fate_log {
+                Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+                None => None,
+            },
             counters: Arc::new(FabricCounters::default()),
         };
         if let Some(dir) = &f.pcap_dir {
@@ -427,6 +434,9 @@ impl Fabric {
     }
 
     pub(crate) fn flush_pcaps(&mut self) {
+        if let Some(f) = &mut self.fate_log {
+            let _ = std::io::Write::flush(f);
+        }
         for l in &mut self.links {
             if let Some(p) = &mut l.pcap {
                 p.flush();
@@ -440,6 +450,9 @@ impl Fabric {
             return;
         };
         let fate = self.links[link].dirs[dir].offer(now, pkt.len(), flow_key(&meta));
+        if self.fate_log.is_some() {
+            self.log_fate(link, dir, &meta, fate);
+        }
         match fate {
             Fate::Delivered {
                 delay_ns,
@@ -472,6 +485,39 @@ impl Fabric {
                 }
             }
             Fate::Lost | Fate::QueueFull => {}
+        }
+    }
+
+    fn log_fate(&mut self, link: usize, dir: usize, m: &Meta, fate: Fate) {
+        let proto = match m.proto {
+            packet::UDP => "udp",
+            packet::TCP => "tcp",
+            packet::ICMP => "icmp",
+            _ => "ip",
+        };
+        let (kind, delay, dup) = match fate {
+            Fate::Delivered {
+                delay_ns,
+                duplicate_ns,
+            } => ("delivered", Some(delay_ns), duplicate_ns),
+            Fate::Lost => ("lost", None, None),
+            Fate::QueueFull => ("queue_full", None, None),
+            Fate::TooBig => ("too_big", None, None),
+        };
+        let line = serde_json::json!({
+            "link": self.links[link].name,
+            "dir": if dir == UP { "up" } else { "down" },
+            "flow": format!("{proto} {}:{} > {}:{}", m.src, m.sport, m.dst, m.dport),
+            "index": self.links[link].dirs[dir].last_index(),
+            "fate": kind,
+            "delay_ns": delay,
+            "duplicate_ns": dup,
+        });
+        if let Some(f) = &mut self.fate_log
+            && std::io::Write::write_all(f, format!("{line}\n").as_bytes()).is_err()
+        {
+            tracing::warn!("fate log write failed; logging stopped");
+            self.fate_log = None;
         }
     }
 

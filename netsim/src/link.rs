@@ -284,6 +284,7 @@ pub(crate) struct LinkDir {
     busy_until: Option<Instant>,
     /// Latest arrival handed out, for jitter without reordering.
     last_arrival: Option<Instant>,
+    last_index: u64,
     pub(crate) counters: Arc<LinkCounters>,
 }
 
@@ -295,6 +296,7 @@ impl LinkDir {
             flows: HashMap::new(),
             busy_until: None,
             last_arrival: None,
+            last_index: 0,
             counters: Arc::new(LinkCounters::default()),
         }
     }
@@ -310,6 +312,7 @@ impl LinkDir {
         let st = self.flows.entry(flow).or_default();
         let index = st.index;
         st.index += 1;
+        self.last_index = index;
         let draw = |n: u64| fate::unit(fate::hash(&[self.key, flow, index, n]));
         if len > self.cfg.mtu {
             inc(&c.dropped_mtu, 1);
@@ -370,6 +373,11 @@ impl LinkDir {
             delay_ns: arrival.duration_since(now).as_nanos() as u64,
             duplicate_ns,
         }
+    }
+
+    /// The index in its flow of the packet last offered.
+    pub(crate) fn last_index(&self) -> u64 {
+        self.last_index
     }
 
     pub(crate) fn count_delivered(&self, len: usize) {

@@ -322,8 +322,12 @@ fn print_report(r: &Report) {
         }
     }
     println!(
-        "\nrouter: no route {}, ttl expired {}, not IPv4 {}, hairpin refused {}",
-        r.stats.no_route, r.stats.ttl_expired, r.stats.not_ipv4, r.stats.hairpin_refused
+        "\nrouter: no route {}, ttl expired {}, not IPv4 {}, hairpin refused {}, host queue full {}",
+        r.stats.no_route,
+        r.stats.ttl_expired,
+        r.stats.not_ipv4,
+        r.stats.hairpin_refused,
+        r.stats.tun_write_dropped
     );
 }
 
@@ -335,9 +339,11 @@ fn up(path: &Path, name: Option<String>) -> Result<i32> {
             .unwrap_or_else(|| "netsim".into())
     });
     become_root_if_needed()?;
-    let (net, topo) = start(&s, None)?;
+    let (net, _) = start(&s, None)?;
     let mut hosts = BTreeMap::new();
-    for h in topo.hosts() {
+    // Every host, including the helpers netsim adds (UPnP, STUN).
+    let all = net.topology().clone();
+    for h in all.hosts() {
         hosts.insert(
             net.host_name(h).to_owned(),
             HostState {
@@ -345,6 +351,19 @@ fn up(path: &Path, name: Option<String>) -> Result<i32> {
                 addrs: net.host_addrs(h).to_vec(),
             },
         );
+    }
+    // Real Linux routers can be entered too (`netsim exec gw -- nft list ruleset`).
+    for r in all.routers() {
+        if let Some(netns) = net.router_netns_path(r) {
+            let spec = all.router_spec(r);
+            hosts.insert(
+                spec.name.clone(),
+                HostState {
+                    netns,
+                    addrs: vec![spec.wan_ip, spec.lan_ip()],
+                },
+            );
+        }
     }
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -110,6 +110,8 @@ pub struct Stats {
     pub ttl_expired: u64,
     /// Hairpin attempts on NATs without hairpinning.
     pub hairpin_refused: u64,
+    /// Packets dropped because a host's TUN queue was full.
+    pub tun_write_dropped: u64,
 }
 
 impl Stats {
@@ -557,6 +559,7 @@ impl Network {
             no_route: r(&self.fabric.no_route),
             ttl_expired: r(&self.fabric.ttl_expired),
             hairpin_refused: r(&self.fabric.hairpin_refused),
+            tun_write_dropped: r(&self.fabric.tun_write_dropped),
         }
     }
 

@@ -164,7 +164,12 @@ impl Router {
             while let Some((tun, pkt)) = self.fabric.poll_transmit() {
                 if let Some(fd) = self.tuns.get(tun) {
                     // A full TUN queue drops the packet, as a real NIC would.
-                    let _ = nix::unistd::write(fd, &pkt);
+                    if nix::unistd::write(fd, &pkt).is_err() {
+                        self.fabric
+                            .counters
+                            .tun_write_dropped
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             }
         }

@@ -5,6 +5,7 @@
 //! seed = 7
 //! timeout_secs = 30          # `run` kills hosts still running after this
 //! pcap_dir = "captures"      # optional: one pcap per link
+//! fate_log = "fates.jsonl"   # optional: every link decision, one JSON line each
 //!
 //! [[router]]
 //! name = "home"
@@ -122,6 +123,8 @@ pub struct Scenario {
     pub timeout_secs: u64,
     /// Where to write a pcap per link.
     pub pcap_dir: Option<PathBuf>,
+    /// Where to write the log of every packet fate (JSON lines).
+    pub fate_log: Option<PathBuf>,
     /// Routers, upstreams first.
     #[serde(default, rename = "router")]
     pub routers: Vec<RouterEntry>,
@@ -166,6 +169,7 @@ impl Scenario {
     pub fn topology(&self) -> Result<Topology, ScenarioError> {
         let mut t = Topology::new().seed(self.seed);
         t.pcap_dir = self.pcap_dir.clone();
+        t.fate_log = self.fate_log.clone();
         for r in &self.routers {
             let upstream = match &r.upstream {
                 None => None,

@@ -115,6 +115,8 @@ pub struct Topology {
     pub seed: u64,
     /// If set, one pcap file per link is written here.
     pub pcap_dir: Option<PathBuf>,
+    /// If set, every link decision is appended here as a JSON line.
+    pub fate_log: Option<PathBuf>,
     pub(crate) routers: Vec<RouterSpec>,
     pub(crate) hosts: Vec<HostSpec>,
     public_hosts: u32,
@@ -138,6 +140,7 @@ impl Topology {
         Topology {
             seed: 0,
             pcap_dir: None,
+            fate_log: None,
             routers: Vec::new(),
             hosts: Vec::new(),
             public_hosts: 0,
@@ -156,6 +159,13 @@ impl Topology {
     /// Asks for a pcap file per link in `dir`.
     pub fn pcap(mut self, dir: impl Into<PathBuf>) -> Self {
         self.pcap_dir = Some(dir.into());
+        self
+    }
+
+    /// Asks for a log of every packet fate (JSON lines: link, direction,
+    /// flow, index in flow, fate, delay) in `path`.
+    pub fn fate_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.fate_log = Some(path.into());
         self
     }
 
