@@ -201,7 +201,7 @@ pub(crate) struct LinkCounters {
     pub(crate) duplicated: AtomicU64,
 }
 
-/// A copy of [`LinkCounters`] at one moment.
+/// The counters of one link direction at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LinkStats {
     /// Packets offered to the link.

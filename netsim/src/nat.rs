@@ -291,7 +291,7 @@ pub(crate) struct NatCounters {
     pub(crate) icmp_translated: AtomicU64,
 }
 
-/// A copy of [`NatCounters`] at one moment.
+/// The counters of one NAT at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct NatStats {
     /// Mappings created.
