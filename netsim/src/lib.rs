@@ -43,6 +43,8 @@ mod nat;
 mod network;
 mod packet;
 mod pcap;
+#[cfg(test)]
+mod proptests;
 mod router;
 pub mod scenario;
 

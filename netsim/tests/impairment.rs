@@ -18,7 +18,12 @@ fn blast(imp: Impairment, seed: u64, n: u32) -> (Vec<u32>, netsim::LinkStats) {
     blast_logged(imp, seed, n, None)
 }
 
-fn blast_logged(imp: Impairment, seed: u64, n: u32, log: Option<&std::path::Path>) -> (Vec<u32>, netsim::LinkStats) {
+fn blast_logged(
+    imp: Impairment,
+    seed: u64,
+    n: u32,
+    log: Option<&std::path::Path>,
+) -> (Vec<u32>, netsim::LinkStats) {
     let mut t = Topology::new().seed(seed);
     if let Some(p) = log {
         t = t.fate_log(p);
@@ -269,20 +274,31 @@ fn fate_logs_are_identical_across_runs_with_one_seed() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let imp = Impairment::none().loss(0.1).duplicate(0.05).jitter(Duration::from_millis(3), true);
+    let imp = Impairment::none()
+        .loss(0.1)
+        .duplicate(0.05)
+        .jitter(Duration::from_millis(3), true);
     let run = |seed: u64, i: usize| {
         let p = dir.path().join(format!("fates-{seed}-{i}.jsonl"));
         blast_logged(imp.clone(), seed, 300, Some(&p));
         let text = std::fs::read_to_string(&p).unwrap();
         // The sender's uplink only: other links carry nothing random here.
-        let mut lines: Vec<String> = text.lines().filter(|l| l.contains("\"link\":\"sender\"")).map(str::to_owned).collect();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.contains("\"link\":\"sender\""))
+            .map(str::to_owned)
+            .collect();
         lines.sort();
         lines
     };
     let first = run(42, 0);
     assert_eq!(first.len(), 300);
     assert!(first.iter().any(|l| l.contains("\"fate\":\"lost\"")));
-    assert!(first.iter().any(|l| l.contains("\"duplicate_ns\":") && !l.contains("\"duplicate_ns\":null")));
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("\"duplicate_ns\":") && !l.contains("\"duplicate_ns\":null"))
+    );
     for i in 1..3 {
         assert_eq!(run(42, i), first, "run {i} differs under the same seed");
     }
