@@ -65,5 +65,5 @@ pub use network::{
     Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run,
 };
 pub use stun::serve_stun;
-pub use sys::{enter_netns_file, enter_user_namespace};
+pub use sys::{enter_netns_file, enter_user_namespace, join_user_namespace_of};
 pub use topology::{HostId, HostSpec, LinuxRouter, RouterId, RouterSpec, Subnet, Topology};

@@ -449,14 +449,23 @@ fn exec(host: &str, net: Option<&str>, command: &[String]) -> Result<i32> {
     let states = read_states(net)?;
     let found: Vec<_> = states
         .iter()
-        .filter_map(|(n, st)| st.hosts.get(host).map(|h| (n, h)))
+        .filter_map(|(_, st)| st.hosts.get(host).map(|h| (st.pid, h)))
         .collect();
-    let (_, h) = match found.as_slice() {
+    let (pid, h) = match found.as_slice() {
         [] => bail!("no running network has a host {host:?} (start one with `netsim up`)"),
         [one] => *one,
         _ => bail!("several networks have a host {host:?}; pick one with --net"),
     };
-    netsim::enter_netns_file(&h.netns).with_context(|| format!("joining {}", h.netns.display()))?;
+    // Open the namespace first: after joining a user namespace, /proc of the
+    // outer world may no longer be ours to read.
+    let netns =
+        std::fs::File::open(&h.netns).with_context(|| format!("opening {}", h.netns.display()))?;
+    netsim::join_user_namespace_of(pid).context("joining the network's user namespace")?;
+    netsim::enter_netns_file(Path::new(&format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&netns)
+    )))
+    .with_context(|| format!("joining {}", h.netns.display()))?;
     let err = Command::new(&command[0])
         .args(&command[1..])
         .env("NETSIM_HOST", host)

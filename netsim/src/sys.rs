@@ -240,3 +240,18 @@ pub fn enter_netns_file(path: &std::path::Path) -> std::io::Result<()> {
     let f = File::open(path)?;
     enter(&f)
 }
+
+/// Joins the user namespace of process `pid` if it differs from ours (for
+/// `netsim exec` as a normal user into a network started by `netsim up`,
+/// which runs in its own user namespace). Must be called while the process
+/// has a single thread.
+pub fn join_user_namespace_of(pid: u32) -> std::io::Result<()> {
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/user"))?;
+    let ours = std::fs::metadata("/proc/self/ns/user")?;
+    use std::os::unix::fs::MetadataExt;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Ok(());
+    }
+    let f = File::open(format!("/proc/{pid}/ns/user"))?;
+    setns(&f, CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
+}
