@@ -665,6 +665,8 @@ impl Fabric {
             return;
         };
         let lan = self.nodes[n].lan;
+        let own_lan_ip = self.nodes[n].lan_ip;
+        let lan_ip_is_a_host = self.nodes[n].exact.contains_key(&own_lan_ip);
         let Kind::Nat(nat) = &mut self.nodes[n].kind else {
             return;
         };
@@ -697,6 +699,13 @@ impl Fabric {
                 .collect();
             for l in links {
                 self.send_from(now, n, l, pkt.clone());
+            }
+            return;
+        }
+        if m.dst == own_lan_ip && !lan_ip_is_a_host {
+            // The router answers pings to its own LAN address.
+            if let Some(reply) = packet::echo_reply(&pkt, &m) {
+                self.send_from(now, n, in_link, reply);
             }
             return;
         }
@@ -790,6 +799,35 @@ mod tests {
         // Unsolicited from another port is filtered.
         f.ingress(now, s.0, udp(t.ip(s), 54, t.wan_ip(r), 4000, b"a"));
         assert!(drain(&mut f, now).is_empty());
+    }
+
+    #[test]
+    fn router_answers_pings_on_both_sides() {
+        let mut t = Topology::new();
+        let r = t.router("home", NatPreset::Symmetric);
+        let a = t.host("a", r);
+        let s = t.public_host("s");
+        let mut f = Fabric::new(&t, 1).unwrap();
+        let now = Instant::now();
+        for (tun, src, dst) in [
+            (a.0, t.ip(a), t.router_spec(r).lan_ip()),
+            (s.0, t.ip(s), t.wan_ip(r)),
+        ] {
+            let mut req = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 1, 0, 0];
+            req.extend_from_slice(&src.octets());
+            req.extend_from_slice(&dst.octets());
+            req.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
+            let c = packet::checksum(&req[..20]);
+            req[10..12].copy_from_slice(&c.to_be_bytes());
+            let c = packet::checksum(&req[20..]);
+            req[22..24].copy_from_slice(&c.to_be_bytes());
+            f.ingress(now, tun, req);
+            let out = drain(&mut f, now);
+            assert_eq!(out.len(), 1, "reply to {dst}");
+            let m = parse(&out[0].1).unwrap();
+            assert_eq!((out[0].0, m.src, m.dst, m.icmp_type), (tun, dst, src, 0));
+            assert!(checksums_ok(&out[0].1));
+        }
     }
 
     #[test]
