@@ -126,6 +126,12 @@ impl Actor {
         self.service.shutdown().await;
     }
 
+    /// Whether we are connected to `peer` and its `Hello` called us a
+    /// friend: only then do chat messages flow.
+    fn in_friend_session(&self, peer: &PeerId) -> bool {
+        self.sessions.get(peer).and_then(|s| s.peer_says_friend) == Some(true)
+    }
+
     fn emit(&self, event: Event) {
         let _ = self.out.send(event);
     }
@@ -231,11 +237,7 @@ impl Actor {
     /// Sends the outbox (everything unacknowledged if `all`, else only
     /// what was never sent on this connection) in sequence order.
     async fn flush(&self, peer: PeerId, all: bool) {
-        if !self
-            .sessions
-            .get(&peer)
-            .is_some_and(|s| s.peer_says_friend == Some(true))
-        {
+        if !self.in_friend_session(&peer) {
             return;
         }
         let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else { return };
@@ -275,11 +277,7 @@ impl Actor {
     }
 
     async fn send_reads(&self, peer: PeerId) {
-        if !self
-            .sessions
-            .get(&peer)
-            .is_some_and(|s| s.peer_says_friend == Some(true))
-        {
+        if !self.in_friend_session(&peer) {
             return;
         }
         let Some(ids) = self.store(|s| s.unreported_reads(&peer)) else { return };
@@ -492,13 +490,13 @@ fn message(
                         replaces,
                     };
                     if s.add_request(&request)? {
-                        if let Some(old) = replaces.filter(|old| *old != peer) {
-                            if s.contact(&old)?.is_some() {
-                                actions.push(Action::Emit(Event::KeyChanged {
-                                    contact: old,
-                                    new_key: peer,
-                                }));
-                            }
+                        if let Some(old) = replaces.filter(|old| *old != peer)
+                            && s.contact(&old)?.is_some()
+                        {
+                            actions.push(Action::Emit(Event::KeyChanged {
+                                contact: old,
+                                new_key: peer,
+                            }));
                         }
                         actions.push(Action::Emit(Event::FriendRequest(request)));
                     }

@@ -56,10 +56,12 @@ impl NodeConfig {
     /// bootstrap, on a network of its own name: for tests, examples and
     /// benchmarks on one machine.
     pub fn loopback(network_id: &str) -> Self {
-        let mut crust = crust::Config::default();
-        crust.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+        let mut crust = crust::Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            dial_timeout: Duration::from_secs(2),
+            ..crust::Config::default()
+        };
         crust.channel.network_id = network_id.to_owned();
-        crust.dial_timeout = Duration::from_secs(2);
         Self {
             crust,
             reconnect_interval: Duration::from_millis(200),

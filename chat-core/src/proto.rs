@@ -13,6 +13,7 @@
 //!   order and its unreported read receipts;
 //! - if we sent a request and they are not yet friends, we send `Request`;
 //!   if they say friend, the request was accepted.
+//!
 //! `Chat` is answered by `Ack` once stored; `Read` reports messages read.
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Two and three nodes on loopback: invites, requests, chat, receipts,
 //! offline delivery, presence, typing, key changes.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
@@ -143,20 +145,24 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_sent_while_the_other_is_offline_is_retried_until_answered() {
+async fn a_request_survives_restarts_and_is_retried_until_answered() {
     let root = tempfile::tempdir().unwrap();
     let alice = start(root.path(), "alice").await;
-    let mut bob = start(root.path(), "bob").await;
+    let bob = start(root.path(), "bob").await;
     let invite = alice.node.my_invite().unwrap();
+    let alice_addr = alice.node.network_report().await.listeners[0];
     let alice_dir = alice.stop().await;
-    // Alice is gone; bob's request and first message wait.
+    // Alice is gone; bob's request and first message wait on disk, through
+    // a restart of bob.
     bob.node.add_contact(&invite, "are you there?").unwrap();
     let m = bob.node.send(&invite.peer, "early message").unwrap();
-    // Alice returns on the same port (settings hold a fixed one? not for
-    // loopback tests, so point bob at her new address via a new invite).
-    let mut alice = open(&alice_dir).await;
-    let new_invite = alice.node.my_invite().unwrap();
-    bob.node.add_contact(&new_invite, "are you there?").unwrap();
+    let bob_dir = bob.stop().await;
+    let mut bob = open(&bob_dir).await;
+    assert_eq!(bob.node.contact(&invite.peer).unwrap().state, ContactState::RequestSent);
+    // Alice returns where the invite said; bob's redial finds her.
+    let mut config = chat_core::NodeConfig::loopback(common::NETWORK);
+    config.crust.listen = vec![alice_addr];
+    let mut alice = common::open_with(&alice_dir, config).await;
     alice
         .wait_for("request", |e| matches!(e, Event::FriendRequest(r) if r.message == "are you there?").then_some(()))
         .await;
@@ -172,7 +178,7 @@ async fn declined_and_blocked_requests() {
     let root = tempfile::tempdir().unwrap();
     let mut alice = start(root.path(), "alice").await;
     let mut bob = start(root.path(), "bob").await;
-    let mut carol = start(root.path(), "carol").await;
+    let carol = start(root.path(), "carol").await;
     let invite = alice.node.my_invite().unwrap();
 
     bob.node.add_contact(&invite, "hi").unwrap();
@@ -205,7 +211,7 @@ async fn rotating_the_request_token_makes_old_invites_useless() {
     let root = tempfile::tempdir().unwrap();
     let mut alice = start(root.path(), "alice").await;
     let mut spammer = start(root.path(), "spammer").await;
-    let mut friend = start(root.path(), "friend").await;
+    let friend = start(root.path(), "friend").await;
     let old = alice.node.my_invite().unwrap();
     let new = alice.node.rotate_request_token().unwrap();
     assert_ne!(old.token, new.token);

@@ -45,8 +45,12 @@ impl Peer {
 }
 
 pub async fn open(dir: &Path) -> Peer {
+    open_with(dir, NodeConfig::loopback(NETWORK)).await
+}
+
+pub async fn open_with(dir: &Path, config: NodeConfig) -> Peer {
     let profile = Profile::open(dir, None).expect("open profile");
-    let (node, events) = Node::open(profile, NodeConfig::loopback(NETWORK)).await.expect("open node");
+    let (node, events) = Node::open(profile, config).await.expect("open node");
     Peer {
         node,
         events,
