@@ -157,8 +157,18 @@ async fn main() {
         percentile(&samples, 0.99).as_secs_f64() * 1e3,
         samples.last().unwrap().as_secs_f64() * 1e3
     );
-    a.shutdown().await;
+    // The outbox write alone: sends to a contact that is offline.
+    let b_id = b.id();
     b.shutdown().await;
+    wait(&mut a_events, |e| matches!(e, Event::ContactOffline { .. }).then_some(())).await;
+    let writes = if quick { 2_000 } else { 20_000 };
+    let t = Instant::now();
+    for i in 0..writes {
+        a.send(&b_id, &format!("queued {i} for later")).unwrap();
+    }
+    let per_write = t.elapsed() / writes;
+    println!("outbox write (send() to an offline contact, {writes} writes): {:.1} µs each", per_write.as_secs_f64() * 1e6);
+    a.shutdown().await;
 
     // 4. A history of a million messages with one contact.
     let total: usize = if quick { 100_000 } else { 1_000_000 };

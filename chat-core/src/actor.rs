@@ -110,7 +110,11 @@ impl Actor {
                         let _ = reply.send(());
                         return;
                     }
-                    Some(command) => self.command(command).await,
+                    Some(command) => {
+                        if self.commands_batch(command).await {
+                            return;
+                        }
+                    }
                     None => break,
                 },
                 event = self.events.recv() => match event {
@@ -120,7 +124,11 @@ impl Actor {
                 Some(peer) = self.dial_done.recv() => {
                     self.dialling.remove(&peer);
                 }
-                _ = tick.tick() => self.redial(),
+                _ = tick.tick() => {
+                    self.redial();
+                    // Keep search fast: index text while the node is idle.
+                    self.store(Store::index_pending);
+                }
             }
         }
         self.service.shutdown().await;
@@ -164,6 +172,42 @@ impl Actor {
             addrs: self.shared.my_addrs(false),
             friend: self.contact_state(peer) == Some(ContactState::Friend),
         }
+    }
+
+    /// Handles `first` and every command already waiting, sending each
+    /// contact's outbox once however many messages were queued meanwhile.
+    /// Returns true after a shutdown.
+    async fn commands_batch(&mut self, first: Command) -> bool {
+        let mut flushes: Vec<PeerId> = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Flush(peer) => {
+                    if !flushes.contains(&peer) {
+                        flushes.push(peer);
+                    }
+                }
+                Command::Shutdown(reply) => {
+                    self.service.shutdown().await;
+                    let _ = reply.send(());
+                    return true;
+                }
+                other => {
+                    // Keep the order of flushes relative to other commands.
+                    for peer in flushes.drain(..) {
+                        self.flush(peer, false).await;
+                    }
+                    self.command(other).await;
+                }
+            }
+            if flushes.len() < 64 {
+                next = self.commands.try_recv().ok();
+            }
+        }
+        for peer in flushes {
+            self.flush(peer, false).await;
+        }
+        false
     }
 
     async fn command(&mut self, command: Command) {

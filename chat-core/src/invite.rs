@@ -155,9 +155,14 @@ impl FromStr for Invite {
             .filter(|c| !c.is_whitespace() && *c != '-')
             .map(|c| c.to_ascii_uppercase())
             .collect();
+        if !code.bytes().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c)) {
+            return Err(InviteError::Encoding);
+        }
+        // Only letters of the alphabet, but not a whole number of bytes:
+        // characters are missing.
         let bytes = data_encoding::BASE32_NOPAD
             .decode(code.as_bytes())
-            .map_err(|_| InviteError::Encoding)?;
+            .map_err(|_| InviteError::Checksum)?;
         if bytes.len() < 5 {
             return Err(InviteError::Checksum);
         }
@@ -269,7 +274,9 @@ mod tests {
             typo.replace_range(i..=i, &replacement.to_string());
             assert!(typo.parse::<Invite>().is_err(), "typo at {i} accepted");
         }
-        assert_eq!(text[..text.len() - 3].parse::<Invite>().unwrap_err(), InviteError::Checksum);
+        for cut in 1..8 {
+            assert_eq!(text[..text.len() - cut].parse::<Invite>().unwrap_err(), InviteError::Checksum, "cut {cut}");
+        }
         assert_eq!("tox:abc".parse::<Invite>().unwrap_err(), InviteError::Scheme);
         assert_eq!("crust:!!".parse::<Invite>().unwrap_err(), InviteError::Encoding);
     }

@@ -76,6 +76,26 @@ const MIGRATIONS: &[&str] = &[
          INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
          INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
      END;",
+    // 3: partial indexes matching the outbox, unread and read-receipt
+    // queries term for term (SQLite uses a partial index only then), so
+    // they cost the same with a million messages as with ten.
+    "DROP INDEX messages_pending;
+     CREATE INDEX messages_outbox ON messages (contact, seq) WHERE outgoing = 1 AND state < 2;
+     CREATE INDEX messages_unread ON messages (contact) WHERE outgoing = 0 AND state < 3;
+     CREATE INDEX messages_unreported ON messages (contact) WHERE read_reported = 0;",
+    // 4: index message text in batches instead of per insert. An FTS5
+    // insert in its own transaction costs more than the message insert
+    // itself; `fts_indexed` is the highest rowid indexed so far, and
+    // `Store::index_pending` (called before every search) catches up.
+    "DROP TRIGGER messages_fts_insert;
+     DROP TRIGGER messages_fts_delete;
+     DROP TRIGGER messages_fts_update;
+     INSERT INTO meta (key, value) VALUES ('fts_indexed', (SELECT coalesce(max(rowid), 0) FROM messages))
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+     CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+         WHEN old.rowid <= (SELECT value FROM meta WHERE key = 'fts_indexed') BEGIN
+         INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+     END;",
 ];
 
 /// The schema version this program writes.
@@ -166,7 +186,7 @@ impl Store {
             });
         }
         conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(damaged)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 8192;")
             .map_err(damaged)?;
         let mut store = Self { conn };
         store.migrate(version, target).map_err(|e| match e {
@@ -192,8 +212,12 @@ impl Store {
         Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
-    /// Runs `f` in one transaction: all of its writes or none.
+    /// Runs `f` in one transaction: all of its writes or none. Inside
+    /// another batch, `f` simply joins it.
     pub(crate) fn batch<T>(&self, f: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
         let tx = self.conn.unchecked_transaction()?;
         let value = f(self)?;
         tx.commit()?;
@@ -301,8 +325,37 @@ impl Store {
     /// Removes a contact and its conversation.
     pub(crate) fn remove_contact(&self, peer: &PeerId) -> Result<bool> {
         self.batch(|s| {
+            s.index_pending()?;
             s.conn.execute("DELETE FROM messages WHERE contact = ?1", [peer.as_bytes()])?;
+            // Rowids freed at the end may be reused: they must count as
+            // not yet indexed.
+            s.conn.execute(
+                "UPDATE meta SET value = (SELECT coalesce(max(rowid), 0) FROM messages) WHERE key = 'fts_indexed'",
+                [],
+            )?;
             Ok(s.conn.execute("DELETE FROM contacts WHERE peer = ?1", [peer.as_bytes()])? > 0)
+        })
+    }
+
+    /// Adds messages stored since the last call to the full-text index;
+    /// returns how many.
+    pub(crate) fn index_pending(&self) -> Result<usize> {
+        self.batch(|s| {
+            let added = s
+                .conn
+                .prepare_cached(
+                    "INSERT INTO messages_fts (rowid, body)
+                     SELECT rowid, body FROM messages WHERE rowid > (SELECT value FROM meta WHERE key = 'fts_indexed')",
+                )?
+                .execute([])?;
+            if added > 0 {
+                s.conn
+                    .prepare_cached(
+                        "UPDATE meta SET value = (SELECT coalesce(max(rowid), 0) FROM messages) WHERE key = 'fts_indexed'",
+                    )?
+                    .execute([])?;
+            }
+            Ok(added)
         })
     }
 
@@ -461,7 +514,8 @@ impl Store {
     pub(crate) fn outbox(&self, contact: &PeerId, only_queued: bool) -> Result<Vec<Message>> {
         let max_state = if only_queued { 0 } else { 1 };
         let mut stmt = self.conn.prepare_cached(&format!(
-            "{MESSAGE_SELECT} WHERE contact = ?1 AND outgoing = 1 AND state <= ?2 ORDER BY seq"
+            "{MESSAGE_SELECT} INDEXED BY messages_outbox
+             WHERE contact = ?1 AND outgoing = 1 AND state < 2 AND state <= ?2 ORDER BY seq"
         ))?;
         let rows = stmt.query_map(params![contact.as_bytes(), max_state], message_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -481,7 +535,8 @@ impl Store {
     /// ids newly read.
     pub(crate) fn mark_read(&self, contact: &PeerId) -> Result<Vec<MessageId>> {
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE messages SET state = 3, read_reported = 0 WHERE contact = ?1 AND outgoing = 0 AND state < 3 RETURNING id",
+            "UPDATE messages INDEXED BY messages_unread SET state = 3, read_reported = 0
+             WHERE contact = ?1 AND outgoing = 0 AND state < 3 RETURNING id",
         )?;
         let rows = stmt.query_map([contact.as_bytes()], |r| id_col(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -491,7 +546,7 @@ impl Store {
     pub(crate) fn unreported_reads(&self, contact: &PeerId) -> Result<Vec<MessageId>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id FROM messages WHERE contact = ?1 AND outgoing = 0 AND read_reported = 0")?;
+            .prepare_cached("SELECT id FROM messages INDEXED BY messages_unreported WHERE contact = ?1 AND read_reported = 0")?;
         let rows = stmt.query_map([contact.as_bytes()], |r| id_col(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -509,7 +564,7 @@ impl Store {
     pub(crate) fn unread_count(&self, contact: &PeerId) -> Result<u64> {
         Ok(self
             .conn
-            .prepare_cached("SELECT count(*) FROM messages WHERE contact = ?1 AND outgoing = 0 AND state < 3")?
+            .prepare_cached("SELECT count(*) FROM messages INDEXED BY messages_unread WHERE contact = ?1 AND outgoing = 0 AND state < 3")?
             .query_row([contact.as_bytes()], |r| r.get::<_, i64>(0))? as u64)
     }
 
@@ -552,6 +607,7 @@ impl Store {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
+        self.index_pending()?;
         let fts = terms.join(" ");
         let mut stmt = self.conn.prepare_cached(
             "SELECT m.contact, m.id, m.outgoing, m.seq, m.sent_at, m.received_at, m.body, m.state
@@ -752,6 +808,18 @@ mod tests {
     }
 
     #[test]
+    fn hot_queries_use_their_partial_indexes() {
+        // `INDEXED BY` makes preparing fail if the index cannot serve the
+        // query, so this guards against an index and a query drifting apart.
+        let (_dir, store, bob) = store_with_friend();
+        store.outbox(&bob, false).unwrap();
+        store.outbox(&bob, true).unwrap();
+        store.unread_count(&bob).unwrap();
+        store.unreported_reads(&bob).unwrap();
+        store.mark_read(&bob).unwrap();
+    }
+
+    #[test]
     fn search_finds_words_and_survives_fts_syntax() {
         let (_dir, store, bob) = store_with_friend();
         store.insert_outgoing(&bob, "the quick brown fox").unwrap();
@@ -765,6 +833,25 @@ mod tests {
         assert!(store.search("cat", None, 10).unwrap().is_empty());
         assert!(store.search("\"AND OR ( *", None, 10).unwrap().is_empty());
         assert!(store.search("fox", Some(&peer()), 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn search_sees_messages_stored_after_the_last_indexing_and_forgets_removed_ones() {
+        let (_dir, store, bob) = store_with_friend();
+        store.insert_outgoing(&bob, "first apple").unwrap();
+        assert_eq!(store.search("apple", None, 10).unwrap().len(), 1);
+        store.insert_outgoing(&bob, "second apple").unwrap();
+        assert_eq!(store.search("apple", None, 10).unwrap().len(), 2);
+        store.remove_contact(&bob).unwrap();
+        assert!(store.search("apple", None, 10).unwrap().is_empty());
+        // Rowids freed by the removal are reused and still indexed.
+        store.add_contact(&bob, "bob", ContactState::Friend, &[], None).unwrap();
+        store.insert_outgoing(&bob, "third apple").unwrap();
+        let hits = store.search("apple", None, 10).unwrap();
+        assert_eq!(hits.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["third apple"]);
+        let check: rusqlite::Result<()> =
+            store.conn.execute_batch("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')");
+        check.unwrap();
     }
 
     #[test]

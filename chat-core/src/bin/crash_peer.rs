@@ -23,7 +23,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         [mode, dir, network, ..] => (mode.as_str(), PathBuf::from(dir), network.as_str()),
         _ => return Err("usage: crash_peer send|receive PROFILE NETWORK [PEER COUNT]".into()),
     };
-    let profile = Profile::open(&dir, None)?;
+    // The test that starts us may have just released the profile; a
+    // process it forks at that moment can hold the lock until it execs.
+    let mut attempts = 0;
+    let profile = loop {
+        match Profile::open(&dir, None) {
+            Err(chat_core::ProfileError::InUse(_)) if attempts < 50 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other?,
+        }
+    };
     let (node, mut events) = Node::open(profile, NodeConfig::loopback(network)).await?;
     let mut out = std::io::stdout();
     if mode == "send" {

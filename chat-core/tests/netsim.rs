@@ -1,0 +1,176 @@
+//! Chat through a simulated NAT (netsim): alice is behind a
+//! port-restricted cone NAT, bob has a public address. Bob cannot dial
+//! alice, but her connection to him carries the whole conversation both
+//! ways, and messages queued while bob is away are delivered when he is
+//! back.
+//!
+//! Needs root and `ip` (network namespaces, TUN); skips without them,
+//! except under `CI=true`.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_core::{Event, MessageState, Node, NodeConfig, NodeEvents, Presence, Profile};
+use netsim::{NatPreset, Topology};
+use tokio::sync::{mpsc, oneshot};
+
+const NETWORK: &str = "chat-core-netsim";
+const BOB_PORT: u16 = 40_000;
+
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false);
+    let ip = std::process::Command::new("sh")
+        .args(["-c", "command -v ip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip && std::path::Path::new("/dev/net/tun").exists() {
+        return true;
+    }
+    let msg = "missing prerequisites: root, /dev/net/tun and `ip` (network namespaces)";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg} (CI=true: a missing prerequisite is a failure)");
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+async fn open(dir: &std::path::Path, listen: SocketAddr) -> (Node, NodeEvents) {
+    let mut config = NodeConfig::loopback(NETWORK);
+    config.crust.listen = vec![listen];
+    config.crust.dial_timeout = Duration::from_secs(3);
+    Node::open(Profile::open(dir, None).unwrap(), config).await.unwrap()
+}
+
+async fn wait<T>(who: &str, events: &mut NodeEvents, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(e)) => {
+                if let Some(found) = pick(&e) {
+                    return found;
+                }
+            }
+            Ok(None) => panic!("{who}: node stopped"),
+            Err(_) => panic!("{who}: timed out"),
+        }
+    }
+}
+
+#[test]
+fn chat_through_a_nat_both_ways_and_offline_messages_arrive_later() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let alice_dir = root.path().join("alice");
+    let bob_dir = root.path().join("bob");
+    drop(Profile::create(&alice_dir, "alice", None).unwrap());
+    drop(Profile::create(&bob_dir, "bob", None).unwrap());
+
+    let mut t = Topology::new().seed(11);
+    let home = t.router("home", NatPreset::PortRestrictedCone);
+    let alice_host = t.host("alice", home);
+    let alice_lan_ip = std::net::IpAddr::V4(t.ip(alice_host));
+    t.public_host("bob");
+
+    let (invite_tx, invite_rx) = oneshot::channel::<String>();
+    // Bob tells alice when he is away and when he is back.
+    let (bob_says, mut alice_hears) = mpsc::unbounded_channel::<&'static str>();
+    let (alice_says, mut bob_hears) = mpsc::unbounded_channel::<&'static str>();
+
+    let results = netsim::run(
+        &t,
+        [
+            netsim::host(move || async move {
+                let (alice, mut events) = open(&alice_dir, SocketAddr::from(([0, 0, 0, 0], 0))).await;
+                let invite: chat_core::Invite = invite_rx.await.unwrap().parse().unwrap();
+                let bob = invite.peer;
+                alice.add_contact(&invite, "hi from behind a NAT").unwrap();
+                wait("alice", &mut events, |e| matches!(e, Event::FriendAccepted { .. }).then_some(())).await;
+                let m = alice.send(&bob, "can you hear me?").unwrap();
+                wait("alice", &mut events, |e| {
+                    matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == m.id)
+                        .then_some(())
+                })
+                .await;
+                let reply = wait("alice", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(reply, "loud and clear");
+                assert_eq!(alice_hears.recv().await, Some("away"));
+                wait("alice", &mut events, |e| matches!(e, Event::ContactOffline { .. }).then_some(())).await;
+                let queued: Vec<_> = (0..5).map(|i| alice.send(&bob, &format!("while you were away {i}")).unwrap()).collect();
+                alice_says.send("queued").unwrap();
+                for m in &queued {
+                    loop {
+                        if alice.message(&bob, &m.id).unwrap().unwrap().state >= MessageState::Delivered {
+                            break;
+                        }
+                        wait("alice", &mut events, |e| matches!(e, Event::MessageStateChanged { .. }).then_some(())).await;
+                    }
+                }
+                alice_says.send("receipts").unwrap();
+                alice.shutdown().await;
+                "alice done".to_owned()
+            }),
+            netsim::host(move || async move {
+                let (bob, mut events) = open(&bob_dir, SocketAddr::from(([0, 0, 0, 0], BOB_PORT))).await;
+                let invite = bob.my_invite().unwrap();
+                assert!(!invite.addrs.is_empty() && !invite.addrs[0].ip().is_unspecified(), "{invite:?}");
+                invite_tx.send(invite.to_string()).unwrap();
+                let request = wait("bob", &mut events, |e| match e {
+                    Event::FriendRequest(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(request.message, "hi from behind a NAT");
+                bob.accept(&request.from).unwrap();
+                // Bob sees alice through her NAT, not at her own address.
+                let Presence::Online(path) = bob.contact(&request.from).unwrap().presence else {
+                    panic!("alice not online at bob")
+                };
+                assert_ne!(path.remote_addr.ip(), alice_lan_ip, "no NAT between alice and bob?");
+                let text = wait("bob", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(text, "can you hear me?");
+                let reply = bob.send(&request.from, "loud and clear").unwrap();
+                wait("bob", &mut events, |e| {
+                    matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == reply.id)
+                        .then_some(())
+                })
+                .await;
+                bob.shutdown().await;
+                drop(events);
+                bob_says.send("away").unwrap();
+                assert_eq!(bob_hears.recv().await, Some("queued"));
+                // Back on the same port: alice (behind the NAT) redials.
+                let (bob, mut events) = open(&bob_dir, SocketAddr::from(([0, 0, 0, 0], BOB_PORT))).await;
+                let mut got = Vec::new();
+                while got.len() < 5 {
+                    got.push(
+                        wait("bob", &mut events, |e| match e {
+                            Event::MessageReceived(m) => Some(m.text.clone()),
+                            _ => None,
+                        })
+                        .await,
+                    );
+                }
+                assert_eq!(got, (0..5).map(|i| format!("while you were away {i}")).collect::<Vec<_>>());
+                // Stay until alice has her receipts.
+                assert_eq!(bob_hears.recv().await, Some("receipts"));
+                bob.shutdown().await;
+                "bob done".to_owned()
+            }),
+        ],
+    )
+    .unwrap();
+    assert_eq!(results, ["alice done".to_owned(), "bob done".to_owned()]);
+}
