@@ -232,7 +232,8 @@ async fn main() {
 }
 
 /// Writes `total` messages (half each way, every 10,000th containing
-/// "needle") straight into the database, in the schema the node created.
+/// "needle") straight into the database, in the schema the node created,
+/// and indexes them for search.
 fn fill_history(path: &Path, peer: &PeerId, total: usize) {
     let mut conn = rusqlite::Connection::open(path).unwrap();
     let tx = conn.transaction().unwrap();
@@ -263,5 +264,11 @@ fn fill_history(path: &Path, peer: &PeerId, total: usize) {
         }
     }
     tx.execute("UPDATE contacts SET clock = ?1", [total as i64]).unwrap();
+    // What a running node's idle-time indexing would have done.
+    tx.execute_batch(
+        "INSERT INTO messages_fts (rowid, body) SELECT rowid, body FROM messages;
+         UPDATE meta SET value = (SELECT max(rowid) FROM messages) WHERE key = 'fts_indexed';",
+    )
+    .unwrap();
     tx.commit().unwrap();
 }

@@ -163,7 +163,7 @@ impl Actor {
     }
 
     fn contact_state(&self, peer: &PeerId) -> Option<ContactState> {
-        self.store(|s| s.contact(peer)).flatten().map(|c| c.state)
+        self.store(|s| s.contact_state(peer)).flatten()
     }
 
     fn hello(&self, peer: &PeerId) -> Wire {
@@ -236,7 +236,7 @@ impl Actor {
                 self.service.disconnect(&peer).await;
             }
             Command::Typing(peer, typing) => {
-                if self.sessions.contains_key(&peer) && self.contact_state(&peer) == Some(ContactState::Friend) {
+                if self.in_friend_session(&peer) && self.contact_state(&peer) == Some(ContactState::Friend) {
                     self.send(&peer, &Wire::Typing { typing }).await;
                 }
             }
@@ -500,7 +500,7 @@ fn message(
         } => {
             let name = crate::invite::truncate_utf8(&name, 64).to_owned();
             let message = crate::invite::truncate_utf8(&message, 500).to_owned();
-            match s.contact(&peer)?.map(|c| c.state) {
+            match s.contact_state(&peer)? {
                 Some(ContactState::Friend) => {
                     actions.push(Action::Send(
                         peer,
@@ -548,7 +548,7 @@ fn message(
             }
         }
         Wire::Decline => {
-            if s.contact(&peer)?.map(|c| c.state) == Some(ContactState::RequestSent) {
+            if s.contact_state(&peer)? == Some(ContactState::RequestSent) {
                 s.set_contact_state(&peer, ContactState::Declined)?;
                 actions.push(Action::Emit(Event::FriendDeclined { contact: peer }));
             }
@@ -559,7 +559,7 @@ fn message(
             sent_at_ms,
             text,
         } => {
-            if s.contact(&peer)?.map(|c| c.state) != Some(ContactState::Friend) {
+            if s.contact_state(&peer)? != Some(ContactState::Friend) {
                 return Ok(());
             }
             if text.len() > MAX_TEXT_BYTES {
@@ -578,7 +578,7 @@ fn message(
         Wire::Ack { ids } => state_changes(s, &peer, &ids, MessageState::Delivered, actions)?,
         Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
         Wire::Typing { typing } => {
-            if s.contact(&peer)?.map(|c| c.state) == Some(ContactState::Friend) {
+            if s.contact_state(&peer)? == Some(ContactState::Friend) {
                 actions.push(Action::Emit(Event::Typing { contact: peer, typing }));
             }
         }

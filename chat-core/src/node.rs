@@ -591,9 +591,9 @@ impl Node {
             });
         }
         let message = self.shared.with_store(|s| {
-            Ok(match s.contact(to)? {
+            Ok(match s.contact_state(to)? {
                 None => Err(NodeError::UnknownContact(*to)),
-                Some(c) if c.state == ContactState::Declined => Err(NodeError::Declined(*to)),
+                Some(ContactState::Declined) => Err(NodeError::Declined(*to)),
                 Some(_) => Ok(s.insert_outgoing(to, text)?),
             })
         })??;

@@ -272,6 +272,14 @@ impl Store {
         Ok(())
     }
 
+    pub(crate) fn contact_state(&self, peer: &PeerId) -> Result<Option<ContactState>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT state FROM contacts WHERE peer = ?1")?
+            .query_row([peer.as_bytes()], |r| r.get(0).map(ContactState::from_db))
+            .optional()?)
+    }
+
     pub(crate) fn contact(&self, peer: &PeerId) -> Result<Option<ContactRow>> {
         Ok(self
             .conn
@@ -443,37 +451,34 @@ impl Store {
     // ---- messages ----
 
     /// Writes a new outgoing message to the outbox, queued, with the next
-    /// sequence number of the conversation.
+    /// sequence number of the conversation: one past the highest seen from
+    /// either side (a Lamport clock), so a reply sorts after what it
+    /// answers. One statement, so one implicit transaction.
     pub(crate) fn insert_outgoing(&self, contact: &PeerId, text: &str) -> Result<Message> {
-        self.batch(|s| {
-            let seq: i64 = s
-                .conn
-                .prepare_cached("UPDATE contacts SET clock = clock + 1 WHERE peer = ?1 RETURNING clock")?
-                .query_row([contact.as_bytes()], |r| r.get(0))
-                .optional()?
-                .ok_or(StoreError::Invalid("no such contact"))?;
-            let message = Message {
-                id: MessageId::random(),
-                contact: *contact,
-                outgoing: true,
-                seq: seq as u64,
-                sent_at_ms: now_ms(),
-                received_at_ms: None,
-                text: text.to_owned(),
-                state: MessageState::Queued,
-            };
-            s.conn
-                .prepare_cached(
-                    "INSERT INTO messages (contact, id, outgoing, seq, sent_at, body, state, read_reported)
-                     VALUES (?1, ?2, 1, ?3, ?4, ?5, 0, 1)",
-                )?
-                .execute(params![contact.as_bytes(), message.id.0, seq, message.sent_at_ms, text])?;
-            Ok(message)
+        let id = MessageId::random();
+        let sent_at_ms = now_ms();
+        let seq: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO messages (contact, id, outgoing, seq, sent_at, body, state, read_reported)
+                 SELECT ?1, ?2, 1, coalesce(max(seq), 0) + 1, ?3, ?4, 0, 1 FROM messages WHERE contact = ?1
+                 RETURNING seq",
+            )?
+            .query_row(params![contact.as_bytes(), id.0, sent_at_ms, text], |r| r.get(0))?;
+        Ok(Message {
+            id,
+            contact: *contact,
+            outgoing: true,
+            seq: seq as u64,
+            sent_at_ms,
+            received_at_ms: None,
+            text: text.to_owned(),
+            state: MessageState::Queued,
         })
     }
 
     /// Stores an incoming message unless one with its id is already there;
-    /// returns it if it is new. Advances the conversation's clock past it.
+    /// returns it if it is new.
     pub(crate) fn insert_incoming(
         &self,
         contact: &PeerId,
@@ -495,9 +500,6 @@ impl Store {
         if !inserted {
             return Ok(None);
         }
-        self.conn
-            .prepare_cached("UPDATE contacts SET clock = max(clock, ?2) WHERE peer = ?1")?
-            .execute(params![contact.as_bytes(), seq as i64])?;
         Ok(Some(Message {
             id,
             contact: *contact,
