@@ -366,6 +366,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_explicit_profile_directory_wins() {
+        let dir = Path::new("/somewhere/else");
+        assert_eq!(Profile::resolve_dir(Some(dir)).unwrap(), dir);
+    }
+
+    #[test]
     fn create_then_open_gives_the_same_identity_and_settings() {
         let dir = tempfile::tempdir().unwrap();
         let id = {

@@ -363,3 +363,53 @@ async fn export_and_import_carry_identity_contacts_and_history() {
     assert_eq!(hits[0].contact, b);
     alice2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_history_stops_the_node_with_a_clear_error_and_is_not_overwritten() {
+    let root = tempfile::tempdir().unwrap();
+    let alice = start(root.path(), "alice").await;
+    let dir = alice.stop().await;
+    let history = dir.join("history.sqlite");
+    let mut bytes = std::fs::read(&history).unwrap();
+    assert!(bytes.len() >= 100);
+    // Clobber the SQLite header.
+    bytes[..16].copy_from_slice(b"not a database!!");
+    std::fs::write(&history, &bytes).unwrap();
+    let _ = std::fs::remove_file(dir.join("history.sqlite-wal"));
+    let _ = std::fs::remove_file(dir.join("history.sqlite-shm"));
+
+    let profile = Profile::open(&dir, None).unwrap();
+    let err = chat_core::Node::open(profile, chat_core::NodeConfig::loopback(common::NETWORK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, chat_core::OpenError::Store(chat_core::StoreError::Damaged { .. })), "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    assert_eq!(std::fs::read(&history).unwrap(), bytes, "the damaged file was modified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passphrase_protected_profile_chats_after_the_right_passphrase() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("secret");
+    let id = Profile::create(&dir, "secret", Some("hunter2")).unwrap().peer_id();
+    assert!(matches!(
+        Profile::open(&dir, Some("hunter3")),
+        Err(ProfileError::Key(chat_core::KeyError::WrongPassphrase))
+    ));
+    let profile = Profile::open(&dir, Some("hunter2")).unwrap();
+    let (node, events) = chat_core::Node::open(profile, chat_core::NodeConfig::loopback(common::NETWORK))
+        .await
+        .unwrap();
+    let mut secret = common::Peer {
+        node,
+        events,
+        dir: dir.clone(),
+    };
+    assert_eq!(secret.id(), id);
+    let mut bob = start(root.path(), "bob").await;
+    befriend(&mut secret, &mut bob).await;
+    bob.node.send(&id, "psst").unwrap();
+    assert_eq!(receive(&mut secret, bob.id(), 1).await, ["psst"]);
+    secret.stop().await;
+    bob.stop().await;
+}
