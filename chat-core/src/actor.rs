@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crust::{Event as CrustEvent, PeerId, Priority};
 use tokio::sync::{mpsc, oneshot};
@@ -50,6 +50,10 @@ pub(crate) enum Command {
 struct Session {
     /// What the peer's last `Hello` said: whether it sees us as a friend.
     peer_says_friend: Option<bool>,
+    /// When everything unacknowledged was last sent, or an ack last
+    /// arrived: the peer is stalled if neither happened for the resend
+    /// interval while messages wait for an ack.
+    last_progress: Option<Instant>,
 }
 
 /// Work to do once the batch's transaction has committed.
@@ -68,6 +72,7 @@ pub(crate) fn spawn(
     events: crust::Events,
     out: mpsc::UnboundedSender<Event>,
     reconnect_interval: Duration,
+    resend_interval: Duration,
 ) -> mpsc::UnboundedSender<Command> {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (dial_done_tx, dial_done) = mpsc::unbounded_channel();
@@ -81,6 +86,7 @@ pub(crate) fn spawn(
         dialling: HashSet::new(),
         dial_done_tx,
         dial_done,
+        resend_interval,
     };
     tokio::spawn(actor.run(reconnect_interval));
     commands_tx
@@ -96,6 +102,7 @@ struct Actor {
     dialling: HashSet<PeerId>,
     dial_done_tx: mpsc::UnboundedSender<PeerId>,
     dial_done: mpsc::UnboundedReceiver<PeerId>,
+    resend_interval: Duration,
 }
 
 impl Actor {
@@ -126,6 +133,7 @@ impl Actor {
                 }
                 _ = tick.tick() => {
                     self.redial();
+                    self.resend_unacknowledged().await;
                     // Keep search fast: index text while the node is idle.
                     self.store(Store::index_pending);
                 }
@@ -280,9 +288,12 @@ impl Actor {
 
     /// Sends the outbox (everything unacknowledged if `all`, else only
     /// what was never sent on this connection) in sequence order.
-    async fn flush(&self, peer: PeerId, all: bool) {
+    async fn flush(&mut self, peer: PeerId, all: bool) {
         if !self.in_friend_session(&peer) {
             return;
+        }
+        if all && let Some(session) = self.sessions.get_mut(&peer) {
+            session.last_progress = Some(Instant::now());
         }
         let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else { return };
         let mut sent: Vec<&Message> = Vec::with_capacity(outbox.len());
@@ -336,7 +347,25 @@ impl Actor {
         }
     }
 
-    async fn run_actions(&self, actions: Vec<Action>) {
+    /// Sends unacknowledged messages again to friends whose connection made
+    /// no progress (no full send, no ack) for the resend interval.
+    async fn resend_unacknowledged(&mut self) {
+        let due: Vec<PeerId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.last_progress.is_some_and(|t| t.elapsed() >= self.resend_interval))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            if self.store(|s| s.outbox(&peer, false)).is_some_and(|o| !o.is_empty()) {
+                self.flush(peer, true).await;
+            } else if let Some(session) = self.sessions.get_mut(&peer) {
+                session.last_progress = Some(Instant::now());
+            }
+        }
+    }
+
+    async fn run_actions(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::Send(peer, wire) => {
@@ -575,7 +604,12 @@ fn message(
                 None => acks.push((peer, vec![id])),
             }
         }
-        Wire::Ack { ids } => state_changes(s, &peer, &ids, MessageState::Delivered, actions)?,
+        Wire::Ack { ids } => {
+            if let Some(session) = sessions.get_mut(&peer) {
+                session.last_progress = Some(Instant::now());
+            }
+            state_changes(s, &peer, &ids, MessageState::Delivered, actions)?;
+        }
         Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
         Wire::Typing { typing } => {
             if s.contact_state(&peer)? == Some(ContactState::Friend) {

@@ -26,6 +26,8 @@ mod profile;
 mod proto;
 mod safety;
 mod store;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use crust::{ConnectionInfo, Direction, PeerId, Transport};

@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub crust: crust::Config,
     /// How often offline contacts are dialled again.
     pub reconnect_interval: Duration,
+    /// Unacknowledged messages are sent again on a live connection after
+    /// this long (a peer that failed to store them does not ack; the
+    /// repeat is dropped by id if it had).
+    pub resend_interval: Duration,
     /// Whether to bootstrap into the network at start.
     pub bootstrap: bool,
 }
@@ -46,14 +50,15 @@ impl Default for NodeConfig {
         Self {
             crust: crust::Config::default(),
             reconnect_interval: Duration::from_secs(10),
+            resend_interval: Duration::from_secs(30),
             bootstrap: true,
         }
     }
 }
 
 impl NodeConfig {
-    /// Listens on 127.0.0.1 (any port), redials every 200 ms, no
-    /// bootstrap, on a network of its own name: for tests, examples and
+    /// Listens on 127.0.0.1 (any port), redials every 200 ms, resends
+    /// unacknowledged messages after 2 s, no bootstrap, on a network of its own name: for tests, examples and
     /// benchmarks on one machine.
     pub fn loopback(network_id: &str) -> Self {
         let mut crust = crust::Config {
@@ -65,6 +70,7 @@ impl NodeConfig {
         Self {
             crust,
             reconnect_interval: Duration::from_millis(200),
+            resend_interval: Duration::from_secs(2),
             bootstrap: false,
         }
     }
@@ -377,7 +383,14 @@ impl Node {
             let _ = service.bootstrap();
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let commands = actor::spawn(shared.clone(), service.clone(), crust_events, events_tx, config.reconnect_interval);
+        let commands = actor::spawn(
+            shared.clone(),
+            service.clone(),
+            crust_events,
+            events_tx,
+            config.reconnect_interval,
+            config.resend_interval,
+        );
         Ok((Self { shared, commands, service }, NodeEvents { rx: events_rx }))
     }
 
@@ -403,6 +416,15 @@ impl Node {
     /// Replaces the profile's settings and saves them.
     pub fn set_settings(&self, settings: Settings) -> Result<(), NodeError> {
         Ok(lock(&self.shared.profile).as_mut().ok_or(NodeError::Closed)?.set_settings(settings)?)
+    }
+
+    /// Seals the identity key with a new passphrase, or stores it in the
+    /// clear with `None`; see [`Profile::change_passphrase`].
+    pub fn change_passphrase(&self, new: Option<&str>) -> Result<(), NodeError> {
+        Ok(lock(&self.shared.profile)
+            .as_mut()
+            .ok_or(NodeError::Closed)?
+            .change_passphrase(new)?)
     }
 
     /// Writes the profile to one file; see [`Profile::export`].

@@ -410,6 +410,13 @@ async fn a_passphrase_protected_profile_chats_after_the_right_passphrase() {
     befriend(&mut secret, &mut bob).await;
     bob.node.send(&id, "psst").unwrap();
     assert_eq!(receive(&mut secret, bob.id(), 1).await, ["psst"]);
+    // Changed while running: the old passphrase stops working.
+    secret.node.change_passphrase(Some("correct horse")).unwrap();
     secret.stop().await;
     bob.stop().await;
+    assert!(matches!(
+        Profile::open(&dir, Some("hunter2")),
+        Err(ProfileError::Key(chat_core::KeyError::WrongPassphrase))
+    ));
+    assert_eq!(Profile::open(&dir, Some("correct horse")).unwrap().peer_id(), id);
 }
