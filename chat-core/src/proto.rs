@@ -90,6 +90,22 @@ impl Wire {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Wire::decode(&bytes);
+            let mut versioned = vec![VERSION];
+            versioned.extend_from_slice(&bytes);
+            if let Ok(wire) = Wire::decode(&versioned) {
+                // Whatever decodes re-encodes to something that decodes the same.
+                prop_assert_eq!(Wire::decode(&wire.encode()).unwrap(), wire);
+            }
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_garbage() {
