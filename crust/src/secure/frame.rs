@@ -3,18 +3,24 @@
 //! On the wire, after the handshake, a connection is a sequence of frames:
 //! a big-endian `u16` length followed by that many bytes of one Noise
 //! transport message (ciphertext plus a 16-byte tag). Each frame decrypts to
-//! one *chunk*: a header byte (`lane << 4 | FIN`) and up to
+//! one *chunk*: a header byte (`lane << 4 | SIZED | FIN`) and up to
 //! `max_frame_len - 17` bytes of a message. A message is the concatenation of
 //! the chunks of one lane up to and including the chunk with FIN set, so a
 //! sender may interleave chunks of messages on different lanes (priorities)
-//! and a receiver reassembles each lane separately.
+//! and a receiver reassembles each lane separately. The first chunk of a
+//! message that spans several carries SIZED and the message's total length
+//! (`u32`, big-endian) before its data, so the receiver refuses an oversized
+//! message at its first chunk and reassembles into one exact allocation.
 //!
 //! Nonces are implicit counters, one per direction, so a replayed, dropped or
 //! reordered frame fails to decrypt. Frames are encrypted and decrypted in
 //! place (`cipher.rs`); a message that fits one frame reaches the
-//! application without being copied again. Use: [`FrameEncoder::encode_chunk`] for
-//! each chunk to send; [`parse_frame_len`] on the two length bytes of each
-//! incoming frame, then [`FrameDecoder::decode_frame`] on its body.
+//! application without being copied again.
+//!
+//! Use: [`FrameEncoder::chunk_len`] and [`FrameEncoder::encode_chunk`] for
+//! each chunk to send (or [`FrameEncoder::encode_message`]);
+//! [`parse_frame_len`] on the two length bytes of each incoming frame, then
+//! [`FrameDecoder::decode_frame`] on its body.
 
 use bytes::{Bytes, BytesMut};
 
@@ -38,7 +44,10 @@ pub const MIN_FRAME_LEN: usize = 64;
 pub(crate) const LANES: usize = 16;
 
 const FIN: u8 = 0x01;
-const RESERVED_BITS: u8 = 0x0e;
+const SIZED: u8 = 0x02;
+const RESERVED_BITS: u8 = 0x0c;
+/// Bytes of the total length a SIZED chunk carries.
+const SIZE_LEN: usize = 4;
 
 /// What is wrong with an incoming frame. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -112,19 +121,45 @@ impl FrameEncoder {
         self.max_frame_len - TAG_LEN - CHUNK_HEADER
     }
 
-    /// Appends to `out` one frame carrying the concatenation of `parts` (at
-    /// most [`max_chunk`](Self::max_chunk) bytes in all) of a message on
-    /// `lane`; `fin` marks the message's last chunk.
-    pub(crate) fn encode_chunk(&mut self, lane: u8, fin: bool, parts: &[&[u8]], out: &mut Vec<u8>) {
+    /// How many bytes of a `total`-byte message the chunk starting at
+    /// `offset` carries: all that is left, up to what fits (the first chunk
+    /// of a message that needs several has four bytes less, for its size).
+    pub(crate) fn chunk_len(&self, offset: usize, total: usize) -> usize {
+        let max = self.max_chunk();
+        let room = if offset == 0 && total > max {
+            max - SIZE_LEN
+        } else {
+            max
+        };
+        total.saturating_sub(offset).min(room)
+    }
+
+    /// Appends to `out` the frame carrying bytes `offset..` of a
+    /// `total`-byte message on `lane`: the concatenation of `parts`, which
+    /// must be [`chunk_len`](Self::chunk_len)`(offset, total)` bytes long.
+    /// `total` must fit in a `u32`.
+    pub(crate) fn encode_chunk(
+        &mut self,
+        lane: u8,
+        offset: usize,
+        total: usize,
+        parts: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) {
         debug_assert!(usize::from(lane) < LANES);
         let data_len: usize = parts.iter().map(|p| p.len()).sum();
-        debug_assert!(data_len <= self.max_chunk());
-        let body_len = CHUNK_HEADER + data_len + TAG_LEN;
+        debug_assert_eq!(data_len, self.chunk_len(offset, total));
+        let fin = offset + data_len >= total;
+        let sized = offset == 0 && !fin;
+        let body_len = CHUNK_HEADER + if sized { SIZE_LEN } else { 0 } + data_len + TAG_LEN;
         let start = out.len();
         out.reserve(LEN_PREFIX + body_len);
         // body_len <= max_frame_len <= u16::MAX by construction.
         out.extend_from_slice(&(body_len as u16).to_be_bytes());
-        out.push((lane << 4) | if fin { FIN } else { 0 });
+        out.push((lane << 4) | if fin { FIN } else { 0 } | if sized { SIZED } else { 0 });
+        if sized {
+            out.extend_from_slice(&u32::try_from(total).unwrap_or(u32::MAX).to_be_bytes());
+        }
         for part in parts {
             out.extend_from_slice(part);
         }
@@ -134,32 +169,35 @@ impl FrameEncoder {
 
     /// Appends every chunk of `message` on `lane` to `out`.
     pub(crate) fn encode_message(&mut self, lane: u8, message: &[u8], out: &mut Vec<u8>) {
-        let max = self.max_chunk();
-        let mut rest = message;
+        let mut offset = 0;
         loop {
-            let take = rest.len().min(max);
-            let (chunk, tail) = rest.split_at(take);
-            self.encode_chunk(lane, tail.is_empty(), &[chunk], out);
-            if tail.is_empty() {
+            let len = self.chunk_len(offset, message.len());
+            self.encode_chunk(
+                lane,
+                offset,
+                message.len(),
+                &[&message[offset..offset + len]],
+                out,
+            );
+            offset += len;
+            if offset >= message.len() {
                 break;
             }
-            rest = tail;
         }
     }
 }
 
-/// A message being reassembled: its chunks so far, and their total size.
-#[derive(Default)]
+/// A message being reassembled into its exact allocation.
 struct Partial {
-    chunks: Vec<Bytes>,
-    len: usize,
+    buf: Vec<u8>,
+    total: usize,
 }
 
 /// Decrypts frames and reassembles messages for one direction.
 pub(crate) struct FrameDecoder {
     cipher: RecvCipher,
     max_message_len: usize,
-    partial: [Partial; LANES],
+    partial: [Option<Partial>; LANES],
 }
 
 impl FrameDecoder {
@@ -191,43 +229,83 @@ impl FrameDecoder {
         }
         let lane = header >> 4;
         let fin = header & FIN != 0;
-        let data = body.split_off(CHUNK_HEADER);
-        let partial = &mut self.partial[usize::from(lane)];
-        if partial.len + data.len() > self.max_message_len {
-            return Err(FrameError::MessageTooLarge {
-                max: self.max_message_len,
-            });
-        }
-        if !fin {
-            partial.len += data.len();
-            partial.chunks.push(data.freeze());
-            return Ok(None);
-        }
-        let message = if partial.chunks.is_empty() {
-            if data.len() < COPY_BELOW {
-                Bytes::copy_from_slice(&data)
-            } else {
-                data.freeze()
+        let sized = header & SIZED != 0;
+        let mut data = body.split_off(CHUNK_HEADER);
+        let slot = &mut self.partial[usize::from(lane)];
+        match slot {
+            None if fin && sized => Err(FrameError::Malformed(
+                "a single-chunk message declares a size",
+            )),
+            None if fin => {
+                if data.is_empty() {
+                    return Err(FrameError::Malformed("empty message"));
+                }
+                if data.len() > self.max_message_len {
+                    return Err(FrameError::MessageTooLarge {
+                        max: self.max_message_len,
+                    });
+                }
+                let message = if data.len() < COPY_BELOW {
+                    Bytes::copy_from_slice(&data)
+                } else {
+                    data.freeze()
+                };
+                Ok(Some((lane, message)))
             }
-        } else {
-            let mut whole = Vec::with_capacity(partial.len + data.len());
-            for chunk in partial.chunks.drain(..) {
-                whole.extend_from_slice(&chunk);
+            None if !sized => Err(FrameError::Malformed(
+                "a multi-chunk message without its size",
+            )),
+            None => {
+                if data.len() < SIZE_LEN {
+                    return Err(FrameError::Malformed("truncated message size"));
+                }
+                let rest = data.split_off(SIZE_LEN);
+                let total =
+                    usize::try_from(u32::from_be_bytes([data[0], data[1], data[2], data[3]]))
+                        .unwrap_or(usize::MAX);
+                if total > self.max_message_len {
+                    return Err(FrameError::MessageTooLarge {
+                        max: self.max_message_len,
+                    });
+                }
+                if rest.len() >= total {
+                    return Err(FrameError::Malformed(
+                        "message longer than its declared size",
+                    ));
+                }
+                let mut buf = Vec::with_capacity(total);
+                buf.extend_from_slice(&rest);
+                *slot = Some(Partial { buf, total });
+                Ok(None)
             }
-            whole.extend_from_slice(&data);
-            partial.len = 0;
-            partial.chunks = Vec::new();
-            Bytes::from(whole)
-        };
-        if message.is_empty() {
-            return Err(FrameError::Malformed("empty message"));
+            Some(_) if sized => Err(FrameError::Malformed(
+                "size declared in the middle of a message",
+            )),
+            Some(partial) => {
+                let have = partial.buf.len() + data.len();
+                if have > partial.total || (!fin && have == partial.total) {
+                    return Err(FrameError::Malformed(
+                        "message longer than its declared size",
+                    ));
+                }
+                if fin && have < partial.total {
+                    return Err(FrameError::Malformed(
+                        "message shorter than its declared size",
+                    ));
+                }
+                partial.buf.extend_from_slice(&data);
+                if !fin {
+                    return Ok(None);
+                }
+                let message = slot.take().map(|p| Bytes::from(p.buf)).unwrap_or_default();
+                Ok(Some((lane, message)))
+            }
         }
-        Ok(Some((lane, message)))
     }
 
     /// Bytes held in partly received messages.
     pub(crate) fn buffered(&self) -> usize {
-        self.partial.iter().map(|p| p.len).sum()
+        self.partial.iter().flatten().map(|p| p.buf.len()).sum()
     }
 }
 
@@ -300,16 +378,25 @@ pub(crate) mod tests {
         let max = enc.max_chunk();
         let big = vec![7u8; max * 3];
         let mut wire = Vec::new();
-        enc.encode_chunk(5, false, &[&big[..max]], &mut wire);
+        let total = big.len();
+        let first = enc.chunk_len(0, total);
+        assert_eq!(first, max - SIZE_LEN);
+        enc.encode_chunk(5, 0, total, &[&big[..first]], &mut wire);
         enc.encode_message(0, b"urgent", &mut wire);
-        // A chunk may be given in parts.
-        enc.encode_chunk(
-            5,
-            false,
-            &[&big[max..max + 3], &big[max + 3..2 * max]],
-            &mut wire,
-        );
-        enc.encode_chunk(5, true, &[&big[2 * max..]], &mut wire);
+        // The rest, each chunk given in two parts.
+        let mut offset = first;
+        while offset < total {
+            let len = enc.chunk_len(offset, total);
+            let split = offset + len / 2;
+            enc.encode_chunk(
+                5,
+                offset,
+                total,
+                &[&big[offset..split], &big[split..offset + len]],
+                &mut wire,
+            );
+            offset += len;
+        }
         let got = decode_all(&mut dec, &wire, MIN_FRAME_LEN).unwrap();
         assert_eq!(got, vec![(0, b"urgent".to_vec()), (5, big)]);
     }
@@ -369,6 +456,75 @@ pub(crate) mod tests {
             decode_all(&mut dec, &wire, MAX_FRAME_LEN),
             Err(FrameError::MessageTooLarge { max: 1000 })
         ));
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_at_its_first_chunk() {
+        let (mut enc, mut dec) = pair(1024, 100_000);
+        let mut wire = Vec::new();
+        enc.encode_message(1, &vec![1u8; 100_001], &mut wire);
+        let frames = split_frames(&wire, 1024).unwrap();
+        assert!(frames.len() > 90);
+        let first = frames.into_iter().next().unwrap();
+        assert!(matches!(
+            dec.decode_frame(first),
+            Err(FrameError::MessageTooLarge { max: 100_000 })
+        ));
+    }
+
+    #[test]
+    fn declared_sizes_are_enforced() {
+        let size = |n: u32| n.to_be_bytes();
+        let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+            (
+                vec![vec![0x00, 1, 2]],
+                "a multi-chunk message without its size",
+            ),
+            (
+                vec![[&[0x03u8][..], &size(2), &[1, 2]].concat()],
+                "a single-chunk message declares a size",
+            ),
+            (
+                vec![[&[0x02u8][..], &size(3), &[1, 2, 3]].concat()],
+                "message longer than its declared size",
+            ),
+            (
+                vec![
+                    [&[0x02u8][..], &size(5), &[1, 2]].concat(),
+                    vec![0x01, 3, 4],
+                ],
+                "message shorter than its declared size",
+            ),
+            (
+                vec![
+                    [&[0x02u8][..], &size(5), &[1, 2]].concat(),
+                    vec![0x01, 3, 4, 5, 6],
+                ],
+                "message longer than its declared size",
+            ),
+            (
+                vec![
+                    [&[0x02u8][..], &size(5), &[1, 2]].concat(),
+                    [&[0x02u8][..], &size(5), &[1]].concat(),
+                ],
+                "size declared in the middle of a message",
+            ),
+            (vec![vec![0x02, 0, 0]], "truncated message size"),
+        ];
+        for (chunks, expected) in cases {
+            let (mut enc, mut dec) = pair(MAX_FRAME_LEN, 1000);
+            let mut result = Ok(None);
+            for chunk in &chunks {
+                result = dec.decode_frame(sealed(&mut enc, chunk));
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Err(FrameError::Malformed(what)) => assert_eq!(what, expected),
+                other => panic!("{expected}: got {other:?}"),
+            }
+        }
     }
 
     fn sealed(enc: &mut FrameEncoder, plain: &[u8]) -> BytesMut {

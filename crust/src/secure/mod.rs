@@ -194,25 +194,20 @@ pub struct SecureWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> SecureWriter<W> {
-    /// The most message bytes one frame carries.
-    pub fn max_chunk(&self) -> usize {
-        self.encoder.max_chunk()
+    /// How many bytes of a `total`-byte message the chunk starting at
+    /// `offset` carries.
+    pub fn chunk_len(&self, offset: usize, total: usize) -> usize {
+        self.encoder.chunk_len(offset, total)
     }
 
-    /// Queues one chunk of a message on `lane` (0–15, 0 most urgent); `fin`
-    /// marks the message's last chunk. Nothing is written until
-    /// [`flush`](Self::flush).
-    pub fn push_chunk(&mut self, lane: u8, fin: bool, chunk: &[u8]) {
+    /// Queues the chunk of a `total`-byte message on `lane` (0–15, 0 most
+    /// urgent) that starts at `offset`, given as parts that are concatenated
+    /// and must be [`chunk_len`](Self::chunk_len) bytes in all. Chunks of
+    /// one lane must come in order; lanes may interleave. Nothing is written
+    /// until [`flush`](Self::flush).
+    pub fn push_chunk(&mut self, lane: u8, offset: usize, total: usize, parts: &[&[u8]]) {
         self.encoder
-            .encode_chunk(lane & 0x0f, fin, &[chunk], &mut self.out);
-    }
-
-    /// Like [`push_chunk`](Self::push_chunk), with the chunk given in parts
-    /// that are concatenated (at most [`max_chunk`](Self::max_chunk) bytes
-    /// in all).
-    pub fn push_chunk_parts(&mut self, lane: u8, fin: bool, parts: &[&[u8]]) {
-        self.encoder
-            .encode_chunk(lane & 0x0f, fin, parts, &mut self.out);
+            .encode_chunk(lane & 0x0f, offset, total, parts, &mut self.out);
     }
 
     /// Queues a whole message on `lane`.

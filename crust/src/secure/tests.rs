@@ -29,7 +29,8 @@ async fn pair_with(
     acceptor_cfg: &ChannelConfig,
     expected: Option<PeerId>,
 ) -> Outcome {
-    let (a, b) = duplex(64 * 1024);
+    // Room for a whole frame, so a writer never waits for its reader.
+    let (a, b) = duplex(1024 * 1024);
     tokio::join!(
         SecureChannel::connect(a, dialer, dialer_cfg, expected, Intent::Connect),
         SecureChannel::accept(b, acceptor, acceptor_cfg),
@@ -254,7 +255,8 @@ async fn a_truncated_stream_is_reported() {
     let (_, mut aw) = a.unwrap().split();
     let (mut br, _) = b.unwrap().split();
     // Write the first frame of a two-frame message, then close.
-    aw.push_chunk(0, false, &[9u8; 100]);
+    let first = aw.chunk_len(0, 100_000);
+    aw.push_chunk(0, 0, 100_000, &[&vec![9u8; first]]);
     aw.shutdown().await.unwrap();
     assert!(matches!(br.recv().await, Err(FrameError::Truncated)));
 

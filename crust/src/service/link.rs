@@ -294,12 +294,12 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
             let Some((message, offset)) = &mut in_progress[lane] else {
                 break;
             };
-            let parts = message.slices(*offset, writer.max_chunk());
-            let take = parts[0].len() + parts[1].len();
-            let fin = *offset + take == message.len();
+            let total = message.len();
+            let parts = message.slices(*offset, writer.chunk_len(*offset, total));
             // Lanes are below 16 by construction.
-            writer.push_chunk_parts(lane as u8, fin, &parts);
-            *offset += take;
+            writer.push_chunk(lane as u8, *offset, total, &parts);
+            *offset += parts[0].len() + parts[1].len();
+            let fin = *offset >= total;
             if fin {
                 in_progress[lane] = None;
             }
