@@ -14,9 +14,13 @@ use crust::{ConnectionInfo, PeerId};
 /// The largest message text accepted, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
-/// A message's identity: 16 random bytes, shown as 32 hex digits.
+/// A message's identity: 16 bytes, shown as 32 hex digits — the sender's
+/// clock in milliseconds (6 bytes, big-endian) then 10 random bytes.
 ///
-/// Chosen by the sender; receipt is idempotent per (contact, id).
+/// Chosen by the sender; receipt is idempotent per (contact, id). Leading
+/// with the time keeps new ids at the end of the database's unique index,
+/// so an insert touches the same few pages however large the history is;
+/// the time is no secret, messages carry it anyway.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MessageId(pub [u8; 16]);
 
@@ -24,7 +28,9 @@ impl MessageId {
     /// A fresh random id.
     pub(crate) fn random() -> Self {
         let mut bytes = [0u8; 16];
-        crate::fill_random(&mut bytes);
+        let ms = u64::try_from(now_ms()).unwrap_or(0);
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        crate::fill_random(&mut bytes[6..]);
         Self(bytes)
     }
 }
@@ -63,7 +69,11 @@ impl FromStr for MessageId {
 /// (handed to a live connection) → `Delivered` (the peer stored it and
 /// acknowledged) → `Read` (the peer's client reported it read). A message
 /// that was `Sent` when the connection dropped is sent again on the next
-/// connection; it never goes back to `Queued` in what is reported.
+/// connection; it never goes back to `Queued` in what is reported. `Sent`
+/// is written to disk lazily (with the next batch of network events, or
+/// within one reconnect interval): history read in between may still say
+/// `Queued`, and after a crash it does, which is true in effect — the
+/// message is sent again.
 /// Incoming messages are `Delivered` until [`Node::mark_read`] makes them
 /// `Read`.
 ///
@@ -258,6 +268,12 @@ mod tests {
         assert_eq!(text.len(), 32);
         assert_eq!(text.parse::<MessageId>().unwrap(), id);
         assert!("xyz".parse::<MessageId>().is_err());
+        // Later ids sort after earlier ones (by millisecond).
+        let later = {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            MessageId::random()
+        };
+        assert!(later > id);
         assert!("00".parse::<MessageId>().is_err());
     }
 
