@@ -131,7 +131,8 @@ pub struct Profile {
 impl Profile {
     /// The profile directory to use: `explicit` if given, else
     /// `$CRUST_CHAT_PROFILE`, else the platform's data directory for
-    /// "Crust Chat" (e.g. `~/.local/share/crust-chat` on Linux).
+    /// "Crust Chat" (`$XDG_DATA_HOME/crustchat`, usually
+    /// `~/.local/share/crustchat`, on Linux).
     pub fn resolve_dir(explicit: Option<&Path>) -> Result<PathBuf, ProfileError> {
         if let Some(dir) = explicit {
             return Ok(dir.to_owned());
@@ -366,9 +367,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_explicit_profile_directory_wins() {
+    fn an_explicit_profile_directory_wins_and_the_default_is_the_data_dir() {
         let dir = Path::new("/somewhere/else");
         assert_eq!(Profile::resolve_dir(Some(dir)).unwrap(), dir);
+        if std::env::var_os(PROFILE_ENV).is_none() && std::env::var_os("HOME").is_some() {
+            let default = Profile::resolve_dir(None).unwrap();
+            assert!(default.ends_with("crustchat"), "{}", default.display());
+        }
     }
 
     #[test]
