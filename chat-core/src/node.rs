@@ -539,23 +539,25 @@ impl Node {
         self.shared.with_store(Store::blocked)
     }
 
-    /// Every contact with presence and unread count, sorted by name.
+    /// Every contact with presence, unread and undelivered counts, sorted
+    /// by name.
     pub fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
         let rows = self.shared.with_store(|s| {
             s.contacts()?
                 .into_iter()
                 .map(|row| {
                     let unread = s.unread_count(&row.id)?;
-                    Ok((row, unread))
+                    let undelivered = s.undelivered_count(&row.id)?;
+                    Ok((row, unread, undelivered))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         })?;
         let online = lock(&self.shared.online);
         Ok(rows
             .into_iter()
-            .map(|(row, unread)| {
+            .map(|(row, unread, undelivered)| {
                 let presence = online.get(&row.id).cloned();
-                row.into_contact(presence, unread)
+                row.into_contact(presence, unread, undelivered)
             })
             .collect())
     }

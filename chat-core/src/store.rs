@@ -570,6 +570,15 @@ impl Store {
             .query_row([contact.as_bytes()], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    pub(crate) fn undelivered_count(&self, contact: &PeerId) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM messages INDEXED BY messages_outbox WHERE contact = ?1 AND outgoing = 1 AND state < 2",
+            )?
+            .query_row([contact.as_bytes()], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     pub(crate) fn message(&self, contact: &PeerId, id: &MessageId) -> Result<Option<Message>> {
         Ok(self
             .conn
@@ -640,7 +649,7 @@ pub(crate) struct ContactRow {
 }
 
 impl ContactRow {
-    pub(crate) fn into_contact(self, presence: Option<crust::ConnectionInfo>, unread: u64) -> Contact {
+    pub(crate) fn into_contact(self, presence: Option<crust::ConnectionInfo>, unread: u64, undelivered: u64) -> Contact {
         Contact {
             id: self.id,
             name: self.name,
@@ -654,6 +663,7 @@ impl ContactRow {
                 },
             },
             unread,
+            undelivered,
         }
     }
 }
@@ -817,6 +827,7 @@ mod tests {
         store.outbox(&bob, false).unwrap();
         store.outbox(&bob, true).unwrap();
         store.unread_count(&bob).unwrap();
+        store.undelivered_count(&bob).unwrap();
         store.unreported_reads(&bob).unwrap();
         store.mark_read(&bob).unwrap();
     }

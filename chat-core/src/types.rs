@@ -229,6 +229,8 @@ pub struct Contact {
     pub presence: Presence,
     /// Incoming messages not yet marked read.
     pub unread: u64,
+    /// Outgoing messages not yet acknowledged ("waiting for them").
+    pub undelivered: u64,
 }
 
 /// A friend request someone sent us.

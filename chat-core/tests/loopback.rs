@@ -131,6 +131,7 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
     for m in &queued {
         assert_eq!(alice.node.message(&b, &m.id).unwrap().unwrap().state, MessageState::Queued);
     }
+    assert_eq!(alice.node.contact(&b).unwrap().undelivered, 20);
     // Bob comes back on the same profile (a new port: alice finds him
     // because bob dials his contacts).
     let mut bob = open(&bob_dir).await;
@@ -140,6 +141,7 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
         alice.wait_for("delivered", delivered(b, m.id)).await;
     }
     assert!(matches!(alice.node.contact(&b).unwrap().presence, Presence::Online(_)));
+    assert_eq!(alice.node.contact(&b).unwrap().undelivered, 0);
     alice.stop().await;
     bob.stop().await;
 }
