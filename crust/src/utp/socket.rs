@@ -252,6 +252,29 @@ impl UtpStream {
             .connection(self.handle)
             .map(|c| c.stats())
     }
+
+    /// Waits until both directions are finished: our FIN is acknowledged
+    /// (so is every byte written before it) and the peer's FIN has arrived.
+    /// Call it after `shutdown` and after reading to the end; fails if the
+    /// connection dies first. Shares the write waker, so don't poll it
+    /// concurrently with a write on the same stream.
+    pub async fn closed(&self) -> io::Result<()> {
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            let Some(conn) = inner.endpoint.connection(self.handle) else {
+                return Poll::Ready(Err(io::Error::from(io::ErrorKind::NotConnected)));
+            };
+            match (conn.state(), conn.error()) {
+                (State::Closed, _) | (State::Dead, None) => Poll::Ready(Ok(())),
+                (State::Dead, error) => Poll::Ready(Err(lost(error))),
+                _ => {
+                    inner.wakers.entry(self.handle).or_default().write = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
 }
 
 impl AsyncRead for UtpStream {
