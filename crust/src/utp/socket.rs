@@ -16,11 +16,24 @@
 //! bytes have arrived, and a stream that is connected but never written to
 //! is never accepted.
 //!
-//! Not yet done here: socket buffers are the OS defaults (raising them to
-//! 4 MiB needs `socket2`), the "don't fragment" flag of MTU probes is not
-//! set on the socket (that needs `IP_MTU_DISCOVER`; Linux's default
-//! `IP_PMTUDISC_WANT` still reports `EMSGSIZE` above a known path MTU), and
-//! datagrams go one `send_to`/`recv_from` at a time (no GSO/GRO or
+//! Socket buffers: `bind` asks for [`SOCKET_BUFFER`] bytes each way; the OS
+//! may grant less (Linux caps at `net.core.rmem_max`/`wmem_max`, and reports
+//! twice what it grants); [`UtpSocket::buffer_sizes`] says what it got.
+//!
+//! Local congestion is back-pressure, never loss: `send_to` waits while the
+//! socket buffer is full (`WouldBlock`), and `ENOBUFS` (a full device
+//! queue) is retried after a short pause, so the endpoint, which already
+//! counts the packet as in flight, never sees it vanish and never cuts its
+//! window for it (libtorrent's "stalled socket" bug).
+//!
+//! Not yet done here: the "don't fragment" flag of MTU probes is not set
+//! on the socket. That needs `IP_MTU_DISCOVER` = `IP_PMTUDISC_PROBE`, which
+//! neither `std` nor `socket2` 0.6 exposes, and a raw `setsockopt` would
+//! need `unsafe`. Under Linux's default (`IP_PMTUDISC_WANT`) packets go out
+//! with DF set, but once the kernel has learnt a smaller path MTU from ICMP
+//! it fragments larger datagrams instead of failing with `EMSGSIZE`, so a
+//! probe above the path MTU can arrive as fragments and count as a success.
+//! Datagrams also go one `send_to`/`recv_from` at a time (no GSO/GRO or
 //! `recvmmsg`; `quinn-udp` would bring those).
 
 use std::collections::HashMap;
@@ -48,6 +61,13 @@ pub type OtherDatagram = (Vec<u8>, SocketAddr);
 const OTHER_QUEUE: usize = 1024;
 /// Datagrams handled per wake-up before the driver flushes transmits.
 const RECV_BATCH: usize = 64;
+/// Receive and send buffer size `bind` asks the OS for.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Pause before resending a datagram the OS refused with `ENOBUFS`.
+const NOBUFS_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+/// `ENOBUFS` retries before the datagram is given up as lost (about 1 s),
+/// so a wedged interface cannot stall the driver forever.
+const NOBUFS_RETRIES: u32 = 1000;
 
 #[cfg(target_os = "linux")]
 const EMSGSIZE: i32 = 90;
@@ -63,6 +83,21 @@ const EMSGSIZE: i32 = 10040;
     windows
 )))]
 const EMSGSIZE: i32 = -1;
+
+#[cfg(target_os = "linux")]
+const ENOBUFS: i32 = 105;
+#[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+const ENOBUFS: i32 = 55;
+#[cfg(windows)]
+const ENOBUFS: i32 = 10055;
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    windows
+)))]
+const ENOBUFS: i32 = -1;
 
 #[derive(Default)]
 struct Wakers {
@@ -122,7 +157,10 @@ impl UtpSocket {
         addr: SocketAddr,
         config: EndpointConfig,
     ) -> io::Result<(Self, mpsc::Receiver<OtherDatagram>)> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let socket = Arc::new(UdpSocket::from_std(bind_udp(addr)?)?);
+        if let Ok((recv, send)) = buffer_sizes(&socket) {
+            tracing::debug!(%addr, recv, send, asked = SOCKET_BUFFER, "uTP socket buffers");
+        }
         let seed = RandomState::new().hash_one((addr, Instant::now()));
         let shared = Arc::new(Shared {
             socket: socket.clone(),
@@ -149,6 +187,12 @@ impl UtpSocket {
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.socket.local_addr()
+    }
+
+    /// The receive and send buffer sizes the OS granted, as it reports them
+    /// (Linux reports twice the usable size).
+    pub fn buffer_sizes(&self) -> io::Result<(usize, usize)> {
+        buffer_sizes(&self.shared.socket)
     }
 
     /// Sends a non-uTP datagram from the same socket (so it shares the NAT
@@ -203,6 +247,24 @@ impl UtpSocket {
         })
         .await
     }
+}
+
+/// A non-blocking UDP socket bound to `addr` with buffers raised towards
+/// [`SOCKET_BUFFER`]. Raising them is best effort: the OS caps or refuses
+/// big buffers, and a small buffer only costs speed.
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn buffer_sizes(socket: &UdpSocket) -> io::Result<(usize, usize)> {
+    let s = socket2::SockRef::from(socket);
+    Ok((s.recv_buffer_size()?, s.send_buffer_size()?))
 }
 
 fn lost(error: Option<super::proto::ConnectionError>) -> io::Error {
@@ -427,22 +489,52 @@ fn handle_datagram(
     }
 }
 
+/// What a failed `send_to` means for the packet.
+#[derive(Debug, PartialEq, Eq)]
+enum SendFailure {
+    /// Local congestion: send the same datagram again shortly.
+    Retry,
+    /// An MTU probe above the path MTU: tell the endpoint.
+    TooLarge,
+    /// Gone (unreachable, no route, ...): uTP's loss recovery resends it.
+    Lost,
+}
+
+fn classify_send_error(e: &io::Error, dont_fragment: bool) -> SendFailure {
+    match e.raw_os_error() {
+        Some(code) if code == ENOBUFS => SendFailure::Retry,
+        Some(code) if code == EMSGSIZE && dont_fragment => SendFailure::TooLarge,
+        _ if e.kind() == io::ErrorKind::WouldBlock => SendFailure::Retry,
+        _ => SendFailure::Lost,
+    }
+}
+
 async fn flush(shared: &Shared, socket: &UdpSocket) {
     loop {
         let transmit = shared.lock().endpoint.poll_transmit(Instant::now());
         let Some(t) = transmit else { return };
-        // `send_to` waits for room in the socket buffer: local congestion
-        // delays the packet instead of losing it.
-        match socket.send_to(&t.contents, t.destination).await {
-            Ok(_) => {}
-            Err(e) if t.dont_fragment && e.raw_os_error() == Some(EMSGSIZE) => {
-                shared
-                    .lock()
-                    .endpoint
-                    .handle_transmit_too_large(Instant::now(), &t);
+        // `send_to` waits for room in the socket buffer, and a full device
+        // queue is retried: local congestion delays the packet instead of
+        // losing it.
+        let mut retries = 0;
+        loop {
+            let Err(e) = socket.send_to(&t.contents, t.destination).await else {
+                break;
+            };
+            match classify_send_error(&e, t.dont_fragment) {
+                SendFailure::Retry if retries < NOBUFS_RETRIES => {
+                    retries += 1;
+                    tokio::time::sleep(NOBUFS_PAUSE).await;
+                }
+                SendFailure::TooLarge => {
+                    shared
+                        .lock()
+                        .endpoint
+                        .handle_transmit_too_large(Instant::now(), &t);
+                    break;
+                }
+                SendFailure::Retry | SendFailure::Lost => break,
             }
-            // Anything else (unreachable, no route) is loss; uTP recovers.
-            Err(_) => {}
         }
     }
 }
@@ -494,3 +586,58 @@ impl UtpSocket {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn socket_buffers_are_raised_as_far_as_the_os_allows() {
+        let (socket, _) = UtpSocket::bind(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            EndpointConfig::default(),
+        )
+        .await
+        .expect("bind");
+        let (recv, send) = socket.buffer_sizes().expect("sizes");
+        println!("asked for {SOCKET_BUFFER} each way; granted recv {recv}, send {send}");
+        #[cfg(target_os = "linux")]
+        {
+            let cap = |name: &str| {
+                std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<usize>().ok())
+            };
+            // Linux grants min(asked, cap) and reports double that.
+            if let Some(max) = cap("rmem_max") {
+                assert!(
+                    recv >= SOCKET_BUFFER.min(max),
+                    "recv {recv}, rmem_max {max}"
+                );
+            }
+            if let Some(max) = cap("wmem_max") {
+                assert!(
+                    send >= SOCKET_BUFFER.min(max),
+                    "send {send}, wmem_max {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_local_buffer_is_back_pressure_not_loss() {
+        let nobufs = io::Error::from_raw_os_error(ENOBUFS);
+        let would_block = io::Error::from(io::ErrorKind::WouldBlock);
+        let too_big = io::Error::from_raw_os_error(EMSGSIZE);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_send_error(&nobufs, false), SendFailure::Retry);
+        assert_eq!(classify_send_error(&would_block, false), SendFailure::Retry);
+        #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+        {
+            assert_eq!(classify_send_error(&too_big, true), SendFailure::TooLarge);
+            assert_eq!(classify_send_error(&too_big, false), SendFailure::Lost);
+        }
+        assert_eq!(classify_send_error(&refused, false), SendFailure::Lost);
+        let _ = too_big;
+    }
+}
