@@ -36,7 +36,7 @@ async fn node() -> (Service, Events, SocketAddr) {
         .await
         .unwrap();
     let addr = match events.recv().await {
-        Some(Event::ListenerStarted(addr)) => addr,
+        Some(Event::ListenerStarted(endpoint)) => endpoint.addr,
         other => panic!("{other:?}"),
     };
     (service, events, addr)

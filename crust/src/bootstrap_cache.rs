@@ -6,17 +6,16 @@
 //! as `<name>.bad`, and replaced by an empty cache: a damaged cache never
 //! stops a service from starting.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Endpoint;
 use crate::id::PeerId;
-use crate::service::Transport;
 
 const FORMAT_VERSION: u32 = 1;
-/// Addresses remembered per peer.
+/// Endpoints remembered per peer.
 const ADDRS_PER_PEER: usize = 4;
 
 /// One remembered peer.
@@ -24,10 +23,8 @@ const ADDRS_PER_PEER: usize = 4;
 pub struct CacheEntry {
     /// Who.
     pub id: PeerId,
-    /// Where it answered, most recent first.
-    pub addrs: Vec<SocketAddr>,
-    /// Over what.
-    pub transport: Transport,
+    /// Where it answered, and over what transport, most recent first.
+    pub addrs: Vec<Endpoint>,
     /// When it last accepted us, in seconds since the Unix epoch.
     pub last_success: u64,
 }
@@ -127,13 +124,7 @@ impl BootstrapCache {
     }
 
     /// Records that `id` accepted a direct connection at `addr` at `when`.
-    pub fn record_success(
-        &mut self,
-        id: PeerId,
-        addr: SocketAddr,
-        transport: Transport,
-        when: SystemTime,
-    ) {
+    pub fn record_success(&mut self, id: PeerId, addr: Endpoint, when: SystemTime) {
         let secs = when
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
@@ -143,7 +134,6 @@ impl BootstrapCache {
             None => CacheEntry {
                 id,
                 addrs: Vec::new(),
-                transport,
                 last_success: secs,
             },
         };
@@ -151,7 +141,6 @@ impl BootstrapCache {
         entry.addrs.retain(|a| *a != addr);
         entry.addrs.insert(0, addr);
         entry.addrs.truncate(ADDRS_PER_PEER);
-        entry.transport = transport;
         entry.last_success = entry.last_success.max(secs);
         self.entries.insert(0, entry);
         self.normalise();
@@ -215,9 +204,9 @@ mod tests {
             SecretId::generate().peer_id(),
             SecretId::generate().peer_id(),
         );
-        cache.record_success(a, "127.0.0.1:1".parse().unwrap(), Transport::Tcp, at(100));
-        cache.record_success(b, "127.0.0.1:2".parse().unwrap(), Transport::Tcp, at(200));
-        cache.record_success(a, "127.0.0.1:3".parse().unwrap(), Transport::Tcp, at(300));
+        cache.record_success(a, "tcp:127.0.0.1:1".parse().unwrap(), at(100));
+        cache.record_success(b, "tcp:127.0.0.1:2".parse().unwrap(), at(200));
+        cache.record_success(a, "tcp:127.0.0.1:3".parse().unwrap(), at(300));
         cache.save().unwrap();
         let (loaded, err) = BootstrapCache::open(&path, 10);
         assert!(err.is_none());
@@ -226,8 +215,8 @@ mod tests {
         assert_eq!(
             loaded.entries()[0].addrs,
             vec![
-                "127.0.0.1:3".parse().unwrap(),
-                "127.0.0.1:1".parse().unwrap()
+                "tcp:127.0.0.1:3".parse::<Endpoint>().unwrap(),
+                "tcp:127.0.0.1:1".parse().unwrap()
             ]
         );
     }
@@ -238,12 +227,7 @@ mod tests {
         let (mut cache, _) = BootstrapCache::open(&dir.path().join("c.json"), 3);
         let ids: Vec<_> = (0..5).map(|_| SecretId::generate().peer_id()).collect();
         for (i, id) in ids.iter().enumerate() {
-            cache.record_success(
-                *id,
-                "127.0.0.1:1".parse().unwrap(),
-                Transport::Tcp,
-                at(i as u64),
-            );
+            cache.record_success(*id, "tcp:127.0.0.1:1".parse().unwrap(), at(i as u64));
         }
         let kept: Vec<_> = cache.entries().iter().map(|e| e.id).collect();
         assert_eq!(kept, vec![ids[4], ids[3], ids[2]]);
@@ -261,8 +245,7 @@ mod tests {
         assert!(std::fs::read_to_string(&bad).unwrap().contains("garbage"));
         cache.record_success(
             SecretId::generate().peer_id(),
-            "127.0.0.1:1".parse().unwrap(),
-            Transport::Tcp,
+            "tcp:127.0.0.1:1".parse().unwrap(),
             at(1),
         );
         cache.save().unwrap();

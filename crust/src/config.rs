@@ -1,4 +1,6 @@
-//! Settings of a [`Service`](crate::Service), and the `ID@ADDR` contact form.
+//! Settings of a [`Service`](crate::Service); where a peer can be reached
+//! ([`Endpoint`], `utp:IP:PORT`) and whom to dial there ([`Contact`],
+//! `ID@utp:IP:PORT`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -6,8 +8,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::id::{ParsePeerIdError, PeerId};
 use crate::secure::ChannelConfig;
+use crate::service::Transport;
 
 /// How a service behaves. `Config::default()` suits a real deployment; tests
 /// shorten the timers.
@@ -18,6 +23,9 @@ pub struct Config {
     pub channel: ChannelConfig,
     /// TCP addresses to listen on when the service starts.
     pub listen: Vec<SocketAddr>,
+    /// Where to bind the service's UDP socket, which carries every uTP
+    /// connection, incoming and outgoing; `None` for no uTP.
+    pub utp: Option<SocketAddr>,
     /// Peers to bootstrap from besides those in the cache.
     pub bootstrap_contacts: Vec<Contact>,
     /// How many bootstrap connections to keep.
@@ -50,6 +58,7 @@ impl Default for Config {
         Self {
             channel: ChannelConfig::default(),
             listen: Vec::new(),
+            utp: None,
             bootstrap_contacts: Vec::new(),
             bootstrap_keep: 4,
             bootstrap_cache: None,
@@ -65,13 +74,106 @@ impl Default for Config {
     }
 }
 
-/// A peer to dial: an address, and the id expected there if known.
+/// An address and the transport to reach it over. Written `tcp:IP:PORT`
+/// or `utp:IP:PORT`; a bare `IP:PORT` means TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Endpoint {
+    /// The transport.
+    pub transport: Transport,
+    /// The address.
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// A TCP endpoint.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Tcp,
+            addr,
+        }
+    }
+
+    /// A uTP endpoint.
+    pub fn utp(addr: SocketAddr) -> Self {
+        Self {
+            transport: Transport::Utp,
+            addr,
+        }
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Self::tcp(addr)
+    }
+}
+
+impl From<&SocketAddr> for Endpoint {
+    fn from(addr: &SocketAddr) -> Self {
+        Self::tcp(*addr)
+    }
+}
+
+impl From<&Endpoint> for Endpoint {
+    fn from(endpoint: &Endpoint) -> Self {
+        *endpoint
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.transport {
+            Transport::Tcp => "tcp",
+            Transport::Utp => "utp",
+        };
+        write!(f, "{scheme}:{}", self.addr)
+    }
+}
+
+/// Why a string is not an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad address {0:?}: expected IP:PORT, tcp:IP:PORT or utp:IP:PORT")]
+pub struct ParseEndpointError(String);
+
+impl FromStr for Endpoint {
+    type Err = ParseEndpointError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (transport, addr) = if let Some(rest) = s.strip_prefix("utp:") {
+            (Transport::Utp, rest)
+        } else if let Some(rest) = s.strip_prefix("tcp:") {
+            (Transport::Tcp, rest)
+        } else {
+            (Transport::Tcp, s)
+        };
+        let addr = addr.parse().map_err(|_| ParseEndpointError(s.to_owned()))?;
+        Ok(Self { transport, addr })
+    }
+}
+
+impl From<Endpoint> for String {
+    fn from(endpoint: Endpoint) -> Self {
+        endpoint.to_string()
+    }
+}
+
+impl TryFrom<String> for Endpoint {
+    type Error = ParseEndpointError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// A peer to dial: an endpoint, and the id expected there if known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Contact {
     /// The peer that must answer, or `None` to accept whoever does.
     pub id: Option<PeerId>,
     /// Where to dial.
-    pub addr: SocketAddr,
+    pub addr: Endpoint,
 }
 
 /// Why a string is not a contact.
@@ -81,25 +183,26 @@ pub enum ParseContactError {
     /// The part before `@` is not a peer id.
     #[error("bad peer id in contact: {0}")]
     PeerId(#[from] ParsePeerIdError),
-    /// The address is not `IP:PORT`.
-    #[error("bad address in contact {0:?}: expected IP:PORT")]
-    Addr(String),
+    /// The address is not an endpoint.
+    #[error("bad address in contact: {0}")]
+    Addr(#[from] ParseEndpointError),
 }
 
 impl FromStr for Contact {
     type Err = ParseContactError;
 
-    /// Parses `ID@IP:PORT` or `IP:PORT`.
+    /// Parses `[ID@]ENDPOINT`, where an endpoint is `IP:PORT` (TCP),
+    /// `tcp:IP:PORT` or `utp:IP:PORT`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let (id, addr) = match s.split_once('@') {
             Some((id, addr)) => (Some(id.parse()?), addr),
             None => (None, s),
         };
-        let addr = addr
-            .parse()
-            .map_err(|_| ParseContactError::Addr(addr.to_owned()))?;
-        Ok(Self { id, addr })
+        Ok(Self {
+            id,
+            addr: addr.parse()?,
+        })
     }
 }
 
@@ -118,14 +221,36 @@ mod tests {
     use crate::SecretId;
 
     #[test]
+    fn endpoints_round_trip_through_text_and_json() {
+        for text in ["tcp:127.0.0.1:1", "utp:[::1]:65535", "utp:192.0.2.7:5483"] {
+            let endpoint: Endpoint = text.parse().unwrap();
+            assert_eq!(endpoint.to_string(), text);
+            let json = serde_json::to_string(&endpoint).unwrap();
+            assert_eq!(serde_json::from_str::<Endpoint>(&json).unwrap(), endpoint);
+        }
+        assert!("utp:".parse::<Endpoint>().is_err());
+        assert!("utp:1.2.3.4".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
     fn contacts_parse_and_print() {
         let id = SecretId::generate().peer_id();
-        let text = format!("{id}@127.0.0.1:5483");
+        let text = format!("{id}@utp:127.0.0.1:5483");
         let contact: Contact = text.parse().unwrap();
         assert_eq!(contact.id, Some(id));
+        assert_eq!(
+            contact.addr,
+            Endpoint::utp("127.0.0.1:5483".parse().unwrap())
+        );
         assert_eq!(contact.to_string(), text);
         let bare: Contact = "[::1]:9".parse().unwrap();
         assert_eq!(bare.id, None);
+        assert_eq!(bare.addr.transport, Transport::Tcp);
+        assert_eq!(bare.to_string(), "tcp:[::1]:9");
+        assert!(matches!(
+            format!("{id}@quic:1.2.3.4:5").parse::<Contact>(),
+            Err(ParseContactError::Addr(_))
+        ));
         assert!(matches!(
             "nope@1.2.3.4:5".parse::<Contact>(),
             Err(ParseContactError::PeerId(_))

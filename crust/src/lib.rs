@@ -5,6 +5,38 @@
 //! connection per peer; the application talks to it through a cheap,
 //! cloneable handle and hears from it through an [`Events`] channel.
 //!
+//! ```
+//! use crust::{Config, Event, Priority, SecretId, Service};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listening = Config {
+//!     listen: vec!["127.0.0.1:0".parse()?],
+//!     ..Config::default()
+//! };
+//! let (alice, mut alice_events) = Service::start(listening, SecretId::generate()).await?;
+//! let (bob, _bob_events) = Service::start(Config::default(), SecretId::generate()).await?;
+//!
+//! // Bob dials Alice by her id and address; the handshake proves her id.
+//! let alice_addr = alice.listeners().await[0];
+//! bob.connect(alice.id(), &[alice_addr]).await?;
+//! bob.send(&alice.id(), &b"hello"[..], Priority::NORMAL).await?;
+//!
+//! loop {
+//!     match alice_events.recv().await {
+//!         Some(Event::NewMessage { peer, data }) => {
+//!             assert_eq!(peer, bob.id());
+//!             assert_eq!(data, &b"hello"[..]);
+//!             break;
+//!         }
+//!         Some(_) => {} // listener started, connect success, ...
+//!         None => unreachable!("the service is still running"),
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The layers, bottom up:
 //! - [`secure`]: Noise XX (`Noise_XX_25519_ChaChaPoly_BLAKE2s`) over any byte
 //!   stream, then encrypted, length-prefixed, chunked frames;
@@ -12,7 +44,9 @@
 //! - [`Service`]: listeners, dialling, bootstrap, simultaneous-dial
 //!   resolution, priorities, keep-alives, lost-peer detection;
 //! - [`BootstrapCache`]: peers that accepted us before, dialled first on the
-//!   next start.
+//!   next start;
+//! - [`utp`]: uTP (BEP 29 with LEDBAT), a sans-IO protocol core and its
+//!   tokio driver, the transport for hole-punched connections.
 
 mod bootstrap_cache;
 mod config;
@@ -20,13 +54,14 @@ mod fsutil;
 mod id;
 pub mod secure;
 mod service;
+pub mod utp;
 mod wire;
 
 pub use bootstrap_cache::{BootstrapCache, CacheEntry, CacheError};
-pub use config::{Config, Contact, ParseContactError};
+pub use config::{Config, Contact, Endpoint, ParseContactError, ParseEndpointError};
 pub use id::{KeyFileError, ParsePeerIdError, PeerId, SecretId};
 pub use secure::{ChannelConfig, FrameError, HandshakeError, Intent};
 pub use service::{
-    ConnectError, ConnectionInfo, Direction, Event, Events, LostReason, Priority, SendError,
-    Service, ServiceError, Transport,
+    ConnectError, ConnectionInfo, DialError, Direction, Event, Events, LostReason, Priority,
+    SendError, Service, ServiceError, Transport,
 };

@@ -35,6 +35,8 @@ fn start_node(extra: &[&str]) -> RunningNode {
             "--ephemeral",
             "--listen",
             "127.0.0.1:0",
+            "--utp",
+            "127.0.0.1:0",
             "--network",
             "crust-tests",
         ])
@@ -69,7 +71,7 @@ fn start_node(extra: &[&str]) -> RunningNode {
         if let Some(rest) = line.strip_prefix("peer id: ") {
             id = Some(rest.parse().unwrap());
         }
-        if let Some(rest) = line.strip_prefix("listening on ") {
+        if let Some(rest) = line.strip_prefix("listening on tcp:") {
             addr = Some(rest.parse().unwrap());
         }
     }

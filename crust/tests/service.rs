@@ -391,7 +391,7 @@ async fn restart_bootstraps_from_the_cache() {
             _ => None,
         })
         .await;
-    assert_eq!((peer, addr), (a_id, a.addr));
+    assert_eq!((peer, addr), (a_id, a.addr.into()));
     a.expect("bootstrap accept", |e| {
         matches!(e, Event::BootstrapAccept { peer, .. } if peer == b_id).then_some(())
     })
@@ -441,7 +441,7 @@ async fn bootstrap_keeps_the_configured_number_of_connections() {
             .iter()
             .map(|h| crust::Contact {
                 id: Some(h.id()),
-                addr: h.addr,
+                addr: h.addr.into(),
             })
             .collect(),
         bootstrap_keep: 2,
@@ -450,7 +450,7 @@ async fn bootstrap_keeps_the_configured_number_of_connections() {
     let mut b = Node::start_with(cfg, SecretId::generate()).await;
     b.service.bootstrap().unwrap();
     let events = b.drain(Duration::from_secs(2)).await;
-    let kept: HashMap<PeerId, _> = events
+    let kept: HashMap<PeerId, crust::Endpoint> = events
         .iter()
         .filter_map(|e| match e {
             Event::BootstrapConnect { peer, addr } => Some((*peer, *addr)),

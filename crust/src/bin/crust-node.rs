@@ -1,7 +1,8 @@
 //! `crust-node`: the headless crust peer for public hosts.
 //!
-//! Listens on the given TCP addresses, accepts bootstrap connections, and
-//! bootstraps from its cache and the given contacts. Prints its id and
+//! Listens on the given TCP addresses and on one UDP socket for uTP,
+//! accepts bootstrap connections, and bootstraps from its cache and the
+//! given contacts. Prints its id and
 //! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
 
 use std::net::SocketAddr;
@@ -20,7 +21,21 @@ struct Args {
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
     listen: Vec<SocketAddr>,
 
-    /// Peer to bootstrap from, as ID@IP:PORT or IP:PORT; repeat for several.
+    /// UDP address for uTP connections.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:5483",
+        conflicts_with = "no_utp"
+    )]
+    utp: SocketAddr,
+
+    /// Don't open a UDP socket; TCP only.
+    #[arg(long)]
+    no_utp: bool,
+
+    /// Peer to bootstrap from, as [ID@]IP:PORT (TCP) or [ID@]utp:IP:PORT;
+    /// repeat for several.
     #[arg(long = "bootstrap", value_name = "CONTACT")]
     bootstrap: Vec<Contact>,
 
@@ -80,6 +95,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let config = Config {
         listen: args.listen.clone(),
+        utp: (!args.no_utp).then_some(args.utp),
         bootstrap_contacts: args.bootstrap.clone(),
         bootstrap_cache: cache,
         keepalive_interval: secs(args.keepalive, "--keepalive")?,
@@ -94,9 +110,9 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("cannot start the service")?;
     println!("peer id: {}", service.id());
-    for addr in service.listeners().await {
-        println!("listening on {addr}");
-        println!("contact: {}@{addr}", service.id());
+    for endpoint in service.listeners().await {
+        println!("listening on {endpoint}");
+        println!("contact: {}@{endpoint}", service.id());
     }
     service.bootstrap().context("cannot bootstrap")?;
 
@@ -125,7 +141,10 @@ async fn run(args: Args) -> Result<()> {
             Event::NewMessage { peer, data } => {
                 tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")
             }
-            Event::ListenerFailed { addr, error } => {
+            Event::ListenerFailed {
+                endpoint: addr,
+                error,
+            } => {
                 tracing::error!(%addr, %error, "listener failed")
             }
             _ => {}

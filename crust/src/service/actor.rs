@@ -23,12 +23,14 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, LinkCtl, LinkId, PeerQueue, ReaderEnd};
 use super::{
-    ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason, ServiceError,
-    Transport,
+    BoxedStream, ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason,
+    ServiceError, Transport,
 };
 use crate::bootstrap_cache::BootstrapCache;
+use crate::config::Endpoint;
 use crate::id::PeerId;
 use crate::secure::{Intent, SecureChannel};
+use crate::utp::UtpSocket;
 use crate::wire::CloseReason;
 
 /// Requests from handles.
@@ -41,8 +43,12 @@ pub(super) enum Command {
         addr: SocketAddr,
         reply: oneshot::Sender<bool>,
     },
+    /// Start accepting uTP connections on the service's UDP socket.
+    ListenUtp {
+        bound: SocketAddr,
+    },
     Listeners {
-        reply: oneshot::Sender<Vec<SocketAddr>>,
+        reply: oneshot::Sender<Vec<Endpoint>>,
     },
     Bootstrap,
     Register {
@@ -107,6 +113,8 @@ struct Actor {
     next_link: LinkId,
     bootstrap_kept: usize,
     bootstrap_running: bool,
+    /// The UDP socket's address, once its uTP accept loop runs.
+    utp_bound: Option<SocketAddr>,
     tasks: JoinSet<()>,
 }
 
@@ -126,6 +134,7 @@ pub(super) fn spawn(
         next_link: 1,
         bootstrap_kept: 0,
         bootstrap_running: false,
+        utp_bound: None,
         tasks: JoinSet::new(),
     };
     tokio::spawn(actor.run(commands_rx, internal_rx));
@@ -180,8 +189,12 @@ impl Actor {
                 };
                 let _ = reply.send(stopped);
             }
+            Command::ListenUtp { bound } => self.listen_utp(bound),
             Command::Listeners { reply } => {
-                let _ = reply.send(self.listeners.keys().copied().collect());
+                let mut endpoints: Vec<Endpoint> =
+                    self.listeners.keys().copied().map(Endpoint::tcp).collect();
+                endpoints.extend(self.utp_bound.map(Endpoint::utp));
+                let _ = reply.send(endpoints);
             }
             Command::Bootstrap => self.start_bootstrap(),
             Command::Register { dialled, reply } => {
@@ -258,22 +271,44 @@ impl Actor {
             Ok(listener) => listener,
             Err(source) => {
                 self.inner.emit(Event::ListenerFailed {
-                    addr,
+                    endpoint: Endpoint::tcp(addr),
                     error: source.to_string(),
                 });
-                return Err(ServiceError::Listen { addr, source });
+                return Err(ServiceError::Listen {
+                    addr: Endpoint::tcp(addr),
+                    source,
+                });
             }
         };
         let bound = listener
             .local_addr()
-            .map_err(|source| ServiceError::Listen { addr, source })?;
+            .map_err(|source| ServiceError::Listen {
+                addr: Endpoint::tcp(addr),
+                source,
+            })?;
         let inner = self.inner.clone();
         let internal = self.internal_tx.clone();
         let task = tokio::spawn(accept_loop(listener, bound, inner, internal));
         self.listeners.insert(bound, task);
-        tracing::info!(%bound, "listening");
-        self.inner.emit(Event::ListenerStarted(bound));
+        tracing::info!(%bound, "listening on tcp");
+        self.inner
+            .emit(Event::ListenerStarted(Endpoint::tcp(bound)));
         Ok(bound)
+    }
+
+    fn listen_utp(&mut self, bound: SocketAddr) {
+        let Some(socket) = self.inner.utp.clone() else {
+            return;
+        };
+        self.utp_bound = Some(bound);
+        self.tasks.spawn(utp_accept_loop(
+            socket,
+            self.inner.clone(),
+            self.internal_tx.clone(),
+        ));
+        tracing::info!(%bound, "listening on utp");
+        self.inner
+            .emit(Event::ListenerStarted(Endpoint::utp(bound)));
     }
 
     fn start_bootstrap(&mut self) {
@@ -281,7 +316,7 @@ impl Actor {
             return;
         }
         self.bootstrap_running = true;
-        let mut candidates: Vec<(Option<PeerId>, Vec<SocketAddr>)> = Vec::new();
+        let mut candidates: Vec<(Option<PeerId>, Vec<Endpoint>)> = Vec::new();
         if let Some(cache) = &self.cache {
             let cache = cache.lock().unwrap_or_else(|p| p.into_inner());
             for entry in cache.entries() {
@@ -329,6 +364,7 @@ impl Actor {
     fn register(&mut self, dialled: Dialled, bootstrap: bool) -> Option<ConnectionInfo> {
         let Dialled {
             channel,
+            transport,
             remote_addr,
             local_addr,
             direction,
@@ -339,15 +375,19 @@ impl Actor {
             Direction::Outgoing => self.inner.id,
             Direction::Incoming => peer,
         };
+        let endpoint = Endpoint {
+            transport,
+            addr: remote_addr,
+        };
         let info = ConnectionInfo {
-            transport: Transport::Tcp,
+            transport,
             remote_addr,
             local_addr,
             direction,
             rtt: None,
         };
         if direction == Direction::Outgoing {
-            self.record_in_cache(peer, remote_addr);
+            self.record_in_cache(peer, endpoint);
         }
         let id = self.next_link;
         self.next_link += 1;
@@ -419,11 +459,11 @@ impl Actor {
             let event = match (direction, intent, bootstrap) {
                 (Direction::Outgoing, _, true) => Event::BootstrapConnect {
                     peer,
-                    addr: remote_addr,
+                    addr: endpoint,
                 },
                 (Direction::Incoming, Intent::Bootstrap, _) => Event::BootstrapAccept {
                     peer,
-                    addr: remote_addr,
+                    addr: endpoint,
                 },
                 _ => Event::ConnectSuccess {
                     peer,
@@ -541,12 +581,12 @@ impl Actor {
         entry.queue.close();
     }
 
-    fn record_in_cache(&self, peer: PeerId, addr: SocketAddr) {
+    fn record_in_cache(&self, peer: PeerId, endpoint: Endpoint) {
         let Some(cache) = &self.cache else { return };
         cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .record_success(peer, addr, Transport::Tcp, SystemTime::now());
+            .record_success(peer, endpoint, SystemTime::now());
         let cache = cache.clone();
         // Written off the actor's thread; the lock orders concurrent saves
         // and each writes the latest state.
@@ -602,22 +642,89 @@ async fn accept_loop(
             tracing::warn!(%remote_addr, "too many handshakes in progress; refusing connection");
             continue;
         };
-        let (inner, internal) = (inner.clone(), internal.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _ = stream.set_nodelay(true);
-            let local_addr = stream.local_addr().unwrap_or(bound);
-            match SecureChannel::accept(stream, &inner.secret, &inner.config.channel).await {
-                Ok(channel) => {
-                    let _ = internal.send(Internal::Accepted(Dialled {
-                        channel,
-                        remote_addr,
-                        local_addr,
-                        direction: Direction::Incoming,
-                    }));
-                }
-                Err(e) => tracing::info!(%remote_addr, error = %e, "incoming handshake failed"),
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().unwrap_or(bound);
+        let accepted = Accepted {
+            stream: Box::new(stream),
+            transport: Transport::Tcp,
+            remote_addr,
+            local_addr,
+        };
+        tokio::spawn(accepted.handshake(slot, inner.clone(), internal.clone()));
+    }
+}
+
+/// Accepts uTP connections on the service's UDP socket.
+async fn utp_accept_loop(
+    socket: UtpSocket,
+    inner: Arc<Inner>,
+    internal: mpsc::UnboundedSender<Internal>,
+) {
+    let local_addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let stream = match socket.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "uTP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
             }
-        });
+        };
+        let Ok(remote_addr) = stream.peer_addr() else {
+            continue;
+        };
+        let Ok(slot) = inner.handshake_slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote_addr, "too many handshakes in progress; refusing uTP connection");
+            continue;
+        };
+        let accepted = Accepted {
+            stream: Box::new(stream),
+            transport: Transport::Utp,
+            remote_addr,
+            local_addr,
+        };
+        tokio::spawn(accepted.handshake(slot, inner.clone(), internal.clone()));
+    }
+}
+
+/// An incoming byte stream before its handshake.
+struct Accepted {
+    stream: BoxedStream,
+    transport: Transport,
+    remote_addr: SocketAddr,
+    local_addr: SocketAddr,
+}
+
+impl Accepted {
+    /// Runs the responder's handshake, holding a handshake slot meanwhile,
+    /// and hands a success to the actor.
+    async fn handshake(
+        self,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        inner: Arc<Inner>,
+        internal: mpsc::UnboundedSender<Internal>,
+    ) {
+        let Self {
+            stream,
+            transport,
+            remote_addr,
+            local_addr,
+        } = self;
+        match SecureChannel::accept(stream, &inner.secret, &inner.config.channel).await {
+            Ok(channel) => {
+                let _ = internal.send(Internal::Accepted(Dialled {
+                    channel,
+                    transport,
+                    remote_addr,
+                    local_addr,
+                    direction: Direction::Incoming,
+                }));
+            }
+            Err(e) => {
+                tracing::info!(%remote_addr, ?transport, error = %e, "incoming handshake failed")
+            }
+        }
     }
 }

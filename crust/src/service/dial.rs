@@ -1,33 +1,56 @@
-//! Dialling: TCP connect plus handshake, to several addresses at once.
+//! Dialling: a transport connect plus the handshake, to several endpoints at
+//! once.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::{ConnectError, DialError, Dialled, Direction, Inner};
+use super::{BoxedStream, ConnectError, DialError, Dialled, Direction, Inner, Transport};
+use crate::config::Endpoint;
 use crate::id::PeerId;
 use crate::secure::{Intent, SecureChannel};
 
-/// Dials one address and runs the handshake.
+/// Opens the transport's byte stream to `endpoint`; returns it with our
+/// local address.
+async fn open(
+    inner: &Inner,
+    endpoint: Endpoint,
+) -> Result<(BoxedStream, std::net::SocketAddr), DialError> {
+    let io = |e| DialError::Io(Arc::new(e));
+    let timeout = inner.config.dial_timeout;
+    match endpoint.transport {
+        Transport::Tcp => {
+            let stream =
+                match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
+                    Err(_) => return Err(DialError::Timeout),
+                    Ok(result) => result.map_err(io)?,
+                };
+            // Small messages (pings, chat) must not wait for Nagle.
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_err(io)?;
+            Ok((Box::new(stream), local))
+        }
+        Transport::Utp => {
+            let socket = inner.utp.as_ref().ok_or(DialError::TransportDisabled)?;
+            let stream = match tokio::time::timeout(timeout, socket.connect(endpoint.addr)).await {
+                Err(_) => return Err(DialError::Timeout),
+                Ok(result) => result.map_err(io)?,
+            };
+            let local = socket.local_addr().map_err(io)?;
+            Ok((Box::new(stream), local))
+        }
+    }
+}
+
+/// Dials one endpoint and runs the handshake.
 pub(super) async fn dial(
     inner: &Inner,
     expected: Option<PeerId>,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     intent: Intent,
 ) -> Result<Dialled, DialError> {
-    let stream =
-        match tokio::time::timeout(inner.config.dial_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(DialError::Timeout),
-            Ok(Err(e)) => return Err(DialError::Io(Arc::new(e))),
-            Ok(Ok(stream)) => stream,
-        };
-    // Small messages (pings, chat) must not wait for Nagle.
-    let _ = stream.set_nodelay(true);
-    let local_addr = stream
-        .local_addr()
-        .map_err(|e| DialError::Io(Arc::new(e)))?;
+    let (stream, local_addr) = open(inner, endpoint).await?;
     let channel = SecureChannel::connect(
         stream,
         &inner.secret,
@@ -39,37 +62,39 @@ pub(super) async fn dial(
     .map_err(|e| DialError::Handshake(Arc::new(e)))?;
     Ok(Dialled {
         channel,
-        remote_addr: addr,
+        transport: endpoint.transport,
+        remote_addr: endpoint.addr,
         local_addr,
         direction: Direction::Outgoing,
     })
 }
 
-/// Dials every address concurrently and returns the first success; the
+/// Dials every endpoint concurrently and returns the first success; the
 /// other attempts are cancelled.
 pub(super) async fn dial_any(
     inner: &Arc<Inner>,
     expected: Option<PeerId>,
-    addrs: &[SocketAddr],
+    endpoints: &[Endpoint],
     intent: Intent,
 ) -> Result<Dialled, ConnectError> {
-    if addrs.is_empty() {
+    if endpoints.is_empty() {
         return Err(ConnectError::NoAddresses);
     }
     let mut attempts = JoinSet::new();
-    let mut unique = addrs.to_vec();
+    let mut unique = endpoints.to_vec();
+    unique.sort_by_key(|e| (e.addr, e.transport as u8));
     unique.dedup();
-    for addr in unique {
+    for endpoint in unique {
         let inner = inner.clone();
-        attempts.spawn(async move { (addr, dial(&inner, expected, addr, intent).await) });
+        attempts.spawn(async move { (endpoint, dial(&inner, expected, endpoint, intent).await) });
     }
     let mut failures = Vec::new();
     while let Some(joined) = attempts.join_next().await {
         match joined {
             Ok((_, Ok(dialled))) => return Ok(dialled),
-            Ok((addr, Err(e))) => {
-                tracing::debug!(%addr, error = %e, "dial failed");
-                failures.push((addr, e));
+            Ok((endpoint, Err(e))) => {
+                tracing::debug!(%endpoint, error = %e, "dial failed");
+                failures.push((endpoint, e));
             }
             Err(_) => {}
         }

@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::bootstrap_cache::BootstrapCache;
-use crate::config::Config;
+use crate::config::{Config, Endpoint};
 use crate::id::{PeerId, SecretId};
 use crate::secure::{FrameError, HandshakeError, Intent};
+use crate::utp::UtpSocket;
 use crate::wire;
 use actor::Command;
 use link::PeerQueue;
@@ -40,6 +41,8 @@ use link::PeerQueue;
 pub enum Transport {
     /// A TCP connection.
     Tcp,
+    /// A uTP connection over the service's UDP socket.
+    Utp,
 }
 
 /// Who dialled.
@@ -142,12 +145,13 @@ impl fmt::Display for LostReason {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// A listener is accepting connections on this address.
-    ListenerStarted(SocketAddr),
+    /// A listener is accepting connections on this endpoint (a TCP
+    /// listener, or the service's UDP socket for uTP).
+    ListenerStarted(Endpoint),
     /// A listener could not start or stopped with an error.
     ListenerFailed {
-        /// The address it was meant for.
-        addr: SocketAddr,
+        /// The endpoint it was meant for.
+        endpoint: Endpoint,
         /// Why.
         error: String,
     },
@@ -155,15 +159,15 @@ pub enum Event {
     BootstrapConnect {
         /// The peer.
         peer: PeerId,
-        /// Its address.
-        addr: SocketAddr,
+        /// Where we reached it.
+        addr: Endpoint,
     },
     /// A peer joined the network through us.
     BootstrapAccept {
         /// The peer.
         peer: PeerId,
-        /// Its address.
-        addr: SocketAddr,
+        /// Where it came from.
+        addr: Endpoint,
     },
     /// No bootstrap candidate could be reached.
     BootstrapFailed,
@@ -201,12 +205,15 @@ pub enum Event {
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
-    /// The TCP connect did not finish in time.
+    /// The transport's connect did not finish in time.
     #[error("connect timed out")]
     Timeout,
-    /// The TCP connect failed.
+    /// The transport's connect failed.
     #[error("{0}")]
     Io(Arc<std::io::Error>),
+    /// The address is for uTP and this service has no UDP socket.
+    #[error("uTP is not enabled on this service")]
+    TransportDisabled,
     /// The secure handshake failed.
     #[error("handshake failed: {0}")]
     Handshake(Arc<HandshakeError>),
@@ -221,13 +228,13 @@ pub enum ConnectError {
     NoAddresses,
     /// Every address failed.
     #[error("could not connect: {}", describe_attempts(.0))]
-    Failed(Vec<(SocketAddr, DialError)>),
+    Failed(Vec<(Endpoint, DialError)>),
     /// The service has shut down.
     #[error("the service has shut down")]
     Stopped,
 }
 
-fn describe_attempts(attempts: &[(SocketAddr, DialError)]) -> String {
+fn describe_attempts(attempts: &[(Endpoint, DialError)]) -> String {
     attempts
         .iter()
         .map(|(addr, e)| format!("{addr}: {e}"))
@@ -259,8 +266,8 @@ pub enum ServiceError {
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        /// The address.
-        addr: SocketAddr,
+        /// The endpoint.
+        addr: Endpoint,
         /// Why.
         source: std::io::Error,
     },
@@ -311,6 +318,8 @@ pub(crate) struct Inner {
     queues: RwLock<HashMap<PeerId, Arc<PeerQueue>>>,
     events: mpsc::UnboundedSender<EventItem>,
     handshake_slots: Arc<Semaphore>,
+    /// The service's UDP socket, carrying every uTP connection.
+    utp: Option<UtpSocket>,
 }
 
 impl Inner {
@@ -348,6 +357,27 @@ impl Service {
     /// `config.listen`, and spawns the actor on the current tokio runtime.
     pub async fn start(config: Config, secret: SecretId) -> Result<(Self, Events), ServiceError> {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let utp = match config.utp {
+            Some(addr) => {
+                let (socket, others) =
+                    UtpSocket::bind(addr, crate::utp::proto::EndpointConfig::default())
+                        .await
+                        .map_err(|source| ServiceError::Listen {
+                            addr: Endpoint::utp(addr),
+                            source,
+                        })?;
+                // Crust's own datagrams (address echo, hole punching) will
+                // arrive here; until they exist, drain them.
+                tokio::spawn(drain_other_datagrams(others));
+                let bound = socket.local_addr().map_err(|source| ServiceError::Listen {
+                    addr: Endpoint::utp(addr),
+                    source,
+                })?;
+                Some((socket, bound))
+            }
+            None => None,
+        };
+        let (utp, utp_bound) = utp.unzip();
         // A damaged cache is logged by `open` and replaced by an empty one.
         let cache = config
             .bootstrap_cache
@@ -361,9 +391,13 @@ impl Service {
             events: events_tx,
             handshake_slots: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
             config,
+            utp,
         });
         let commands = actor::spawn(inner.clone(), cache);
         let service = Self { inner, commands };
+        if let Some(bound) = utp_bound {
+            service.command(Command::ListenUtp { bound })?;
+        }
         for addr in service.inner.config.listen.clone() {
             service.start_listening(addr).await?;
         }
@@ -394,8 +428,9 @@ impl Service {
         self.command(Command::StopListening { addr, reply }).is_ok() && rx.await.unwrap_or(false)
     }
 
-    /// The addresses being listened on.
-    pub async fn listeners(&self) -> Vec<SocketAddr> {
+    /// The endpoints being listened on: TCP listeners, and the UDP socket
+    /// for uTP if there is one.
+    pub async fn listeners(&self) -> Vec<Endpoint> {
         let (reply, rx) = oneshot::channel();
         if self.command(Command::Listeners { reply }).is_err() {
             return Vec::new();
@@ -411,19 +446,24 @@ impl Service {
         self.command(Command::Bootstrap)
     }
 
-    /// Connects to `peer` at any of `addrs`, dialling them concurrently;
-    /// the first to complete the handshake as `peer` wins. Returns at once
-    /// if already connected. Success is also reported as
-    /// [`Event::ConnectSuccess`], failure as [`Event::ConnectFailure`].
-    pub async fn connect(
+    /// Connects to `peer` at any of `addrs` (endpoints, or socket
+    /// addresses meaning TCP), dialling them concurrently; the first to
+    /// complete the handshake as `peer` wins. Returns at once if already
+    /// connected. Success is also reported as [`Event::ConnectSuccess`],
+    /// failure as [`Event::ConnectFailure`].
+    pub async fn connect<A>(
         &self,
         peer: PeerId,
-        addrs: &[SocketAddr],
-    ) -> Result<ConnectionInfo, ConnectError> {
+        addrs: &[A],
+    ) -> Result<ConnectionInfo, ConnectError>
+    where
+        A: Into<Endpoint> + Copy,
+    {
+        let addrs: Vec<Endpoint> = addrs.iter().map(|a| (*a).into()).collect();
         if let Some(info) = self.connection_info(&peer).await {
             return Ok(info);
         }
-        let result = match dial::dial_any(&self.inner, Some(peer), addrs, Intent::Connect).await {
+        let result = match dial::dial_any(&self.inner, Some(peer), &addrs, Intent::Connect).await {
             Ok(dialled) => {
                 let (reply, rx) = oneshot::channel();
                 if self
@@ -521,10 +561,29 @@ impl Service {
 
 /// What a dial or an accept produced, ready to be registered.
 pub(crate) struct Dialled {
-    channel: crate::secure::SecureChannel<tokio::net::TcpStream>,
+    channel: crate::secure::SecureChannel<BoxedStream>,
+    transport: Transport,
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
     direction: Direction,
+}
+
+/// A byte stream of any transport.
+pub(crate) trait ByteStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream for T {}
+
+/// What a secure channel runs over: TCP or uTP, behind one type.
+pub(crate) type BoxedStream = Box<dyn ByteStream>;
+
+/// Takes the UDP socket's non-uTP datagrams until they have a use.
+async fn drain_other_datagrams(mut others: mpsc::Receiver<crate::utp::OtherDatagram>) {
+    while let Some((datagram, from)) = others.recv().await {
+        tracing::trace!(%from, len = datagram.len(), "ignoring a non-uTP datagram");
+    }
 }
 
 /// Maps a reader's failure to the reason reported for the lost peer.

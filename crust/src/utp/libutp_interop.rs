@@ -32,6 +32,12 @@ fn data(len: usize, salt: u8) -> Vec<u8> {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// libutp-rs2 takes a connection only while an `accept` call is pending and
+/// resets it otherwise; give the spawned acceptor time to get there.
+async fn let_libutp_listen() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_initiator_to_libutp_acceptor() {
     let their_addr = free_port();
@@ -51,6 +57,7 @@ async fn our_initiator_to_libutp_acceptor() {
     let (ours, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
         .await
         .expect("bind");
+    let_libutp_listen().await;
     let mut stream = tokio::time::timeout(LIMIT, ours.connect(their_addr))
         .await
         .expect("in time")
@@ -128,6 +135,7 @@ async fn many_back_to_back_connections_both_ways() {
             s.write_all(&buf).await.expect("echo");
         }
     });
+    let_libutp_listen().await;
     for i in 0..50u32 {
         let mut s = tokio::time::timeout(LIMIT, ours.connect(their_addr))
             .await
@@ -255,6 +263,7 @@ async fn our_initiator_to_libutp_with_two_percent_loss() {
     let (ours, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
         .await
         .expect("bind");
+    let_libutp_listen().await;
     let mut stream = tokio::time::timeout(LIMIT, ours.connect(proxy))
         .await
         .expect("in time")

@@ -19,6 +19,8 @@
 //! stream.read_to_end(&mut reply).await?;
 //! ```
 
+#[cfg(test)]
+mod libutp_interop;
 pub mod proto;
 mod socket;
 

@@ -12,6 +12,14 @@ use crust::{Config, Event, Events, SecretId, Service};
 /// machines are slow and shared.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Test settings with uTP on as well, on a free loopback UDP port.
+pub fn config_with_utp() -> Config {
+    Config {
+        utp: Some("127.0.0.1:0".parse().unwrap()),
+        ..config()
+    }
+}
+
 /// Test settings: short timers, loopback listener on a free port.
 pub fn config() -> Config {
     Config {
@@ -30,20 +38,31 @@ pub fn config() -> Config {
 pub struct Node {
     pub service: Service,
     pub events: Events,
+    /// The TCP listener's address.
     pub addr: SocketAddr,
+    /// The UDP socket's address, when uTP is on.
+    pub utp: Option<SocketAddr>,
 }
 
 impl Node {
     pub async fn start_with(config: Config, secret: SecretId) -> Self {
+        let wants_utp = config.utp.is_some();
         let (service, mut events) = Service::start(config, secret).await.unwrap();
-        let addr = match events.recv().await {
-            Some(Event::ListenerStarted(addr)) => addr,
-            other => panic!("expected ListenerStarted, got {other:?}"),
-        };
+        let (mut addr, mut utp) = (None, None);
+        while addr.is_none() || (wants_utp && utp.is_none()) {
+            match events.recv().await {
+                Some(Event::ListenerStarted(endpoint)) => match endpoint.transport {
+                    crust::Transport::Utp => utp = Some(endpoint.addr),
+                    _ => addr = Some(endpoint.addr),
+                },
+                other => panic!("expected ListenerStarted, got {other:?}"),
+            }
+        }
         Self {
             service,
             events,
-            addr,
+            addr: addr.unwrap(),
+            utp,
         }
     }
 
