@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::node::{Event, Shared, lock};
 use crate::proto::Wire;
 use crate::store::{Store, StoreError};
-use crate::types::{ContactState, FriendRequest, MAX_TEXT_BYTES, MessageId, MessageState, now_ms};
+use crate::types::{ContactState, FriendRequest, MAX_TEXT_BYTES, Message, MessageId, MessageState, now_ms};
 
 /// Most crust events applied in one transaction.
 const BATCH: usize = 1024;
@@ -87,7 +87,6 @@ pub(crate) fn spawn(
         dial_done_tx,
         dial_done,
         resend_interval,
-        unpersisted_sent: HashSet::new(),
     };
     tokio::spawn(actor.run(reconnect_interval));
     commands_tx
@@ -104,8 +103,6 @@ struct Actor {
     dial_done_tx: mpsc::UnboundedSender<PeerId>,
     dial_done: mpsc::UnboundedReceiver<PeerId>,
     resend_interval: Duration,
-    /// Outgoing messages reported `Sent` whose state is not yet on disk.
-    unpersisted_sent: HashSet<(PeerId, MessageId)>,
 }
 
 impl Actor {
@@ -116,7 +113,6 @@ impl Actor {
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => {
-                        self.persist_sent();
                         self.service.shutdown().await;
                         let _ = reply.send(());
                         return;
@@ -136,7 +132,6 @@ impl Actor {
                     self.dialling.remove(&peer);
                 }
                 _ = tick.tick() => {
-                    self.persist_sent();
                     self.redial();
                     self.resend_unacknowledged().await;
                     // Keep search fast: index text while the node is idle.
@@ -144,7 +139,6 @@ impl Actor {
                 }
             }
         }
-        self.persist_sent();
         self.service.shutdown().await;
     }
 
@@ -202,7 +196,6 @@ impl Actor {
                     }
                 }
                 Command::Shutdown(reply) => {
-                    self.persist_sent();
                     self.service.shutdown().await;
                     let _ = reply.send(());
                     return true;
@@ -303,11 +296,8 @@ impl Actor {
             session.last_progress = Some(Instant::now());
         }
         let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else { return };
+        let mut sent: Vec<&Message> = Vec::with_capacity(outbox.len());
         for message in &outbox {
-            // Handed to this connection already; its `Sent` is not on disk yet.
-            if !all && self.unpersisted_sent.contains(&(peer, message.id)) {
-                continue;
-            }
             let wire = Wire::Chat {
                 id: message.id.0,
                 seq: message.seq,
@@ -317,27 +307,28 @@ impl Actor {
             if !self.send(&peer, &wire).await {
                 break;
             }
-            if message.state == MessageState::Queued && self.unpersisted_sent.insert((peer, message.id)) {
-                self.emit(Event::MessageStateChanged {
-                    contact: peer,
-                    id: message.id,
-                    state: MessageState::Sent,
-                });
-            }
+            sent.push(message);
         }
-    }
-
-    /// Writes the `Sent` states reported since the last write. They are
-    /// written lazily, with the next batch of events (usually the acks
-    /// that make them `Delivered`), because a commit per flush costs a
-    /// third of the throughput; a `Sent` lost in a crash only means the
-    /// message reads as `Queued` and is sent again, as it would be anyway.
-    fn persist_sent(&mut self) {
-        if self.unpersisted_sent.is_empty() {
-            return;
+        let changed = self
+            .store(|s| {
+                s.batch(|s| {
+                    let mut changed = Vec::new();
+                    for m in &sent {
+                        if s.advance_state(&peer, &m.id, MessageState::Sent)? {
+                            changed.push(m.id);
+                        }
+                    }
+                    Ok(changed)
+                })
+            })
+            .unwrap_or_default();
+        for id in changed {
+            self.emit(Event::MessageStateChanged {
+                contact: peer,
+                id,
+                state: MessageState::Sent,
+            });
         }
-        let pending: Vec<_> = self.unpersisted_sent.drain().collect();
-        self.store(|s| s.batch(|s| persist_sent(s, &pending)));
     }
 
     async fn send_reads(&self, peer: PeerId) {
@@ -403,14 +394,12 @@ impl Actor {
         let mut actions = Vec::new();
         let mut acks: Vec<(PeerId, Vec<[u8; 16]>)> = Vec::new();
         let shared = self.shared.clone();
-        let pending_sent: Vec<_> = self.unpersisted_sent.drain().collect();
         let sessions = &mut self.sessions;
         let result = {
             let guard = lock(&shared.store);
             match guard.as_ref() {
                 None => return,
                 Some(store) => store.batch(|s| {
-                    persist_sent(s, &pending_sent)?;
                     for event in batch {
                         apply(s, &shared, sessions, event, &mut actions, &mut acks)?;
                     }
@@ -431,13 +420,6 @@ impl Actor {
         }
         self.run_actions(actions).await;
     }
-}
-
-fn persist_sent(s: &Store, pending: &[(PeerId, MessageId)]) -> Result<(), StoreError> {
-    for (peer, id) in pending {
-        s.advance_state(peer, id, MessageState::Sent)?;
-    }
-    Ok(())
 }
 
 /// Applies one crust event to the database, collecting what to do after

@@ -69,11 +69,7 @@ impl FromStr for MessageId {
 /// (handed to a live connection) → `Delivered` (the peer stored it and
 /// acknowledged) → `Read` (the peer's client reported it read). A message
 /// that was `Sent` when the connection dropped is sent again on the next
-/// connection; it never goes back to `Queued` in what is reported. `Sent`
-/// is written to disk lazily (with the next batch of network events, or
-/// within one reconnect interval): history read in between may still say
-/// `Queued`, and after a crash it does, which is true in effect — the
-/// message is sent again.
+/// connection; it never goes back to `Queued` in what is reported.
 /// Incoming messages are `Delivered` until [`Node::mark_read`] makes them
 /// `Read`.
 ///
