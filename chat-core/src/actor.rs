@@ -433,16 +433,20 @@ fn apply(
     acks: &mut Vec<(PeerId, Vec<[u8; 16]>)>,
 ) -> Result<(), StoreError> {
     match event {
-        CrustEvent::ListenerStarted(addr) => {
-            let mut listeners = lock(&shared.listeners);
-            if !listeners.contains(&addr) {
-                listeners.push(addr);
+        CrustEvent::ListenerStarted(endpoint) => {
+            // Contacts are told and dialled over TCP; a uTP socket is
+            // reported but not advertised yet.
+            if endpoint.transport == crust::Transport::Tcp {
+                let mut listeners = lock(&shared.listeners);
+                if !listeners.contains(&endpoint.addr) {
+                    listeners.push(endpoint.addr);
+                }
             }
-            actions.push(Action::Emit(Event::Listening { addr }));
+            actions.push(Action::Emit(Event::Listening { endpoint }));
         }
-        CrustEvent::ListenerFailed { addr, error } => {
-            lock(&shared.listeners).retain(|a| *a != addr);
-            actions.push(Action::Emit(Event::Problem(format!("listener {addr} failed: {error}"))));
+        CrustEvent::ListenerFailed { endpoint, error } => {
+            lock(&shared.listeners).retain(|a| *a != endpoint.addr);
+            actions.push(Action::Emit(Event::Problem(format!("listener {endpoint} failed: {error}"))));
         }
         CrustEvent::ConnectSuccess { peer, info } => {
             if s.is_blocked(&peer)? {

@@ -132,10 +132,10 @@ pub enum Event {
         /// Whether they are typing now.
         typing: bool,
     },
-    /// Listening on this address.
+    /// Listening on this endpoint (a TCP listener, or crust's uTP socket).
     Listening {
-        /// The bound address.
-        addr: SocketAddr,
+        /// The bound endpoint.
+        endpoint: crust::Endpoint,
     },
     /// Something went wrong in the background (a database write failed, a
     /// listener stopped); shown to the user, the node keeps running.
@@ -220,8 +220,8 @@ pub enum NodeError {
 pub struct NetworkReport {
     /// Our id.
     pub id: PeerId,
-    /// Bound listeners.
-    pub listeners: Vec<SocketAddr>,
+    /// Bound listeners (TCP, and uTP if crust runs it).
+    pub listeners: Vec<crust::Endpoint>,
     /// The addresses our invite carries.
     pub invite_addrs: Vec<SocketAddr>,
     /// Every live connection (contacts and others).
@@ -277,6 +277,15 @@ impl Shared {
         addrs.dedup();
         addrs
     }
+}
+
+/// The TCP listeners among crust's endpoints: what contacts dial today.
+fn tcp_addrs(endpoints: Vec<crust::Endpoint>) -> Vec<SocketAddr> {
+    endpoints
+        .into_iter()
+        .filter(|e| e.transport == crust::Transport::Tcp)
+        .map(|e| e.addr)
+        .collect()
 }
 
 /// The address this machine would use to reach the internet (no packet is
@@ -369,7 +378,7 @@ impl Node {
             crust_config.bootstrap_cache = Some(profile.dir().join(BOOTSTRAP_FILE));
         }
         let (service, crust_events) = crust::Service::start(crust_config, profile.secret().clone()).await?;
-        let listeners = service.listeners().await;
+        let listeners = tcp_addrs(service.listeners().await);
         let shared = Arc::new(Shared {
             id: profile.peer_id(),
             name: settings.display_name.clone(),

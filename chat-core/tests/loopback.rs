@@ -152,7 +152,7 @@ async fn a_request_survives_restarts_and_is_retried_until_answered() {
     let alice = start(root.path(), "alice").await;
     let bob = start(root.path(), "bob").await;
     let invite = alice.node.my_invite().unwrap();
-    let alice_addr = alice.node.network_report().await.listeners[0];
+    let alice_addr = alice.node.network_report().await.listeners[0].addr;
     let alice_dir = alice.stop().await;
     // Alice is gone; bob's request and first message wait on disk, through
     // a restart of bob.
