@@ -21,9 +21,12 @@ const NETWORK: &str = "chat-core-bench";
 async fn start(root: &Path, name: &str) -> (Node, NodeEvents) {
     let dir = root.join(name);
     drop(Profile::create(&dir, name, None).unwrap());
-    Node::open(Profile::open(&dir, None).unwrap(), NodeConfig::loopback(NETWORK))
-        .await
-        .unwrap()
+    Node::open(
+        Profile::open(&dir, None).unwrap(),
+        NodeConfig::loopback(NETWORK),
+    )
+    .await
+    .unwrap()
 }
 
 async fn wait<T>(events: &mut NodeEvents, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
@@ -46,7 +49,10 @@ async fn befriend(a: &Node, a_events: &mut NodeEvents, b: &Node, b_events: &mut 
     })
     .await;
     a.accept(&from).unwrap();
-    wait(b_events, |e| matches!(e, Event::FriendAccepted { .. }).then_some(())).await;
+    wait(b_events, |e| {
+        matches!(e, Event::FriendAccepted { .. }).then_some(())
+    })
+    .await;
 }
 
 fn rss_kib() -> u64 {
@@ -63,16 +69,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 const WORDS: &[&str] = &[
-    "hello", "world", "coffee", "tomorrow", "meeting", "train", "garden", "music", "photo", "dinner", "weekend",
-    "project", "router", "network", "birthday", "holiday", "kitchen", "bicycle", "mountain", "river", "library",
-    "concert", "window", "summer", "winter", "question", "answer", "later", "maybe", "sure",
+    "hello", "world", "coffee", "tomorrow", "meeting", "train", "garden", "music", "photo",
+    "dinner", "weekend", "project", "router", "network", "birthday", "holiday", "kitchen",
+    "bicycle", "mountain", "river", "library", "concert", "window", "summer", "winter", "question",
+    "answer", "later", "maybe", "sure",
 ];
 
 fn sentence(seed: &mut u64) -> String {
     let mut words = Vec::new();
     let n = 4 + (*seed % 8) as usize;
     for _ in 0..n {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         words.push(WORDS[(*seed >> 33) as usize % WORDS.len()]);
     }
     words.join(" ")
@@ -88,7 +97,11 @@ async fn main() {
     let idle = start(root.path(), "idle").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_rss = rss_kib();
-    println!("idle node: RSS {:.1} MiB (process before the node: {:.1} MiB)", idle_rss as f64 / 1024.0, before as f64 / 1024.0);
+    println!(
+        "idle node: RSS {:.1} MiB (process before the node: {:.1} MiB)",
+        idle_rss as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
     idle.0.shutdown().await;
     drop(idle);
 
@@ -126,7 +139,17 @@ async fn main() {
         a_events
     });
     while delivered < n {
-        wait(&mut b_events, |e| matches!(e, Event::MessageStateChanged { state: MessageState::Delivered, .. }).then_some(())).await;
+        wait(&mut b_events, |e| {
+            matches!(
+                e,
+                Event::MessageStateChanged {
+                    state: MessageState::Delivered,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
         delivered += 1;
     }
     let elapsed = started.elapsed();
@@ -145,10 +168,23 @@ async fn main() {
     for i in 0..rounds {
         let t = Instant::now();
         b.send(&a_id, &format!("ping {i}")).unwrap();
-        wait(&mut a_events, |e| matches!(e, Event::MessageReceived(_)).then_some(())).await;
+        wait(&mut a_events, |e| {
+            matches!(e, Event::MessageReceived(_)).then_some(())
+        })
+        .await;
         samples.push(t.elapsed());
         // Let the ack land so the next sample starts from quiet.
-        wait(&mut b_events, |e| matches!(e, Event::MessageStateChanged { state: MessageState::Delivered, .. }).then_some(())).await;
+        wait(&mut b_events, |e| {
+            matches!(
+                e,
+                Event::MessageStateChanged {
+                    state: MessageState::Delivered,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
     }
     samples.sort();
     println!(
@@ -160,14 +196,20 @@ async fn main() {
     // The outbox write alone: sends to a contact that is offline.
     let b_id = b.id();
     b.shutdown().await;
-    wait(&mut a_events, |e| matches!(e, Event::ContactOffline { .. }).then_some(())).await;
+    wait(&mut a_events, |e| {
+        matches!(e, Event::ContactOffline { .. }).then_some(())
+    })
+    .await;
     let writes = if quick { 2_000 } else { 20_000 };
     let t = Instant::now();
     for i in 0..writes {
         a.send(&b_id, &format!("queued {i} for later")).unwrap();
     }
     let per_write = t.elapsed() / writes;
-    println!("outbox write (send() to an offline contact, {writes} writes): {:.1} µs each", per_write.as_secs_f64() * 1e6);
+    println!(
+        "outbox write (send() to an offline contact, {writes} writes): {:.1} µs each",
+        per_write.as_secs_f64() * 1e6
+    );
     a.shutdown().await;
 
     // 4. A history of a million messages with one contact.
@@ -188,11 +230,16 @@ async fn main() {
     };
     let fill = Instant::now();
     fill_history(&dir.join("history.sqlite"), &peer, total);
-    println!("(filled {total} messages in {:.1} s)", fill.elapsed().as_secs_f64());
+    println!(
+        "(filled {total} messages in {:.1} s)",
+        fill.elapsed().as_secs_f64()
+    );
 
     let t = Instant::now();
     let profile = Profile::open(&dir, None).unwrap();
-    let (node, _events) = Node::open(profile, NodeConfig::loopback(NETWORK)).await.unwrap();
+    let (node, _events) = Node::open(profile, NodeConfig::loopback(NETWORK))
+        .await
+        .unwrap();
     let open_time = t.elapsed();
     let t = Instant::now();
     let page = node.history(&peer, None, 50).unwrap();
@@ -263,7 +310,8 @@ fn fill_history(path: &Path, peer: &PeerId, total: usize) {
             .unwrap();
         }
     }
-    tx.execute("UPDATE contacts SET clock = ?1", [total as i64]).unwrap();
+    tx.execute("UPDATE contacts SET clock = ?1", [total as i64])
+        .unwrap();
     // What a running node's idle-time indexing would have done.
     tx.execute_batch(
         "INSERT INTO messages_fts (rowid, body) SELECT rowid, body FROM messages;

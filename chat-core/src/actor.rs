@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::node::{Event, Shared, lock};
 use crate::proto::Wire;
 use crate::store::{Store, StoreError};
-use crate::types::{ContactState, FriendRequest, MAX_TEXT_BYTES, Message, MessageId, MessageState, now_ms};
+use crate::types::{
+    ContactState, FriendRequest, MAX_TEXT_BYTES, Message, MessageId, MessageState, now_ms,
+};
 
 /// Most crust events applied in one transaction.
 const BATCH: usize = 1024;
@@ -244,7 +246,9 @@ impl Actor {
                 self.service.disconnect(&peer).await;
             }
             Command::Typing(peer, typing) => {
-                if self.in_friend_session(&peer) && self.contact_state(&peer) == Some(ContactState::Friend) {
+                if self.in_friend_session(&peer)
+                    && self.contact_state(&peer) == Some(ContactState::Friend)
+                {
                     self.send(&peer, &Wire::Typing { typing }).await;
                 }
             }
@@ -255,7 +259,9 @@ impl Actor {
 
     /// Dials every contact that is offline and not already being dialled.
     fn redial(&mut self) {
-        let Some(contacts) = self.store(Store::contacts) else { return };
+        let Some(contacts) = self.store(Store::contacts) else {
+            return;
+        };
         for contact in contacts {
             if contact.state != ContactState::Declined {
                 self.dial(contact.id);
@@ -267,7 +273,9 @@ impl Actor {
         if self.sessions.contains_key(&peer) || self.dialling.contains(&peer) {
             return;
         }
-        let Some(Some(contact)) = self.store(|s| s.contact(&peer)) else { return };
+        let Some(Some(contact)) = self.store(|s| s.contact(&peer)) else {
+            return;
+        };
         if contact.addrs.is_empty() {
             return;
         }
@@ -283,7 +291,10 @@ impl Actor {
     }
 
     async fn send(&self, peer: &PeerId, wire: &Wire) -> bool {
-        self.service.send(peer, wire.encode(), Priority::HIGH).await.is_ok()
+        self.service
+            .send(peer, wire.encode(), Priority::HIGH)
+            .await
+            .is_ok()
     }
 
     /// Sends the outbox (everything unacknowledged if `all`, else only
@@ -295,7 +306,9 @@ impl Actor {
         if all && let Some(session) = self.sessions.get_mut(&peer) {
             session.last_progress = Some(Instant::now());
         }
-        let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else { return };
+        let Some(outbox) = self.store(|s| s.outbox(&peer, !all)) else {
+            return;
+        };
         let mut sent: Vec<&Message> = Vec::with_capacity(outbox.len());
         for message in &outbox {
             let wire = Wire::Chat {
@@ -335,7 +348,9 @@ impl Actor {
         if !self.in_friend_session(&peer) {
             return;
         }
-        let Some(ids) = self.store(|s| s.unreported_reads(&peer)) else { return };
+        let Some(ids) = self.store(|s| s.unreported_reads(&peer)) else {
+            return;
+        };
         for chunk in ids.chunks(IDS_PER_MESSAGE) {
             let wire = Wire::Read {
                 ids: chunk.iter().map(|id| id.0).collect(),
@@ -353,11 +368,17 @@ impl Actor {
         let due: Vec<PeerId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.last_progress.is_some_and(|t| t.elapsed() >= self.resend_interval))
+            .filter(|(_, s)| {
+                s.last_progress
+                    .is_some_and(|t| t.elapsed() >= self.resend_interval)
+            })
             .map(|(peer, _)| *peer)
             .collect();
         for peer in due {
-            if self.store(|s| s.outbox(&peer, false)).is_some_and(|o| !o.is_empty()) {
+            if self
+                .store(|s| s.outbox(&peer, false))
+                .is_some_and(|o| !o.is_empty())
+            {
                 self.flush(peer, true).await;
             } else if let Some(session) = self.sessions.get_mut(&peer) {
                 session.last_progress = Some(Instant::now());
@@ -415,7 +436,13 @@ impl Actor {
         }
         for (peer, ids) in acks {
             for chunk in ids.chunks(IDS_PER_MESSAGE) {
-                self.send(&peer, &Wire::Ack { ids: chunk.to_vec() }).await;
+                self.send(
+                    &peer,
+                    &Wire::Ack {
+                        ids: chunk.to_vec(),
+                    },
+                )
+                .await;
             }
         }
         self.run_actions(actions).await;
@@ -446,7 +473,9 @@ fn apply(
         }
         CrustEvent::ListenerFailed { endpoint, error } => {
             lock(&shared.listeners).retain(|a| *a != endpoint.addr);
-            actions.push(Action::Emit(Event::Problem(format!("listener {endpoint} failed: {error}"))));
+            actions.push(Action::Emit(Event::Problem(format!(
+                "listener {endpoint} failed: {error}"
+            ))));
         }
         CrustEvent::ConnectSuccess { peer, info } => {
             if s.is_blocked(&peer)? {
@@ -458,7 +487,10 @@ fn apply(
             let contact = s.contact(&peer)?;
             if contact.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
-                actions.push(Action::Emit(Event::ContactOnline { contact: peer, path: info }));
+                actions.push(Action::Emit(Event::ContactOnline {
+                    contact: peer,
+                    path: info,
+                }));
             }
             actions.push(Action::Send(
                 peer,
@@ -500,7 +532,9 @@ fn message(
     actions: &mut Vec<Action>,
     acks: &mut Vec<(PeerId, Vec<[u8; 16]>)>,
 ) -> Result<(), StoreError> {
-    let remote_ip = lock(&shared.online).get(&peer).map(|info| info.remote_addr.ip());
+    let remote_ip = lock(&shared.online)
+        .get(&peer)
+        .map(|info| info.remote_addr.ip());
     let fix_addrs = |addrs: Vec<SocketAddr>| -> Vec<SocketAddr> {
         addrs
             .into_iter()
@@ -617,7 +651,10 @@ fn message(
         Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
         Wire::Typing { typing } => {
             if s.contact_state(&peer)? == Some(ContactState::Friend) {
-                actions.push(Action::Emit(Event::Typing { contact: peer, typing }));
+                actions.push(Action::Emit(Event::Typing {
+                    contact: peer,
+                    typing,
+                }));
             }
         }
     }
@@ -653,10 +690,15 @@ fn after_hello(
     peer_says_friend: bool,
     actions: &mut Vec<Action>,
 ) -> Result<(), StoreError> {
-    let Some(contact) = s.contact(peer)? else { return Ok(()) };
+    let Some(contact) = s.contact(peer)? else {
+        return Ok(());
+    };
     match contact.state {
         ContactState::Friend if peer_says_friend => {
-            actions.push(Action::Flush { peer: *peer, all: true });
+            actions.push(Action::Flush {
+                peer: *peer,
+                all: true,
+            });
             actions.push(Action::Reads(*peer));
         }
         ContactState::Friend | ContactState::Declined => {}
@@ -678,7 +720,12 @@ fn after_hello(
 }
 
 /// Our request was accepted (or crossed theirs): we are friends now.
-fn becomes_friend(s: &Store, shared: &Shared, peer: &PeerId, actions: &mut Vec<Action>) -> Result<(), StoreError> {
+fn becomes_friend(
+    s: &Store,
+    shared: &Shared,
+    peer: &PeerId,
+    actions: &mut Vec<Action>,
+) -> Result<(), StoreError> {
     s.set_contact_state(peer, ContactState::Friend)?;
     s.remove_request(peer)?;
     actions.push(Action::Emit(Event::FriendAccepted { contact: *peer }));
@@ -690,7 +737,10 @@ fn becomes_friend(s: &Store, shared: &Shared, peer: &PeerId, actions: &mut Vec<A
             friend: true,
         },
     ));
-    actions.push(Action::Flush { peer: *peer, all: true });
+    actions.push(Action::Flush {
+        peer: *peer,
+        all: true,
+    });
     actions.push(Action::Reads(*peer));
     Ok(())
 }

@@ -99,7 +99,11 @@ impl Invite {
         let code = self.qr_code();
         QrMatrix {
             width: code.width(),
-            dark: code.to_colors().into_iter().map(|c| c == qrcode::Color::Dark).collect(),
+            dark: code
+                .to_colors()
+                .into_iter()
+                .map(|c| c == qrcode::Color::Dark)
+                .collect(),
         }
     }
 
@@ -136,7 +140,9 @@ fn unreachable_qr() -> qrcode::QrCode {
 
 impl fmt::Display for Invite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = data_encoding::BASE32_NOPAD.encode(&self.payload()).to_ascii_lowercase();
+        let code = data_encoding::BASE32_NOPAD
+            .encode(&self.payload())
+            .to_ascii_lowercase();
         write!(f, "{SCHEME}{code}")
     }
 }
@@ -155,7 +161,10 @@ impl FromStr for Invite {
             .filter(|c| !c.is_whitespace() && *c != '-')
             .map(|c| c.to_ascii_uppercase())
             .collect();
-        if !code.bytes().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c)) {
+        if !code
+            .bytes()
+            .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c))
+        {
             return Err(InviteError::Encoding);
         }
         // Only letters of the alphabet, but not a whole number of bytes:
@@ -175,7 +184,8 @@ impl FromStr for Invite {
             return Err(InviteError::Contents("made by a newer version"));
         }
         let peer_bytes: [u8; 32] = r.array()?;
-        let peer = PeerId::from_bytes(peer_bytes).map_err(|_| InviteError::Contents("bad peer id"))?;
+        let peer =
+            PeerId::from_bytes(peer_bytes).map_err(|_| InviteError::Contents("bad peer id"))?;
         let token: [u8; 4] = r.array()?;
         let name_len = r.take(1)?[0] as usize;
         let name = std::str::from_utf8(r.take(name_len)?)
@@ -195,7 +205,12 @@ impl FromStr for Invite {
         if !r.0.is_empty() {
             return Err(InviteError::Contents("trailing bytes"));
         }
-        Ok(Self { peer, name, addrs, token })
+        Ok(Self {
+            peer,
+            name,
+            addrs,
+            token,
+        })
     }
 }
 
@@ -212,7 +227,9 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], InviteError> {
-        self.take(N)?.try_into().map_err(|_| InviteError::Contents("truncated"))
+        self.take(N)?
+            .try_into()
+            .map_err(|_| InviteError::Contents("truncated"))
     }
 }
 
@@ -243,7 +260,10 @@ mod tests {
         Invite {
             peer: SecretId::generate().peer_id(),
             name: "Zoë".into(),
-            addrs: vec!["127.0.0.1:5000".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap()],
+            addrs: vec![
+                "127.0.0.1:5000".parse().unwrap(),
+                "[2001:db8::1]:443".parse().unwrap(),
+            ],
             token: [1, 2, 3, 4],
         }
     }
@@ -258,7 +278,13 @@ mod tests {
         let spaced: String = text
             .chars()
             .enumerate()
-            .flat_map(|(i, c)| if i > 6 && i % 5 == 0 { vec!['-', c] } else { vec![c] })
+            .flat_map(|(i, c)| {
+                if i > 6 && i % 5 == 0 {
+                    vec!['-', c]
+                } else {
+                    vec![c]
+                }
+            })
             .collect();
         assert_eq!(format!("  {spaced}\n").parse::<Invite>().unwrap(), inv);
     }
@@ -275,10 +301,20 @@ mod tests {
             assert!(typo.parse::<Invite>().is_err(), "typo at {i} accepted");
         }
         for cut in 1..8 {
-            assert_eq!(text[..text.len() - cut].parse::<Invite>().unwrap_err(), InviteError::Checksum, "cut {cut}");
+            assert_eq!(
+                text[..text.len() - cut].parse::<Invite>().unwrap_err(),
+                InviteError::Checksum,
+                "cut {cut}"
+            );
         }
-        assert_eq!("tox:abc".parse::<Invite>().unwrap_err(), InviteError::Scheme);
-        assert_eq!("crust:!!".parse::<Invite>().unwrap_err(), InviteError::Encoding);
+        assert_eq!(
+            "tox:abc".parse::<Invite>().unwrap_err(),
+            InviteError::Scheme
+        );
+        assert_eq!(
+            "crust:!!".parse::<Invite>().unwrap_err(),
+            InviteError::Encoding
+        );
     }
 
     #[test]

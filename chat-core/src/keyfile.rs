@@ -53,8 +53,15 @@ fn b32() -> data_encoding::Encoding {
     data_encoding::BASE32_NOPAD
 }
 
-fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-    let params = argon2::Params::new(m, t, p, Some(32)).map_err(|e| KeyError::Kdf(e.to_string()))?;
+fn derive(
+    passphrase: &str,
+    salt: &[u8],
+    m: u32,
+    t: u32,
+    p: u32,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let params =
+        argon2::Params::new(m, t, p, Some(32)).map_err(|e| KeyError::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut key = Zeroizing::new([0u8; 32]);
     argon
@@ -64,10 +71,16 @@ fn derive(passphrase: &str, salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroi
 }
 
 /// The file text for `secret`, sealed if `passphrase` is given.
-pub(crate) fn seal(secret: &SecretId, passphrase: Option<&str>) -> Result<Zeroizing<String>, KeyError> {
+pub(crate) fn seal(
+    secret: &SecretId,
+    passphrase: Option<&str>,
+) -> Result<Zeroizing<String>, KeyError> {
     let seed = secret.to_bytes();
     let Some(passphrase) = passphrase else {
-        return Ok(Zeroizing::new(format!("{HEADER}\nplain {}\n", b32().encode(seed.as_ref()))));
+        return Ok(Zeroizing::new(format!(
+            "{HEADER}\nplain {}\n",
+            b32().encode(seed.as_ref())
+        )));
     };
     let mut salt = [0u8; 16];
     let mut nonce = [0u8; 12];
@@ -94,7 +107,9 @@ pub(crate) fn seal(secret: &SecretId, passphrase: Option<&str>) -> Result<Zeroiz
 
 /// Whether the file text holds a sealed key.
 pub(crate) fn is_sealed(text: &str) -> bool {
-    text.lines().nth(1).is_some_and(|l| l.starts_with("argon2id "))
+    text.lines()
+        .nth(1)
+        .is_some_and(|l| l.starts_with("argon2id "))
 }
 
 /// Reads the key from the file text.
@@ -103,7 +118,9 @@ pub(crate) fn open(text: &str, passphrase: Option<&str>) -> Result<SecretId, Key
     if lines.next() != Some(HEADER) {
         return Err(KeyError::Malformed("bad header"));
     }
-    let body = lines.next().ok_or(KeyError::Malformed("missing key line"))?;
+    let body = lines
+        .next()
+        .ok_or(KeyError::Malformed("missing key line"))?;
     let mut fields = body.split_ascii_whitespace();
     let decode = |s: Option<&str>| -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let s = s.ok_or(KeyError::Malformed("missing field"))?;
@@ -113,12 +130,17 @@ pub(crate) fn open(text: &str, passphrase: Option<&str>) -> Result<SecretId, Key
             .map_err(|_| KeyError::Malformed("bad base32"))
     };
     let number = |s: Option<&str>| -> Result<u32, KeyError> {
-        s.and_then(|s| s.parse().ok()).ok_or(KeyError::Malformed("bad parameter"))
+        s.and_then(|s| s.parse().ok())
+            .ok_or(KeyError::Malformed("bad parameter"))
     };
     let seed: Zeroizing<Vec<u8>> = match fields.next() {
         Some("plain") => decode(fields.next())?,
         Some("argon2id") => {
-            let (m, t, p) = (number(fields.next())?, number(fields.next())?, number(fields.next())?);
+            let (m, t, p) = (
+                number(fields.next())?,
+                number(fields.next())?,
+                number(fields.next())?,
+            );
             let salt = decode(fields.next())?;
             let nonce = decode(fields.next())?;
             let sealed = decode(fields.next())?;
@@ -142,7 +164,10 @@ pub(crate) fn open(text: &str, passphrase: Option<&str>) -> Result<SecretId, Key
         }
         _ => return Err(KeyError::Malformed("unknown key kind")),
     };
-    let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| KeyError::Malformed("bad seed length"))?;
+    let seed: &[u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::Malformed("bad seed length"))?;
     Ok(SecretId::from_bytes(seed))
 }
 
@@ -166,8 +191,14 @@ mod tests {
         let text = seal(&secret, Some("correct horse")).unwrap();
         assert!(is_sealed(&text));
         assert!(!text.contains(&b32().encode(secret.to_bytes().as_ref())));
-        assert_eq!(open(&text, Some("correct horse")).unwrap().peer_id(), secret.peer_id());
-        assert_eq!(open(&text, Some("wrong horse")).unwrap_err(), KeyError::WrongPassphrase);
+        assert_eq!(
+            open(&text, Some("correct horse")).unwrap().peer_id(),
+            secret.peer_id()
+        );
+        assert_eq!(
+            open(&text, Some("wrong horse")).unwrap_err(),
+            KeyError::WrongPassphrase
+        );
         assert_eq!(open(&text, None).unwrap_err(), KeyError::PassphraseRequired);
     }
 
@@ -179,8 +210,17 @@ mod tests {
         let mut damaged = text.trim_end().to_string();
         let last = damaged.pop().unwrap();
         damaged.push(if last == 'A' { 'B' } else { 'A' });
-        assert!(matches!(open(&damaged, Some("pw")), Err(KeyError::WrongPassphrase | KeyError::Malformed(_))));
-        assert!(matches!(open("hello\nplain AAAA\n", None), Err(KeyError::Malformed(_))));
-        assert!(matches!(open("crust-chat-identity v1\nplain AAAA\n", None), Err(KeyError::Malformed(_))));
+        assert!(matches!(
+            open(&damaged, Some("pw")),
+            Err(KeyError::WrongPassphrase | KeyError::Malformed(_))
+        ));
+        assert!(matches!(
+            open("hello\nplain AAAA\n", None),
+            Err(KeyError::Malformed(_))
+        ));
+        assert!(matches!(
+            open("crust-chat-identity v1\nplain AAAA\n", None),
+            Err(KeyError::Malformed(_))
+        ));
     }
 }

@@ -38,8 +38,8 @@ pub use profile::{PROFILE_ENV, Profile, ProfileError, Settings, import};
 pub use safety::safety_code;
 pub use store::{SCHEMA_VERSION, StoreError};
 pub use types::{
-    Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId, MessageState,
-    ParseMessageIdError, Presence,
+    Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId,
+    MessageState, ParseMessageIdError, Presence,
 };
 
 /// Fills `buf` from the operating system's random generator.

@@ -23,7 +23,10 @@ use crate::actor::{self, Command};
 use crate::invite::{Invite, truncate_utf8};
 use crate::profile::{BOOTSTRAP_FILE, HISTORY_FILE, Profile, ProfileError, Settings};
 use crate::store::{Store, StoreError};
-use crate::types::{Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId, MessageState};
+use crate::types::{
+    Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId,
+    MessageState,
+};
 
 const TOKEN_KEY: &str = "request_token";
 
@@ -246,7 +249,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Runs `f` on the store, or fails if the node has shut down.
-    pub(crate) fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Result<T, NodeError> {
+    pub(crate) fn with_store<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, NodeError> {
         let guard = lock(&self.store);
         let store = guard.as_ref().ok_or(NodeError::Closed)?;
         Ok(f(store)?)
@@ -292,9 +298,15 @@ fn tcp_addrs(endpoints: Vec<crust::Endpoint>) -> Vec<SocketAddr> {
 /// sent: connecting a UDP socket only picks a route).
 fn local_ip(v6: bool) -> Option<IpAddr> {
     let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
-        (SocketAddr::from(([0u16; 8], 0)), "[2001:db8::1]:9".parse().ok()?)
+        (
+            SocketAddr::from(([0u16; 8], 0)),
+            "[2001:db8::1]:9".parse().ok()?,
+        )
     } else {
-        (SocketAddr::from(([0, 0, 0, 0], 0)), SocketAddr::from(([192, 0, 2, 1], 9)))
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            SocketAddr::from(([192, 0, 2, 1], 9)),
+        )
     };
     let socket = UdpSocket::bind(bind).ok()?;
     socket.connect(probe).ok()?;
@@ -353,7 +365,10 @@ pub struct Node {
 impl Node {
     /// Opens the profile's history, starts the crust service, and starts
     /// dialling contacts. Must be called inside a tokio runtime.
-    pub async fn open(profile: Profile, config: NodeConfig) -> Result<(Self, NodeEvents), OpenError> {
+    pub async fn open(
+        profile: Profile,
+        config: NodeConfig,
+    ) -> Result<(Self, NodeEvents), OpenError> {
         let store = Store::open(&profile.dir().join(HISTORY_FILE))?;
         if store.meta(TOKEN_KEY)?.is_none() {
             let mut token = [0u8; 4];
@@ -377,7 +392,8 @@ impl Node {
         if crust_config.bootstrap_cache.is_none() {
             crust_config.bootstrap_cache = Some(profile.dir().join(BOOTSTRAP_FILE));
         }
-        let (service, crust_events) = crust::Service::start(crust_config, profile.secret().clone()).await?;
+        let (service, crust_events) =
+            crust::Service::start(crust_config, profile.secret().clone()).await?;
         let listeners = tcp_addrs(service.listeners().await);
         let shared = Arc::new(Shared {
             id: profile.peer_id(),
@@ -400,7 +416,14 @@ impl Node {
             config.reconnect_interval,
             config.resend_interval,
         );
-        Ok((Self { shared, commands, service }, NodeEvents { rx: events_rx }))
+        Ok((
+            Self {
+                shared,
+                commands,
+                service,
+            },
+            NodeEvents { rx: events_rx },
+        ))
     }
 
     fn command(&self, command: Command) -> Result<(), NodeError> {
@@ -419,12 +442,19 @@ impl Node {
 
     /// The profile's settings (changes take effect on the next start).
     pub fn settings(&self) -> Result<Settings, NodeError> {
-        Ok(lock(&self.shared.profile).as_ref().ok_or(NodeError::Closed)?.settings().clone())
+        Ok(lock(&self.shared.profile)
+            .as_ref()
+            .ok_or(NodeError::Closed)?
+            .settings()
+            .clone())
     }
 
     /// Replaces the profile's settings and saves them.
     pub fn set_settings(&self, settings: Settings) -> Result<(), NodeError> {
-        Ok(lock(&self.shared.profile).as_mut().ok_or(NodeError::Closed)?.set_settings(settings)?)
+        Ok(lock(&self.shared.profile)
+            .as_mut()
+            .ok_or(NodeError::Closed)?
+            .set_settings(settings)?)
     }
 
     /// Seals the identity key with a new passphrase, or stores it in the
@@ -438,7 +468,10 @@ impl Node {
 
     /// Writes the profile to one file; see [`Profile::export`].
     pub fn export(&self, to: &Path) -> Result<(), NodeError> {
-        Ok(lock(&self.shared.profile).as_ref().ok_or(NodeError::Closed)?.export(to)?)
+        Ok(lock(&self.shared.profile)
+            .as_ref()
+            .ok_or(NodeError::Closed)?
+            .export(to)?)
     }
 
     /// Our invite, with the current request token and address hints.
@@ -474,11 +507,21 @@ impl Node {
     /// Like [`add_contact`](Self::add_contact), telling the peer that this
     /// (new) key replaces `old`, a key they knew us by. They are warned
     /// ([`Event::KeyChanged`]) and decide.
-    pub fn add_contact_replacing(&self, invite: &Invite, message: &str, old: &PeerId) -> Result<(), NodeError> {
+    pub fn add_contact_replacing(
+        &self,
+        invite: &Invite,
+        message: &str,
+        old: &PeerId,
+    ) -> Result<(), NodeError> {
         self.add_contact_inner(invite, message, Some(old))
     }
 
-    fn add_contact_inner(&self, invite: &Invite, message: &str, replaces: Option<&PeerId>) -> Result<(), NodeError> {
+    fn add_contact_inner(
+        &self,
+        invite: &Invite,
+        message: &str,
+        replaces: Option<&PeerId>,
+    ) -> Result<(), NodeError> {
         if invite.peer == self.shared.id {
             return Err(NodeError::OwnId);
         }
@@ -488,8 +531,18 @@ impl Node {
             s.batch(|s| {
                 s.unblock(&peer)?;
                 let asked_us = s.remove_request(&peer)?;
-                let state = if asked_us { ContactState::Friend } else { ContactState::RequestSent };
-                s.add_contact(&peer, &invite.name, state, &invite.addrs, Some((&invite.token, message, replaces)))?;
+                let state = if asked_us {
+                    ContactState::Friend
+                } else {
+                    ContactState::RequestSent
+                };
+                s.add_contact(
+                    &peer,
+                    &invite.name,
+                    state,
+                    &invite.addrs,
+                    Some((&invite.token, message, replaces)),
+                )?;
                 if asked_us {
                     s.set_contact_state(&peer, ContactState::Friend)?;
                 }
@@ -512,7 +565,13 @@ impl Node {
                 let Some(request) = s.request(from)? else {
                     return Ok(Err(NodeError::NoRequest(*from)));
                 };
-                s.add_contact(from, &request.name, ContactState::Friend, &request.addrs, None)?;
+                s.add_contact(
+                    from,
+                    &request.name,
+                    ContactState::Friend,
+                    &request.addrs,
+                    None,
+                )?;
                 s.set_contact_state(from, ContactState::Friend)?;
                 s.remove_request(from)?;
                 Ok(Ok(()))
@@ -652,8 +711,14 @@ impl Node {
 
     /// A page of the conversation with `contact`, oldest first, ending
     /// before `before` (or with the newest message).
-    pub fn history(&self, contact: &PeerId, before: Option<Cursor>, limit: usize) -> Result<HistoryPage, NodeError> {
-        self.shared.with_store(|s| s.history(contact, before, limit))
+    pub fn history(
+        &self,
+        contact: &PeerId,
+        before: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage, NodeError> {
+        self.shared
+            .with_store(|s| s.history(contact, before, limit))
     }
 
     /// One message.
@@ -663,7 +728,12 @@ impl Node {
 
     /// Messages containing every word of `query` (prefixes match), newest
     /// first, in one conversation or all.
-    pub fn search(&self, query: &str, contact: Option<&PeerId>, limit: usize) -> Result<Vec<Message>, NodeError> {
+    pub fn search(
+        &self,
+        query: &str,
+        contact: Option<&PeerId>,
+        limit: usize,
+    ) -> Result<Vec<Message>, NodeError> {
         self.shared.with_store(|s| s.search(query, contact, limit))
     }
 

@@ -153,14 +153,21 @@ impl Profile {
     /// Creates a new profile in `dir` (created if missing) with a new
     /// identity, sealed with `passphrase` if given. Fails if a profile is
     /// already there.
-    pub fn create(dir: &Path, display_name: &str, passphrase: Option<&str>) -> Result<Self, ProfileError> {
+    pub fn create(
+        dir: &Path,
+        display_name: &str,
+        passphrase: Option<&str>,
+    ) -> Result<Self, ProfileError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
         let lock = lock(dir)?;
         if Self::exists(dir) {
             return Err(ProfileError::AlreadyExists(dir.to_owned()));
         }
         let secret = SecretId::generate();
-        write_private(&dir.join(KEY_FILE), keyfile::seal(&secret, passphrase)?.as_bytes())?;
+        write_private(
+            &dir.join(KEY_FILE),
+            keyfile::seal(&secret, passphrase)?.as_bytes(),
+        )?;
         let settings = Settings {
             display_name: display_name.to_owned(),
             listen: vec![SocketAddr::from(([0, 0, 0, 0], random_port()))],
@@ -184,7 +191,8 @@ impl Profile {
         }
         let lock = lock(dir)?;
         let key_path = dir.join(KEY_FILE);
-        let text = zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(io_error(&key_path))?);
+        let text =
+            zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(io_error(&key_path))?);
         let secret = keyfile::open(&text, passphrase)?;
         let settings_path = dir.join(SETTINGS_FILE);
         let settings = match fs::read_to_string(&settings_path) {
@@ -278,7 +286,8 @@ impl Profile {
             let _ = fs::remove_file(&snapshot);
             files.push((HISTORY_FILE.to_owned(), bytes?));
         }
-        let body = postcard::to_stdvec(&(EXPORT_VERSION, files)).map_err(|_| ProfileError::BadExport("encoding failed"))?;
+        let body = postcard::to_stdvec(&(EXPORT_VERSION, files))
+            .map_err(|_| ProfileError::BadExport("encoding failed"))?;
         let mut out = Vec::with_capacity(EXPORT_MAGIC.len() + body.len() + 32);
         out.extend_from_slice(EXPORT_MAGIC);
         out.extend_from_slice(&body);
@@ -298,15 +307,22 @@ pub fn import(file: &Path, dir: &Path) -> Result<(), ProfileError> {
     }
     let (content, digest) = bytes.split_at(bytes.len() - 32);
     if ring::digest::digest(&ring::digest::SHA256, content).as_ref() != digest {
-        return Err(ProfileError::BadExport("checksum mismatch (damaged or truncated)"));
+        return Err(ProfileError::BadExport(
+            "checksum mismatch (damaged or truncated)",
+        ));
     }
     let (version, files): (u8, Vec<(String, Vec<u8>)>) =
-        postcard::from_bytes(&content[EXPORT_MAGIC.len()..]).map_err(|_| ProfileError::BadExport("bad contents"))?;
+        postcard::from_bytes(&content[EXPORT_MAGIC.len()..])
+            .map_err(|_| ProfileError::BadExport("bad contents"))?;
     if version != EXPORT_VERSION {
         return Err(ProfileError::BadExport("unsupported version"));
     }
     let allowed = [KEY_FILE, SETTINGS_FILE, HISTORY_FILE, BOOTSTRAP_FILE];
-    if !files.iter().any(|(name, _)| name == KEY_FILE) || files.iter().any(|(name, _)| !allowed.contains(&name.as_str())) {
+    if !files.iter().any(|(name, _)| name == KEY_FILE)
+        || files
+            .iter()
+            .any(|(name, _)| !allowed.contains(&name.as_str()))
+    {
         return Err(ProfileError::BadExport("unexpected files"));
     }
     fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -351,7 +367,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), ProfileError> {
         options.mode(0o600);
     }
     let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(data).and_then(|()| file.sync_all()).map_err(io_error(&tmp))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .map_err(io_error(&tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_error(path))
 }
@@ -397,7 +415,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let _p = Profile::create(dir.path(), "alice", None).unwrap();
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -415,16 +436,24 @@ mod tests {
     #[test]
     fn create_never_overwrites_and_open_needs_a_profile() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(Profile::open(dir.path(), None), Err(ProfileError::NotFound(_))));
+        assert!(matches!(
+            Profile::open(dir.path(), None),
+            Err(ProfileError::NotFound(_))
+        ));
         let id = Profile::create(dir.path(), "a", None).unwrap().peer_id();
-        assert!(matches!(Profile::create(dir.path(), "b", None), Err(ProfileError::AlreadyExists(_))));
+        assert!(matches!(
+            Profile::create(dir.path(), "b", None),
+            Err(ProfileError::AlreadyExists(_))
+        ));
         assert_eq!(Profile::open(dir.path(), None).unwrap().peer_id(), id);
     }
 
     #[test]
     fn passphrase_right_wrong_missing_and_changed() {
         let dir = tempfile::tempdir().unwrap();
-        let id = Profile::create(dir.path(), "a", Some("one")).unwrap().peer_id();
+        let id = Profile::create(dir.path(), "a", Some("one"))
+            .unwrap()
+            .peer_id();
         let before = fs::read(dir.path().join(KEY_FILE)).unwrap();
         assert!(matches!(
             Profile::open(dir.path(), Some("two")),
@@ -473,12 +502,18 @@ mod tests {
         damaged[mid] ^= 1;
         let bad = dir.path().join("bad");
         fs::write(&bad, &damaged).unwrap();
-        assert!(matches!(import(&bad, &dir.path().join("x")), Err(ProfileError::BadExport(_))));
+        assert!(matches!(
+            import(&bad, &dir.path().join("x")),
+            Err(ProfileError::BadExport(_))
+        ));
         assert!(!Profile::exists(&dir.path().join("x")));
 
         let dst = dir.path().join("dst");
         import(&file, &dst).unwrap();
-        assert!(matches!(import(&file, &dst), Err(ProfileError::AlreadyExists(_))));
+        assert!(matches!(
+            import(&file, &dst),
+            Err(ProfileError::AlreadyExists(_))
+        ));
         let q = Profile::open(&dst, Some("pw")).unwrap();
         assert_eq!(q.peer_id(), p.peer_id());
         assert_eq!(q.settings(), p.settings());

@@ -121,7 +121,9 @@ mod tests {
                 sent_at_ms: -1,
                 text: "héllo".into(),
             },
-            Wire::Ack { ids: vec![[1; 16], [2; 16]] },
+            Wire::Ack {
+                ids: vec![[1; 16], [2; 16]],
+            },
             Wire::Typing { typing: true },
         ];
         for w in samples {
@@ -129,7 +131,10 @@ mod tests {
         }
         assert_eq!(Wire::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(Wire::decode(&[9, 0]), Err(DecodeError::Version(9)));
-        assert_eq!(Wire::decode(&[VERSION, 200, 200, 200]), Err(DecodeError::Malformed));
+        assert_eq!(
+            Wire::decode(&[VERSION, 200, 200, 200]),
+            Err(DecodeError::Malformed)
+        );
         // Text that is not UTF-8 is refused by the decoder.
         let mut chat = Wire::Chat {
             id: [0; 16],

@@ -18,7 +18,8 @@ use crust::PeerId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::types::{
-    Contact, ContactState, Cursor, FriendRequest, HistoryPage, Message, MessageId, MessageState, Presence, now_ms,
+    Contact, ContactState, Cursor, FriendRequest, HistoryPage, Message, MessageId, MessageState,
+    Presence, now_ms,
 };
 
 /// Schema versions, oldest first; `MIGRATIONS[i]` takes version `i` to
@@ -106,7 +107,9 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 #[non_exhaustive]
 pub enum StoreError {
     /// The file is not a database or is corrupt; it was left untouched.
-    #[error("history database {path} is damaged ({message}); it was not modified — restore a backup or move it away")]
+    #[error(
+        "history database {path} is damaged ({message}); it was not modified — restore a backup or move it away"
+    )]
     Damaged {
         /// The file.
         path: PathBuf,
@@ -114,7 +117,9 @@ pub enum StoreError {
         message: String,
     },
     /// The file was written by a newer version of the program.
-    #[error("history database {path} has schema version {found}, newer than this program's {supported}")]
+    #[error(
+        "history database {path} has schema version {found}, newer than this program's {supported}"
+    )]
     TooNew {
         /// The file.
         path: PathBuf,
@@ -185,7 +190,8 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(damaged)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(damaged)?;
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 8192;")
             .map_err(damaged)?;
         let mut store = Self { conn };
@@ -209,7 +215,9 @@ impl Store {
     /// The schema version of the open file.
     #[cfg(test)]
     pub(crate) fn schema_version(&self) -> Result<u32> {
-        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Runs `f` in one transaction: all of its writes or none. Inside
@@ -289,7 +297,9 @@ impl Store {
     }
 
     pub(crate) fn contacts(&self) -> Result<Vec<ContactRow>> {
-        let mut stmt = self.conn.prepare_cached(&format!("{CONTACT_SELECT} ORDER BY name COLLATE NOCASE, peer"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{CONTACT_SELECT} ORDER BY name COLLATE NOCASE, peer"
+        ))?;
         let rows = stmt.query_map([], contact_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -302,10 +312,10 @@ impl Store {
     }
 
     pub(crate) fn rename_contact(&self, peer: &PeerId, name: &str) -> Result<bool> {
-        Ok(self
-            .conn
-            .execute("UPDATE contacts SET name = ?2 WHERE peer = ?1", params![peer.as_bytes(), name])?
-            > 0)
+        Ok(self.conn.execute(
+            "UPDATE contacts SET name = ?2 WHERE peer = ?1",
+            params![peer.as_bytes(), name],
+        )? > 0)
     }
 
     pub(crate) fn set_verified(&self, peer: &PeerId, verified: bool) -> Result<bool> {
@@ -386,7 +396,12 @@ impl Store {
         if !fresh {
             self.conn.execute(
                 "UPDATE requests SET name = ?2, message = ?3, addrs = ?4 WHERE peer = ?1",
-                params![request.from.as_bytes(), request.name, request.message, join_addrs(&request.addrs)],
+                params![
+                    request.from.as_bytes(),
+                    request.name,
+                    request.message,
+                    join_addrs(&request.addrs)
+                ],
             )?;
         }
         Ok(fresh)
@@ -417,7 +432,10 @@ impl Store {
     }
 
     pub(crate) fn remove_request(&self, peer: &PeerId) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM requests WHERE peer = ?1", [peer.as_bytes()])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM requests WHERE peer = ?1", [peer.as_bytes()])?
+            > 0)
     }
 
     pub(crate) fn block(&self, peer: &PeerId) -> Result<()> {
@@ -432,7 +450,10 @@ impl Store {
     }
 
     pub(crate) fn unblock(&self, peer: &PeerId) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM blocked WHERE peer = ?1", [peer.as_bytes()])? > 0)
+        Ok(self
+            .conn
+            .execute("DELETE FROM blocked WHERE peer = ?1", [peer.as_bytes()])?
+            > 0)
     }
 
     pub(crate) fn is_blocked(&self, peer: &PeerId) -> Result<bool> {
@@ -443,7 +464,9 @@ impl Store {
     }
 
     pub(crate) fn blocked(&self) -> Result<Vec<PeerId>> {
-        let mut stmt = self.conn.prepare_cached("SELECT peer FROM blocked ORDER BY at")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT peer FROM blocked ORDER BY at")?;
         let rows = stmt.query_map([], |r| peer_col(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -525,7 +548,12 @@ impl Store {
 
     /// Raises an outgoing message's state; returns whether it changed
     /// (states never go backwards, so repeated acks change nothing).
-    pub(crate) fn advance_state(&self, contact: &PeerId, id: &MessageId, state: MessageState) -> Result<bool> {
+    pub(crate) fn advance_state(
+        &self,
+        contact: &PeerId,
+        id: &MessageId,
+        state: MessageState,
+    ) -> Result<bool> {
         Ok(self
             .conn
             .prepare_cached("UPDATE messages SET state = ?3 WHERE contact = ?1 AND id = ?2 AND outgoing = 1 AND state < ?3")?
@@ -554,9 +582,9 @@ impl Store {
     }
 
     pub(crate) fn reads_reported(&self, contact: &PeerId, ids: &[MessageId]) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE messages SET read_reported = 1 WHERE contact = ?1 AND id = ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE messages SET read_reported = 1 WHERE contact = ?1 AND id = ?2",
+        )?;
         for id in ids {
             stmt.execute(params![contact.as_bytes(), id.0])?;
         }
@@ -588,7 +616,12 @@ impl Store {
     }
 
     /// Up to `limit` messages before `before` (or the newest), oldest first.
-    pub(crate) fn history(&self, contact: &PeerId, before: Option<Cursor>, limit: usize) -> Result<HistoryPage> {
+    pub(crate) fn history(
+        &self,
+        contact: &PeerId,
+        before: Option<Cursor>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
         let limit = limit.clamp(1, 10_000);
         let (seq, outgoing, id) = match before {
             Some(c) => (c.seq.min(i64::MAX as u64) as i64, c.outgoing, c.id.0),
@@ -598,17 +631,29 @@ impl Store {
             "{MESSAGE_SELECT} WHERE contact = ?1 AND (seq, outgoing, id) < (?2, ?3, ?4)
              ORDER BY seq DESC, outgoing DESC, id DESC LIMIT ?5"
         ))?;
-        let rows = stmt.query_map(params![contact.as_bytes(), seq, outgoing, id, limit as i64 + 1], message_row)?;
+        let rows = stmt.query_map(
+            params![contact.as_bytes(), seq, outgoing, id, limit as i64 + 1],
+            message_row,
+        )?;
         let mut messages: Vec<Message> = rows.collect::<Result<_, _>>()?;
         let more = messages.len() > limit;
         messages.truncate(limit);
         messages.reverse();
-        let older = if more { messages.first().map(Message::cursor) } else { None };
+        let older = if more {
+            messages.first().map(Message::cursor)
+        } else {
+            None
+        };
         Ok(HistoryPage { messages, older })
     }
 
     /// Messages matching every word of `query`, newest first.
-    pub(crate) fn search(&self, query: &str, contact: Option<&PeerId>, limit: usize) -> Result<Vec<Message>> {
+    pub(crate) fn search(
+        &self,
+        query: &str,
+        contact: Option<&PeerId>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
         // Each word becomes a quoted FTS5 string (prefix-matched), so user
         // text is never parsed as FTS5 syntax.
         let terms: Vec<String> = query
@@ -627,7 +672,11 @@ impl Store {
              ORDER BY messages_fts.rowid DESC LIMIT ?3",
         )?;
         let rows = stmt.query_map(
-            params![fts, contact.map(|c| c.as_bytes().as_slice()), limit.min(10_000) as i64],
+            params![
+                fts,
+                contact.map(|c| c.as_bytes().as_slice()),
+                limit.min(10_000) as i64
+            ],
             message_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -649,7 +698,12 @@ pub(crate) struct ContactRow {
 }
 
 impl ContactRow {
-    pub(crate) fn into_contact(self, presence: Option<crust::ConnectionInfo>, unread: u64, undelivered: u64) -> Contact {
+    pub(crate) fn into_contact(
+        self,
+        presence: Option<crust::ConnectionInfo>,
+        unread: u64,
+        undelivered: u64,
+    ) -> Contact {
         Contact {
             id: self.id,
             name: self.name,
@@ -668,8 +722,7 @@ impl ContactRow {
     }
 }
 
-const CONTACT_SELECT: &str =
-    "SELECT peer, name, state, verified, addrs, last_seen, request_token, request_message, replaces FROM contacts";
+const CONTACT_SELECT: &str = "SELECT peer, name, state, verified, addrs, last_seen, request_token, request_message, replaces FROM contacts";
 
 fn contact_row(r: &Row<'_>) -> rusqlite::Result<ContactRow> {
     Ok(ContactRow {
@@ -679,13 +732,19 @@ fn contact_row(r: &Row<'_>) -> rusqlite::Result<ContactRow> {
         verified: r.get(3)?,
         addrs: split_addrs(&r.get::<_, String>(4)?),
         last_seen: r.get(5)?,
-        request_token: r.get::<_, Option<Vec<u8>>>(6)?.and_then(|b| b.try_into().ok()),
+        request_token: r
+            .get::<_, Option<Vec<u8>>>(6)?
+            .and_then(|b| b.try_into().ok()),
         request_message: r.get(7)?,
-        replaces: r.get::<_, Option<Vec<u8>>>(8)?.map(|b| peer_from_blob(&b)).transpose()?,
+        replaces: r
+            .get::<_, Option<Vec<u8>>>(8)?
+            .map(|b| peer_from_blob(&b))
+            .transpose()?,
     })
 }
 
-const MESSAGE_SELECT: &str = "SELECT contact, id, outgoing, seq, sent_at, received_at, body, state FROM messages";
+const MESSAGE_SELECT: &str =
+    "SELECT contact, id, outgoing, seq, sent_at, received_at, body, state FROM messages";
 
 fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -701,7 +760,11 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 fn invalid(what: &'static str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(StoreError::Invalid(what)))
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Blob,
+        Box::new(StoreError::Invalid(what)),
+    )
 }
 
 fn peer_from_blob(bytes: &[u8]) -> rusqlite::Result<PeerId> {
@@ -714,16 +777,25 @@ fn peer_col(r: &Row<'_>, i: usize) -> rusqlite::Result<PeerId> {
 }
 
 fn id_col(r: &Row<'_>, i: usize) -> rusqlite::Result<MessageId> {
-    let bytes: [u8; 16] = r.get::<_, Vec<u8>>(i)?.try_into().map_err(|_| invalid("message id length"))?;
+    let bytes: [u8; 16] = r
+        .get::<_, Vec<u8>>(i)?
+        .try_into()
+        .map_err(|_| invalid("message id length"))?;
     Ok(MessageId(bytes))
 }
 
 fn join_addrs(addrs: &[SocketAddr]) -> String {
-    addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn split_addrs(text: &str) -> Vec<SocketAddr> {
-    text.split_whitespace().filter_map(|a| a.parse().ok()).collect()
+    text.split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -739,14 +811,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("h.sqlite")).unwrap();
         let bob = peer();
-        store.add_contact(&bob, "bob", ContactState::Friend, &[], None).unwrap();
+        store
+            .add_contact(&bob, "bob", ContactState::Friend, &[], None)
+            .unwrap();
         (dir, store, bob)
     }
 
     #[test]
     fn opens_in_wal_mode_at_the_latest_schema() {
         let (_dir, store, _) = store_with_friend();
-        let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     }
@@ -755,23 +832,50 @@ mod tests {
     fn incoming_duplicates_are_dropped_by_id() {
         let (_dir, store, bob) = store_with_friend();
         let id = MessageId::random();
-        assert!(store.insert_incoming(&bob, id, 1, 5, "hi").unwrap().is_some());
-        assert!(store.insert_incoming(&bob, id, 1, 5, "hi").unwrap().is_none());
+        assert!(
+            store
+                .insert_incoming(&bob, id, 1, 5, "hi")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .insert_incoming(&bob, id, 1, 5, "hi")
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(store.history(&bob, None, 10).unwrap().messages.len(), 1);
         // The same id from another contact is a different message.
         let carol = peer();
-        store.add_contact(&carol, "carol", ContactState::Friend, &[], None).unwrap();
-        assert!(store.insert_incoming(&carol, id, 1, 5, "hi").unwrap().is_some());
+        store
+            .add_contact(&carol, "carol", ContactState::Friend, &[], None)
+            .unwrap();
+        assert!(
+            store
+                .insert_incoming(&carol, id, 1, 5, "hi")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn history_is_ordered_by_sender_sequence_not_arrival() {
         let (_dir, store, bob) = store_with_friend();
-        let (a, b, c) = (MessageId::random(), MessageId::random(), MessageId::random());
+        let (a, b, c) = (
+            MessageId::random(),
+            MessageId::random(),
+            MessageId::random(),
+        );
         store.insert_incoming(&bob, c, 3, 0, "third").unwrap();
         store.insert_incoming(&bob, a, 1, 0, "first").unwrap();
         store.insert_incoming(&bob, b, 2, 0, "second").unwrap();
-        let texts: Vec<_> = store.history(&bob, None, 10).unwrap().messages.into_iter().map(|m| m.text).collect();
+        let texts: Vec<_> = store
+            .history(&bob, None, 10)
+            .unwrap()
+            .messages
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
         assert_eq!(texts, ["first", "second", "third"]);
         // Our reply comes after what we have seen (Lamport clock).
         let reply = store.insert_outgoing(&bob, "reply").unwrap();
@@ -785,7 +889,9 @@ mod tests {
             if i % 2 == 0 {
                 store.insert_outgoing(&bob, &format!("m{i}")).unwrap();
             } else {
-                store.insert_incoming(&bob, MessageId::random(), i + 1, 0, &format!("m{i}")).unwrap();
+                store
+                    .insert_incoming(&bob, MessageId::random(), i + 1, 0, &format!("m{i}"))
+                    .unwrap();
             }
         }
         let first = store.history(&bob, None, 10).unwrap();
@@ -810,12 +916,27 @@ mod tests {
         let (_dir, store, bob) = store_with_friend();
         let m = store.insert_outgoing(&bob, "x").unwrap();
         assert_eq!(store.outbox(&bob, true).unwrap().len(), 1);
-        assert!(store.advance_state(&bob, &m.id, MessageState::Sent).unwrap());
+        assert!(
+            store
+                .advance_state(&bob, &m.id, MessageState::Sent)
+                .unwrap()
+        );
         assert!(store.outbox(&bob, true).unwrap().is_empty());
         assert_eq!(store.outbox(&bob, false).unwrap().len(), 1);
-        assert!(store.advance_state(&bob, &m.id, MessageState::Read).unwrap());
-        assert!(!store.advance_state(&bob, &m.id, MessageState::Delivered).unwrap());
-        assert_eq!(store.message(&bob, &m.id).unwrap().unwrap().state, MessageState::Read);
+        assert!(
+            store
+                .advance_state(&bob, &m.id, MessageState::Read)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .advance_state(&bob, &m.id, MessageState::Delivered)
+                .unwrap()
+        );
+        assert_eq!(
+            store.message(&bob, &m.id).unwrap().unwrap().state,
+            MessageState::Read
+        );
         assert!(store.outbox(&bob, false).unwrap().is_empty());
     }
 
@@ -836,7 +957,9 @@ mod tests {
     fn search_finds_words_and_survives_fts_syntax() {
         let (_dir, store, bob) = store_with_friend();
         store.insert_outgoing(&bob, "the quick brown fox").unwrap();
-        store.insert_incoming(&bob, MessageId::random(), 9, 0, "lazy dogs sleep").unwrap();
+        store
+            .insert_incoming(&bob, MessageId::random(), 9, 0, "lazy dogs sleep")
+            .unwrap();
         store.insert_outgoing(&bob, "Grüße aus Köln").unwrap();
         let hits = store.search("quick fox", None, 10).unwrap();
         assert_eq!(hits.len(), 1);
@@ -858,20 +981,30 @@ mod tests {
         store.remove_contact(&bob).unwrap();
         assert!(store.search("apple", None, 10).unwrap().is_empty());
         // Rowids freed by the removal are reused and still indexed.
-        store.add_contact(&bob, "bob", ContactState::Friend, &[], None).unwrap();
+        store
+            .add_contact(&bob, "bob", ContactState::Friend, &[], None)
+            .unwrap();
         store.insert_outgoing(&bob, "third apple").unwrap();
         let hits = store.search("apple", None, 10).unwrap();
-        assert_eq!(hits.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["third apple"]);
-        let check: rusqlite::Result<()> =
-            store.conn.execute_batch("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')");
+        assert_eq!(
+            hits.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            ["third apple"]
+        );
+        let check: rusqlite::Result<()> = store
+            .conn
+            .execute_batch("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')");
         check.unwrap();
     }
 
     #[test]
     fn read_receipts_are_tracked_until_reported() {
         let (_dir, store, bob) = store_with_friend();
-        store.insert_incoming(&bob, MessageId::random(), 1, 0, "a").unwrap();
-        store.insert_incoming(&bob, MessageId::random(), 2, 0, "b").unwrap();
+        store
+            .insert_incoming(&bob, MessageId::random(), 1, 0, "a")
+            .unwrap();
+        store
+            .insert_incoming(&bob, MessageId::random(), 2, 0, "b")
+            .unwrap();
         assert_eq!(store.unread_count(&bob).unwrap(), 2);
         let read = store.mark_read(&bob).unwrap();
         assert_eq!(read.len(), 2);
@@ -890,9 +1023,20 @@ mod tests {
         {
             let old = Store::open_at_version(&path, 1).unwrap();
             assert_eq!(old.schema_version().unwrap(), 1);
-            old.add_contact(&bob, "bob", ContactState::Friend, &[], None).unwrap();
-            old.insert_incoming(&bob, MessageId::random(), 1, 0, "written before search existed").unwrap();
-            assert!(old.search("written", None, 10).is_err(), "schema 1 has no FTS table");
+            old.add_contact(&bob, "bob", ContactState::Friend, &[], None)
+                .unwrap();
+            old.insert_incoming(
+                &bob,
+                MessageId::random(),
+                1,
+                0,
+                "written before search existed",
+            )
+            .unwrap();
+            assert!(
+                old.search("written", None, 10).is_err(),
+                "schema 1 has no FTS table"
+            );
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -919,7 +1063,8 @@ mod tests {
         let path = dir.path().join("h.sqlite");
         drop(Store::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(conn);
         assert!(matches!(Store::open(&path), Err(StoreError::TooNew { .. })));
     }

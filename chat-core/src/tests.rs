@@ -23,7 +23,9 @@ impl FakePeer {
             ..crust::Config::default()
         };
         config.channel.network_id = NETWORK.into();
-        let (service, events) = crust::Service::start(config, SecretId::generate()).await.unwrap();
+        let (service, events) = crust::Service::start(config, SecretId::generate())
+            .await
+            .unwrap();
         Self { service, events }
     }
 
@@ -40,7 +42,10 @@ impl FakePeer {
     }
 
     async fn send(&self, to: &crust::PeerId, wire: Wire) {
-        self.service.send(to, wire.encode(), Priority::HIGH).await.unwrap();
+        self.service
+            .send(to, wire.encode(), Priority::HIGH)
+            .await
+            .unwrap();
     }
 }
 
@@ -59,12 +64,20 @@ async fn wait(events: &mut NodeEvents, mut pick: impl FnMut(&Event) -> bool) {
 /// A node, and a fake peer it befriended (the fake accepted at once).
 async fn node_with_fake_friend(dir: &std::path::Path) -> (Node, NodeEvents, FakePeer) {
     let profile = Profile::create(dir, "alice", None).unwrap();
-    let (node, mut events) = Node::open(profile, NodeConfig::loopback(NETWORK)).await.unwrap();
+    let (node, mut events) = Node::open(profile, NodeConfig::loopback(NETWORK))
+        .await
+        .unwrap();
     let fake = FakePeer::start().await;
     let invite = Invite {
         peer: fake.service.id(),
         name: "fake".into(),
-        addrs: fake.service.listeners().await.into_iter().map(|e| e.addr).collect(),
+        addrs: fake
+            .service
+            .listeners()
+            .await
+            .into_iter()
+            .map(|e| e.addr)
+            .collect(),
         token: [0; 4],
     };
     node.add_contact(&invite, "hi").unwrap();
@@ -72,7 +85,10 @@ async fn node_with_fake_friend(dir: &std::path::Path) -> (Node, NodeEvents, Fake
     // The node says hello first; the fake answers as a friend.
     let (from, hello) = fake.next_wire().await;
     assert_eq!(from, node.id());
-    assert!(matches!(hello, Wire::Hello { friend: false, .. }), "{hello:?}");
+    assert!(
+        matches!(hello, Wire::Hello { friend: false, .. }),
+        "{hello:?}"
+    );
     fake.send(
         &from,
         Wire::Hello {
@@ -102,8 +118,17 @@ async fn a_message_that_is_never_acknowledged_is_sent_again_on_the_same_connecti
             _ => {}
         }
     }
-    assert_eq!(node.message(&fake_id, &sent.id).unwrap().unwrap().state, MessageState::Sent);
-    fake.send(&node.id(), Wire::Ack { ids: vec![sent.id.0] }).await;
+    assert_eq!(
+        node.message(&fake_id, &sent.id).unwrap().unwrap().state,
+        MessageState::Sent
+    );
+    fake.send(
+        &node.id(),
+        Wire::Ack {
+            ids: vec![sent.id.0],
+        },
+    )
+    .await;
     wait(&mut events, |e| {
         matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == sent.id)
     })
@@ -133,7 +158,11 @@ async fn repeated_and_reordered_messages_are_stored_once_in_sender_order_and_alw
         }
     }
     acked.sort();
-    assert_eq!(acked, [[1; 16], [1; 16], [2; 16], [3; 16], [3; 16]], "every copy is acked");
+    assert_eq!(
+        acked,
+        [[1; 16], [1; 16], [2; 16], [3; 16], [3; 16]],
+        "every copy is acked"
+    );
     let mut received = Vec::new();
     while received.len() < 3 {
         if let Some(Event::MessageReceived(m)) = events.recv().await {
@@ -148,7 +177,10 @@ async fn repeated_and_reordered_messages_are_stored_once_in_sender_order_and_alw
     // Nothing more was reported.
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Some(e) = events.try_recv() {
-        assert!(!matches!(e, Event::MessageReceived(_)), "{e:?} reported twice");
+        assert!(
+            !matches!(e, Event::MessageReceived(_)),
+            "{e:?} reported twice"
+        );
     }
     node.shutdown().await;
 }
@@ -158,8 +190,14 @@ async fn garbage_and_oversized_text_from_a_friend_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (node, mut events, mut fake) = node_with_fake_friend(&dir.path().join("a")).await;
     let (fake_id, me) = (fake.service.id(), node.id());
-    fake.service.send(&me, vec![1u8, 250, 250, 250], Priority::HIGH).await.unwrap();
-    fake.service.send(&me, vec![99u8, 0], Priority::HIGH).await.unwrap();
+    fake.service
+        .send(&me, vec![1u8, 250, 250, 250], Priority::HIGH)
+        .await
+        .unwrap();
+    fake.service
+        .send(&me, vec![99u8, 0], Priority::HIGH)
+        .await
+        .unwrap();
     fake.send(
         &me,
         Wire::Chat {
@@ -187,7 +225,11 @@ async fn garbage_and_oversized_text_from_a_friend_are_ignored() {
         }
     };
     assert_eq!(ack, Wire::Ack { ids: vec![[8; 16]] });
-    wait(&mut events, |e| matches!(e, Event::MessageReceived(m) if m.text == "fine")).await;
+    wait(
+        &mut events,
+        |e| matches!(e, Event::MessageReceived(m) if m.text == "fine"),
+    )
+    .await;
     assert_eq!(node.history(&fake_id, None, 10).unwrap().messages.len(), 1);
     node.shutdown().await;
 }

@@ -277,10 +277,19 @@ mod tests {
 
     #[test]
     fn states_round_trip_through_the_database_encoding() {
-        for s in [MessageState::Queued, MessageState::Sent, MessageState::Delivered, MessageState::Read] {
+        for s in [
+            MessageState::Queued,
+            MessageState::Sent,
+            MessageState::Delivered,
+            MessageState::Read,
+        ] {
             assert_eq!(MessageState::from_db(s.to_db()), s);
         }
-        for s in [ContactState::RequestSent, ContactState::Friend, ContactState::Declined] {
+        for s in [
+            ContactState::RequestSent,
+            ContactState::Friend,
+            ContactState::Declined,
+        ] {
             assert_eq!(ContactState::from_db(s.to_db()), s);
         }
     }

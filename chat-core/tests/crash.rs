@@ -53,7 +53,8 @@ fn spawn(args: &[&str]) -> (Proc, mpsc::Receiver<String>) {
 }
 
 fn next_line(rx: &mpsc::Receiver<String>) -> String {
-    rx.recv_timeout(Duration::from_secs(30)).expect("crash_peer said nothing for 30 s")
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("crash_peer said nothing for 30 s")
 }
 
 fn kill(child: Proc) {
@@ -62,14 +63,22 @@ fn kill(child: Proc) {
 
 fn texts_from(dir: &Path, peer: &PeerId) -> Vec<String> {
     // Read the history through a node opened briefly on the profile.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let p = open(dir).await;
         let mut texts = Vec::new();
         let mut before = None;
         loop {
             let page = p.node.history(peer, before, 500).unwrap();
-            let mut chunk: Vec<String> = page.messages.iter().filter(|m| !m.outgoing).map(|m| m.text.clone()).collect();
+            let mut chunk: Vec<String> = page
+                .messages
+                .iter()
+                .filter(|m| !m.outgoing)
+                .map(|m| m.text.clone())
+                .collect();
             chunk.extend(texts);
             texts = chunk;
             match page.older {
@@ -91,13 +100,20 @@ async fn sender_killed_mid_send_loses_nothing_it_accepted_and_duplicates_nothing
     let receiver_id = receiver.id();
     let sender_id = sender.id();
     let sender_dir = sender.stop().await;
-    let args = ["send", sender_dir.to_str().unwrap(), NETWORK, &receiver_id.to_string(), &COUNT.to_string()];
+    let args = [
+        "send",
+        sender_dir.to_str().unwrap(),
+        NETWORK,
+        &receiver_id.to_string(),
+        &COUNT.to_string(),
+    ];
 
     // Kill it twice in the middle of sending, then let it finish.
     // `accepted` counts messages the process reported as accepted; one
     // more may have been stored just before a kill, before it could say so.
     let mut accepted = 0usize;
-    let accepted_at = |line: &str| -> usize { line.strip_prefix("accepted ").unwrap().parse().unwrap() };
+    let accepted_at =
+        |line: &str| -> usize { line.strip_prefix("accepted ").unwrap().parse().unwrap() };
     for kill_after in [40usize, 90] {
         let (child, lines) = tokio::task::block_in_place(|| spawn(&args));
         tokio::task::block_in_place(|| {
@@ -105,7 +121,10 @@ async fn sender_killed_mid_send_loses_nothing_it_accepted_and_duplicates_nothing
             while accepted < kill_after {
                 let n = accepted_at(&next_line(&lines));
                 if first {
-                    assert!(n == accepted || n == accepted + 1, "resumed at {n}, expected {accepted}");
+                    assert!(
+                        n == accepted || n == accepted + 1,
+                        "resumed at {n}, expected {accepted}"
+                    );
                     first = false;
                 } else {
                     assert_eq!(n, accepted, "messages out of order");
@@ -129,7 +148,10 @@ async fn sender_killed_mid_send_loses_nothing_it_accepted_and_duplicates_nothing
             }
             let n = accepted_at(&line);
             let slack = usize::from(first);
-            assert!(n >= accepted && n <= accepted + slack, "message {n} after {accepted}");
+            assert!(
+                n >= accepted && n <= accepted + slack,
+                "message {n} after {accepted}"
+            );
             first = false;
             accepted = n + 1;
         }
@@ -149,9 +171,14 @@ async fn sender_killed_mid_send_loses_nothing_it_accepted_and_duplicates_nothing
     }
     tokio::task::block_in_place(|| kill(child));
     let dir = receiver.stop().await;
-    let texts = tokio::task::spawn_blocking(move || texts_from(&dir, &sender_id)).await.unwrap();
+    let texts = tokio::task::spawn_blocking(move || texts_from(&dir, &sender_id))
+        .await
+        .unwrap();
     let expected: Vec<String> = (0..COUNT).map(|i| format!("msg {i}")).collect();
-    assert_eq!(texts, expected, "history in sender order, each message once");
+    assert_eq!(
+        texts, expected,
+        "history in sender order, each message once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +193,9 @@ async fn receiver_killed_mid_receive_stores_everything_exactly_once() {
     let args = ["receive", receiver_dir.to_str().unwrap(), NETWORK];
 
     let (child, lines) = tokio::task::block_in_place(|| spawn(&args));
-    let sent: Vec<_> = (0..COUNT).map(|i| sender.node.send(&receiver_id, &format!("msg {i}")).unwrap()).collect();
+    let sent: Vec<_> = (0..COUNT)
+        .map(|i| sender.node.send(&receiver_id, &format!("msg {i}")).unwrap())
+        .collect();
     // Kill the receiver once it has stored a few dozen.
     tokio::task::block_in_place(|| {
         let mut got = 0;
@@ -180,20 +209,34 @@ async fn receiver_killed_mid_receive_stores_everything_exactly_once() {
     let (child, _lines) = tokio::task::block_in_place(|| spawn(&args));
     for m in &sent {
         loop {
-            let state = sender.node.message(&receiver_id, &m.id).unwrap().unwrap().state;
+            let state = sender
+                .node
+                .message(&receiver_id, &m.id)
+                .unwrap()
+                .unwrap()
+                .state;
             if state >= MessageState::Delivered {
                 break;
             }
             sender
                 .wait_for("a delivery", |e| {
-                    matches!(e, Event::MessageStateChanged { state: MessageState::Delivered, .. }).then_some(())
+                    matches!(
+                        e,
+                        Event::MessageStateChanged {
+                            state: MessageState::Delivered,
+                            ..
+                        }
+                    )
+                    .then_some(())
                 })
                 .await;
         }
     }
     tokio::task::block_in_place(|| kill(child));
     sender.stop().await;
-    let texts = tokio::task::spawn_blocking(move || texts_from(&receiver_dir, &sender_id)).await.unwrap();
+    let texts = tokio::task::spawn_blocking(move || texts_from(&receiver_dir, &sender_id))
+        .await
+        .unwrap();
     let expected: Vec<String> = (0..COUNT).map(|i| format!("msg {i}")).collect();
     assert_eq!(texts, expected);
 }

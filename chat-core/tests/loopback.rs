@@ -10,11 +10,16 @@ use std::time::Duration;
 use chat_core::{ContactState, Event, MessageState, NodeError, Presence, Profile, ProfileError};
 use common::{befriend, open, receive, start};
 
-fn delivered(contact: chat_core::PeerId, id: chat_core::MessageId) -> impl FnMut(&Event) -> Option<()> {
+fn delivered(
+    contact: chat_core::PeerId,
+    id: chat_core::MessageId,
+) -> impl FnMut(&Event) -> Option<()> {
     move |e| match e {
-        Event::MessageStateChanged { contact: c, id: i, state: MessageState::Delivered } if *c == contact && *i == id => {
-            Some(())
-        }
+        Event::MessageStateChanged {
+            contact: c,
+            id: i,
+            state: MessageState::Delivered,
+        } if *c == contact && *i == id => Some(()),
         _ => None,
     }
 }
@@ -40,20 +45,30 @@ async fn two_nodes_befriend_by_invite_and_chat_both_ways_with_receipts() {
     alice.node.accept(&bob.id()).unwrap();
     assert!(alice.node.requests().unwrap().is_empty());
     let a = alice.id();
-    bob.wait_for("accepted", |e| matches!(e, Event::FriendAccepted { contact } if *contact == a).then_some(()))
-        .await;
+    bob.wait_for("accepted", |e| {
+        matches!(e, Event::FriendAccepted { contact } if *contact == a).then_some(())
+    })
+    .await;
     assert_eq!(bob.node.contact(&a).unwrap().state, ContactState::Friend);
-    assert_eq!(alice.node.contact(&bob.id()).unwrap().state, ContactState::Friend);
+    assert_eq!(
+        alice.node.contact(&bob.id()).unwrap().state,
+        ContactState::Friend
+    );
 
     let m1 = bob.node.send(&a, "hello alice").unwrap();
     assert_eq!(m1.state, MessageState::Queued);
     assert_eq!(receive(&mut alice, bob.id(), 1).await, ["hello alice"]);
     bob.wait_for("delivered", delivered(a, m1.id)).await;
-    assert_eq!(bob.node.message(&a, &m1.id).unwrap().unwrap().state, MessageState::Delivered);
+    assert_eq!(
+        bob.node.message(&a, &m1.id).unwrap().unwrap().state,
+        MessageState::Delivered
+    );
 
     let m2 = alice.node.send(&bob.id(), "hello bob").unwrap();
     assert_eq!(receive(&mut bob, a, 1).await, ["hello bob"]);
-    alice.wait_for("delivered", delivered(bob.id(), m2.id)).await;
+    alice
+        .wait_for("delivered", delivered(bob.id(), m2.id))
+        .await;
 
     // Read receipts.
     assert_eq!(alice.node.contact(&bob.id()).unwrap().unread, 1);
@@ -101,8 +116,16 @@ async fn three_nodes_chat_pairwise_and_messages_stay_in_their_conversation() {
             .await;
         at_c.push((from, text));
     }
-    let from_a: Vec<_> = at_c.iter().filter(|(f, _)| *f == ia).map(|(_, t)| t.clone()).collect();
-    let from_b: Vec<_> = at_c.iter().filter(|(f, _)| *f == ib).map(|(_, t)| t.clone()).collect();
+    let from_a: Vec<_> = at_c
+        .iter()
+        .filter(|(f, _)| *f == ia)
+        .map(|(_, t)| t.clone())
+        .collect();
+    let from_b: Vec<_> = at_c
+        .iter()
+        .filter(|(f, _)| *f == ib)
+        .map(|(_, t)| t.clone())
+        .collect();
     assert_eq!(from_a, expect("a→c"));
     assert_eq!(from_b, expect("b→c"));
     assert_eq!(c.node.contacts().unwrap().len(), 2);
@@ -121,26 +144,43 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
     let b = bob.id();
     let bob_dir = bob.stop().await;
     alice
-        .wait_for("bob offline", |e| matches!(e, Event::ContactOffline { contact } if *contact == b).then_some(()))
+        .wait_for("bob offline", |e| {
+            matches!(e, Event::ContactOffline { contact } if *contact == b).then_some(())
+        })
         .await;
     assert!(matches!(
         alice.node.contact(&b).unwrap().presence,
-        Presence::Offline { last_seen_ms: Some(_) }
+        Presence::Offline {
+            last_seen_ms: Some(_)
+        }
     ));
-    let queued: Vec<_> = (0..20).map(|i| alice.node.send(&b, &format!("while away {i}")).unwrap()).collect();
+    let queued: Vec<_> = (0..20)
+        .map(|i| alice.node.send(&b, &format!("while away {i}")).unwrap())
+        .collect();
     for m in &queued {
-        assert_eq!(alice.node.message(&b, &m.id).unwrap().unwrap().state, MessageState::Queued);
+        assert_eq!(
+            alice.node.message(&b, &m.id).unwrap().unwrap().state,
+            MessageState::Queued
+        );
     }
     assert_eq!(alice.node.contact(&b).unwrap().undelivered, 20);
     // Bob comes back on the same profile (a new port: alice finds him
     // because bob dials his contacts).
     let mut bob = open(&bob_dir).await;
     let texts = receive(&mut bob, alice.id(), 20).await;
-    assert_eq!(texts, (0..20).map(|i| format!("while away {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        texts,
+        (0..20)
+            .map(|i| format!("while away {i}"))
+            .collect::<Vec<_>>()
+    );
     for m in &queued {
         alice.wait_for("delivered", delivered(b, m.id)).await;
     }
-    assert!(matches!(alice.node.contact(&b).unwrap().presence, Presence::Online(_)));
+    assert!(matches!(
+        alice.node.contact(&b).unwrap().presence,
+        Presence::Online(_)
+    ));
     assert_eq!(alice.node.contact(&b).unwrap().undelivered, 0);
     alice.stop().await;
     bob.stop().await;
@@ -160,13 +200,18 @@ async fn a_request_survives_restarts_and_is_retried_until_answered() {
     let m = bob.node.send(&invite.peer, "early message").unwrap();
     let bob_dir = bob.stop().await;
     let mut bob = open(&bob_dir).await;
-    assert_eq!(bob.node.contact(&invite.peer).unwrap().state, ContactState::RequestSent);
+    assert_eq!(
+        bob.node.contact(&invite.peer).unwrap().state,
+        ContactState::RequestSent
+    );
     // Alice returns where the invite said; bob's redial finds her.
     let mut config = chat_core::NodeConfig::loopback(common::NETWORK);
     config.crust.listen = vec![alice_addr];
     let mut alice = common::open_with(&alice_dir, config).await;
     alice
-        .wait_for("request", |e| matches!(e, Event::FriendRequest(r) if r.message == "are you there?").then_some(()))
+        .wait_for("request", |e| {
+            matches!(e, Event::FriendRequest(r) if r.message == "are you there?").then_some(())
+        })
         .await;
     alice.node.accept(&bob.id()).unwrap();
     assert_eq!(receive(&mut alice, bob.id(), 1).await, ["early message"]);
@@ -185,24 +230,39 @@ async fn declined_and_blocked_requests() {
 
     bob.node.add_contact(&invite, "hi").unwrap();
     alice
-        .wait_for("bob's request", |e| matches!(e, Event::FriendRequest(r) if r.from == bob.node.id()).then_some(()))
+        .wait_for("bob's request", |e| {
+            matches!(e, Event::FriendRequest(r) if r.from == bob.node.id()).then_some(())
+        })
         .await;
     alice.node.decline(&bob.id()).unwrap();
     let a = alice.id();
-    bob.wait_for("declined", |e| matches!(e, Event::FriendDeclined { contact } if *contact == a).then_some(()))
-        .await;
+    bob.wait_for("declined", |e| {
+        matches!(e, Event::FriendDeclined { contact } if *contact == a).then_some(())
+    })
+    .await;
     assert_eq!(bob.node.contact(&a).unwrap().state, ContactState::Declined);
-    assert!(matches!(bob.node.send(&a, "please"), Err(NodeError::Declined(_))));
-    assert!(matches!(alice.node.decline(&bob.id()), Err(NodeError::NoRequest(_))));
+    assert!(matches!(
+        bob.node.send(&a, "please"),
+        Err(NodeError::Declined(_))
+    ));
+    assert!(matches!(
+        alice.node.decline(&bob.id()),
+        Err(NodeError::NoRequest(_))
+    ));
 
     carol.node.add_contact(&invite, "hi").unwrap();
     alice
-        .wait_for("carol's request", |e| matches!(e, Event::FriendRequest(r) if r.from == carol.node.id()).then_some(()))
+        .wait_for("carol's request", |e| {
+            matches!(e, Event::FriendRequest(r) if r.from == carol.node.id()).then_some(())
+        })
         .await;
     alice.node.block(&carol.id()).unwrap();
     assert!(alice.node.requests().unwrap().is_empty());
     assert_eq!(alice.node.blocked().unwrap(), [carol.id()]);
-    assert!(matches!(alice.node.accept(&carol.id()), Err(NodeError::NoRequest(_))));
+    assert!(matches!(
+        alice.node.accept(&carol.id()),
+        Err(NodeError::NoRequest(_))
+    ));
     for p in [alice, bob, carol] {
         p.stop().await;
     }
@@ -223,7 +283,9 @@ async fn rotating_the_request_token_makes_old_invites_useless() {
     let a = alice.id();
     // The spammer reaches alice (so its request went out) ...
     spammer
-        .wait_for("connected", |e| matches!(e, Event::ContactOnline { contact, .. } if *contact == a).then_some(()))
+        .wait_for("connected", |e| {
+            matches!(e, Event::ContactOnline { contact, .. } if *contact == a).then_some(())
+        })
         .await;
     friend.node.add_contact(&new, "hello").unwrap();
     let from = alice
@@ -236,7 +298,10 @@ async fn rotating_the_request_token_makes_old_invites_useless() {
     assert_eq!(from, friend.id());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let requests = alice.node.requests().unwrap();
-    assert_eq!(requests.iter().map(|r| r.from).collect::<Vec<_>>(), [friend.id()]);
+    assert_eq!(
+        requests.iter().map(|r| r.from).collect::<Vec<_>>(),
+        [friend.id()]
+    );
     for p in [alice, spammer, friend] {
         p.stop().await;
     }
@@ -268,12 +333,25 @@ async fn a_new_key_claiming_to_be_a_contact_is_a_loud_warning_and_gets_nothing()
     assert_eq!(request.replaces, Some(old_bob));
     // Nothing meant for the old key went anywhere.
     assert_eq!(
-        alice.node.message(&old_bob, &pending.id).unwrap().unwrap().state,
+        alice
+            .node
+            .message(&old_bob, &pending.id)
+            .unwrap()
+            .unwrap()
+            .state,
         MessageState::Queued
     );
-    assert!(impostor.events.try_recv().is_none_or(|e| !matches!(e, Event::MessageReceived(_))));
+    assert!(
+        impostor
+            .events
+            .try_recv()
+            .is_none_or(|e| !matches!(e, Event::MessageReceived(_)))
+    );
     // The safety code with the new key differs from the old one.
-    assert_ne!(alice.node.safety_code(&old_bob), alice.node.safety_code(&impostor.id()));
+    assert_ne!(
+        alice.node.safety_code(&old_bob),
+        alice.node.safety_code(&impostor.id())
+    );
     alice.stop().await;
     impostor.stop().await;
 }
@@ -287,7 +365,10 @@ async fn typing_presence_safety_codes_and_contact_management() {
     let (a, b) = (alice.id(), bob.id());
     // Typing needs the session to be up: wait until alice sees bob.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !matches!(alice.node.contact(&b).unwrap().presence, Presence::Online(_)) {
+    while !matches!(
+        alice.node.contact(&b).unwrap().presence,
+        Presence::Online(_)
+    ) {
         assert!(tokio::time::Instant::now() < deadline, "bob never online");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -295,13 +376,19 @@ async fn typing_presence_safety_codes_and_contact_management() {
     let m = bob.node.send(&a, "ping").unwrap();
     bob.wait_for("delivered", delivered(a, m.id)).await;
     alice.node.set_typing(&b, true).unwrap();
-    bob.wait_for("typing", |e| matches!(e, Event::Typing { contact, typing: true } if *contact == a).then_some(()))
-        .await;
+    bob.wait_for("typing", |e| {
+        matches!(e, Event::Typing { contact, typing: true } if *contact == a).then_some(())
+    })
+    .await;
     alice.node.set_typing(&b, false).unwrap();
-    bob.wait_for("stopped", |e| matches!(e, Event::Typing { contact, typing: false } if *contact == a).then_some(()))
-        .await;
+    bob.wait_for("stopped", |e| {
+        matches!(e, Event::Typing { contact, typing: false } if *contact == a).then_some(())
+    })
+    .await;
 
-    let Presence::Online(path) = alice.node.contact(&b).unwrap().presence else { panic!("not online") };
+    let Presence::Online(path) = alice.node.contact(&b).unwrap().presence else {
+        panic!("not online")
+    };
     assert!(path.remote_addr.ip().is_loopback());
     assert_eq!(alice.node.safety_code(&b), bob.node.safety_code(&a));
     assert!(!alice.node.contact(&b).unwrap().verified);
@@ -311,11 +398,19 @@ async fn typing_presence_safety_codes_and_contact_management() {
     assert_eq!(alice.node.contact(&b).unwrap().name, "Bobby");
 
     let too_long = "x".repeat(chat_core::MAX_TEXT_BYTES + 1);
-    assert!(matches!(alice.node.send(&b, &too_long), Err(NodeError::TooLarge { .. })));
-    let stranger = chat_core::PeerId::from_bytes(*a.as_bytes()).unwrap();
-    assert!(matches!(alice.node.send(&stranger, "x"), Err(NodeError::UnknownContact(_))));
     assert!(matches!(
-        alice.node.add_contact(&alice.node.my_invite().unwrap(), "me"),
+        alice.node.send(&b, &too_long),
+        Err(NodeError::TooLarge { .. })
+    ));
+    let stranger = chat_core::PeerId::from_bytes(*a.as_bytes()).unwrap();
+    assert!(matches!(
+        alice.node.send(&stranger, "x"),
+        Err(NodeError::UnknownContact(_))
+    ));
+    assert!(matches!(
+        alice
+            .node
+            .add_contact(&alice.node.my_invite().unwrap(), "me"),
         Err(NodeError::OwnId)
     ));
 
@@ -325,7 +420,14 @@ async fn typing_presence_safety_codes_and_contact_management() {
 
     alice.node.remove(&b).unwrap();
     assert!(alice.node.contacts().unwrap().is_empty());
-    assert!(alice.node.history(&b, None, 10).unwrap().messages.is_empty());
+    assert!(
+        alice
+            .node
+            .history(&b, None, 10)
+            .unwrap()
+            .messages
+            .is_empty()
+    );
     alice.stop().await;
     bob.stop().await;
 }
@@ -384,24 +486,37 @@ async fn a_damaged_history_stops_the_node_with_a_clear_error_and_is_not_overwrit
     let err = chat_core::Node::open(profile, chat_core::NodeConfig::loopback(common::NETWORK))
         .await
         .unwrap_err();
-    assert!(matches!(err, chat_core::OpenError::Store(chat_core::StoreError::Damaged { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            chat_core::OpenError::Store(chat_core::StoreError::Damaged { .. })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("damaged"), "{err}");
-    assert_eq!(std::fs::read(&history).unwrap(), bytes, "the damaged file was modified");
+    assert_eq!(
+        std::fs::read(&history).unwrap(),
+        bytes,
+        "the damaged file was modified"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passphrase_protected_profile_chats_after_the_right_passphrase() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("secret");
-    let id = Profile::create(&dir, "secret", Some("hunter2")).unwrap().peer_id();
+    let id = Profile::create(&dir, "secret", Some("hunter2"))
+        .unwrap()
+        .peer_id();
     assert!(matches!(
         Profile::open(&dir, Some("hunter3")),
         Err(ProfileError::Key(chat_core::KeyError::WrongPassphrase))
     ));
     let profile = Profile::open(&dir, Some("hunter2")).unwrap();
-    let (node, events) = chat_core::Node::open(profile, chat_core::NodeConfig::loopback(common::NETWORK))
-        .await
-        .unwrap();
+    let (node, events) =
+        chat_core::Node::open(profile, chat_core::NodeConfig::loopback(common::NETWORK))
+            .await
+            .unwrap();
     let mut secret = common::Peer {
         node,
         events,
@@ -413,12 +528,20 @@ async fn a_passphrase_protected_profile_chats_after_the_right_passphrase() {
     bob.node.send(&id, "psst").unwrap();
     assert_eq!(receive(&mut secret, bob.id(), 1).await, ["psst"]);
     // Changed while running: the old passphrase stops working.
-    secret.node.change_passphrase(Some("correct horse")).unwrap();
+    secret
+        .node
+        .change_passphrase(Some("correct horse"))
+        .unwrap();
     secret.stop().await;
     bob.stop().await;
     assert!(matches!(
         Profile::open(&dir, Some("hunter2")),
         Err(ProfileError::Key(chat_core::KeyError::WrongPassphrase))
     ));
-    assert_eq!(Profile::open(&dir, Some("correct horse")).unwrap().peer_id(), id);
+    assert_eq!(
+        Profile::open(&dir, Some("correct horse"))
+            .unwrap()
+            .peer_id(),
+        id
+    );
 }

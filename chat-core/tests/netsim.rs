@@ -23,7 +23,11 @@ const BOB_PORT: u16 = 40_000;
 fn prerequisites() -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false);
     let ip = std::process::Command::new("sh")
         .args(["-c", "command -v ip"])
@@ -33,7 +37,10 @@ fn prerequisites() -> bool {
         return true;
     }
     let msg = "missing prerequisites: root, /dev/net/tun and `ip` (network namespaces)";
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg} (CI=true: a missing prerequisite is a failure)");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg} (CI=true: a missing prerequisite is a failure)"
+    );
     eprintln!("SKIPPED: {msg}");
     false
 }
@@ -42,10 +49,16 @@ async fn open(dir: &std::path::Path, listen: SocketAddr) -> (Node, NodeEvents) {
     let mut config = NodeConfig::loopback(NETWORK);
     config.crust.listen = vec![listen];
     config.crust.dial_timeout = Duration::from_secs(3);
-    Node::open(Profile::open(dir, None).unwrap(), config).await.unwrap()
+    Node::open(Profile::open(dir, None).unwrap(), config)
+        .await
+        .unwrap()
 }
 
-async fn wait<T>(who: &str, events: &mut NodeEvents, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+async fn wait<T>(
+    who: &str,
+    events: &mut NodeEvents,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
     loop {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
             Ok(Some(e)) => {

@@ -22,7 +22,11 @@ impl Peer {
     }
 
     /// Waits for the first event `pick` accepts, dropping others.
-    pub async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
@@ -31,7 +35,10 @@ impl Peer {
                         return found;
                     }
                 }
-                Ok(None) => panic!("{}: events ended while waiting for {what}", self.node.display_name()),
+                Ok(None) => panic!(
+                    "{}: events ended while waiting for {what}",
+                    self.node.display_name()
+                ),
                 Err(_) => panic!("{}: timed out waiting for {what}", self.node.display_name()),
             }
         }
@@ -77,8 +84,10 @@ pub async fn befriend(a: &mut Peer, b: &mut Peer) {
     .await;
     a.node.accept(&b_id).unwrap();
     let a_id = a.id();
-    b.wait_for("friend accepted", |e| matches!(e, Event::FriendAccepted { contact } if *contact == a_id).then_some(()))
-        .await;
+    b.wait_for("friend accepted", |e| {
+        matches!(e, Event::FriendAccepted { contact } if *contact == a_id).then_some(())
+    })
+    .await;
 }
 
 /// Waits until `peer` has received `count` new messages from `from`;
