@@ -176,7 +176,13 @@ impl Connection {
             }
         }
         self.zero_window_deadline = None;
-        let payload: Vec<u8> = self.send_queue.drain(..size).collect();
+        // Slice copies: collecting a `VecDeque<u8>` drain goes byte by byte.
+        let mut payload = Vec::with_capacity(size);
+        let (front, back) = self.send_queue.as_slices();
+        let from_front = size.min(front.len());
+        payload.extend_from_slice(&front[..from_front]);
+        payload.extend_from_slice(&back[..size - from_front]);
+        self.send_queue.drain(..size);
         // Queued bytes move into the unacked count inside push_sent.
         let i = self.push_sent(PacketType::Data, payload);
         if probe {
