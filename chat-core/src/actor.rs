@@ -62,10 +62,15 @@ struct Session {
 #[derive(Debug)]
 enum Action {
     Send(PeerId, Wire),
-    Flush { peer: PeerId, all: bool },
+    Flush {
+        peer: PeerId,
+        all: bool,
+    },
     Reads(PeerId),
     Disconnect(PeerId),
     Emit(Event),
+    /// Connectivity changed: emit a fresh network report.
+    ReportNetwork,
 }
 
 pub(crate) fn spawn(
@@ -387,7 +392,11 @@ impl Actor {
     }
 
     async fn run_actions(&mut self, actions: Vec<Action>) {
-        for action in actions {
+        // One report per batch, after everything it reports on.
+        let last_report = actions
+            .iter()
+            .rposition(|a| matches!(a, Action::ReportNetwork));
+        for (i, action) in actions.into_iter().enumerate() {
             match action {
                 Action::Send(peer, wire) => {
                     self.send(&peer, &wire).await;
@@ -398,6 +407,11 @@ impl Actor {
                     self.service.disconnect(&peer).await;
                 }
                 Action::Emit(event) => self.emit(event),
+                Action::ReportNetwork if Some(i) != last_report => {}
+                Action::ReportNetwork => {
+                    let report = crate::node::network_report(&self.service, &self.shared).await;
+                    self.emit(Event::NetworkChanged(report));
+                }
             }
         }
     }
@@ -470,12 +484,14 @@ fn apply(
                 }
             }
             actions.push(Action::Emit(Event::Listening { endpoint }));
+            actions.push(Action::ReportNetwork);
         }
         CrustEvent::ListenerFailed { endpoint, error } => {
             lock(&shared.listeners).retain(|a| *a != endpoint.addr);
             actions.push(Action::Emit(Event::Problem(format!(
                 "listener {endpoint} failed: {error}"
             ))));
+            actions.push(Action::ReportNetwork);
         }
         CrustEvent::ConnectSuccess { peer, info } => {
             if s.is_blocked(&peer)? {
@@ -484,6 +500,7 @@ fn apply(
             }
             lock(&shared.online).insert(peer, info.clone());
             sessions.insert(peer, Session::default());
+            actions.push(Action::ReportNetwork);
             let contact = s.contact(&peer)?;
             if contact.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
@@ -504,6 +521,7 @@ fn apply(
         CrustEvent::LostPeer { peer, reason } => {
             tracing::debug!(%peer, %reason, "lost peer");
             lock(&shared.online).remove(&peer);
+            actions.push(Action::ReportNetwork);
             if sessions.remove(&peer).is_some() && s.contact(&peer)?.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
                 actions.push(Action::Emit(Event::ContactOffline { contact: peer }));

@@ -143,6 +143,10 @@ pub enum Event {
     /// Something went wrong in the background (a database write failed, a
     /// listener stopped); shown to the user, the node keeps running.
     Problem(String),
+    /// The node's connectivity changed (a listener started or failed, a
+    /// connection opened or closed): the same report as
+    /// [`Node::network_report`], for the clients' network screens.
+    NetworkChanged(NetworkReport),
 }
 
 /// A node's events, in order.
@@ -739,12 +743,7 @@ impl Node {
 
     /// Listeners and live connections.
     pub async fn network_report(&self) -> NetworkReport {
-        NetworkReport {
-            id: self.shared.id,
-            listeners: self.service.listeners().await,
-            invite_addrs: self.shared.my_addrs(true),
-            connections: self.service.connected_peers().await,
-        }
+        network_report(&self.service, &self.shared).await
     }
 
     /// Closes every connection, stops the node and releases the profile
@@ -756,5 +755,15 @@ impl Node {
         }
         lock(&self.shared.store).take();
         lock(&self.shared.profile).take();
+    }
+}
+
+/// What [`Node::network_report`] and [`Event::NetworkChanged`] carry.
+pub(crate) async fn network_report(service: &crust::Service, shared: &Shared) -> NetworkReport {
+    NetworkReport {
+        id: shared.id,
+        listeners: service.listeners().await,
+        invite_addrs: shared.my_addrs(true),
+        connections: service.connected_peers().await,
     }
 }

@@ -545,3 +545,46 @@ async fn a_passphrase_protected_profile_chats_after_the_right_passphrase() {
         id
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_changes_are_reported_as_events() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = start(root.path(), "alice").await;
+    let bob = start(root.path(), "bob").await;
+    // The listener is in a report, as in `network_report()`.
+    let first = alice
+        .wait_for("a network report", |e| match e {
+            Event::NetworkChanged(report) if !report.listeners.is_empty() => Some(report.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(first.id, alice.id());
+    assert!(first.connections.is_empty());
+    // A connection opening is reported (bob dials to send his request),
+    // then its closing.
+    let invite = alice.node.my_invite().unwrap();
+    bob.node.add_contact(&invite, "hello").unwrap();
+    let b = bob.id();
+    alice
+        .wait_for("a report with bob connected", |e| match e {
+            Event::NetworkChanged(r) if r.connections.iter().any(|(p, _)| *p == b) => Some(()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        alice
+            .node
+            .network_report()
+            .await
+            .connections
+            .iter()
+            .any(|(p, _)| *p == b)
+    );
+    bob.stop().await;
+    alice
+        .wait_for("a report without bob", |e| match e {
+            Event::NetworkChanged(r) if !r.connections.iter().any(|(p, _)| *p == b) => Some(()),
+            _ => None,
+        })
+        .await;
+}

@@ -187,3 +187,132 @@ fn chat_through_a_nat_both_ways_and_offline_messages_arrive_later() {
     .unwrap();
     assert_eq!(results, ["alice done".to_owned(), "bob done".to_owned()]);
 }
+
+/// The part of one NATed friend in `three_nodes_*`: befriend bob from the
+/// invite, say `hello`, expect bob's answer, stay until bob is done.
+async fn natted_friend(
+    dir: std::path::PathBuf,
+    name: &'static str,
+    invite: oneshot::Receiver<String>,
+    done: oneshot::Receiver<()>,
+) -> String {
+    let (node, mut events) = open(&dir, SocketAddr::from(([0, 0, 0, 0], 0))).await;
+    let invite: chat_core::Invite = invite.await.unwrap().parse().unwrap();
+    let bob = invite.peer;
+    node.add_contact(&invite, &format!("{name} here")).unwrap();
+    wait(name, &mut events, |e| {
+        matches!(e, Event::FriendAccepted { .. }).then_some(())
+    })
+    .await;
+    node.send(&bob, &format!("hello from {name}")).unwrap();
+    let reply = wait(name, &mut events, |e| match e {
+        Event::MessageReceived(m) => Some(m.text.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reply, format!("hi {name}"));
+    done.await.unwrap();
+    node.shutdown().await;
+    format!("{name} done")
+}
+
+#[test]
+fn three_nodes_two_behind_different_nats_chat_with_a_public_one() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["alice", "carol", "bob"]
+        .iter()
+        .map(|name| {
+            let dir = root.path().join(name);
+            drop(Profile::create(&dir, name, None).unwrap());
+            dir
+        })
+        .collect();
+    let mut t = Topology::new().seed(12);
+    let home = t.router("home", NatPreset::PortRestrictedCone);
+    let office = t.router("office", NatPreset::Symmetric);
+    let alice_host = t.host("alice", home);
+    let carol_host = t.host("carol", office);
+    let lan_ips = [t.ip(alice_host), t.ip(carol_host)].map(std::net::IpAddr::V4);
+    t.public_host("bob");
+
+    let (alice_invite_tx, alice_invite) = oneshot::channel::<String>();
+    let (carol_invite_tx, carol_invite) = oneshot::channel::<String>();
+    let (alice_done_tx, alice_done) = oneshot::channel::<()>();
+    let (carol_done_tx, carol_done) = oneshot::channel::<()>();
+    let [alice_dir, carol_dir, bob_dir]: [std::path::PathBuf; 3] = dirs.try_into().unwrap();
+
+    let results = netsim::run(
+        &t,
+        [
+            netsim::host(move || natted_friend(alice_dir, "alice", alice_invite, alice_done)),
+            netsim::host(move || natted_friend(carol_dir, "carol", carol_invite, carol_done)),
+            netsim::host(move || async move {
+                let (bob, mut events) =
+                    open(&bob_dir, SocketAddr::from(([0, 0, 0, 0], BOB_PORT))).await;
+                let invite = bob.my_invite().unwrap().to_string();
+                alice_invite_tx.send(invite.clone()).unwrap();
+                carol_invite_tx.send(invite).unwrap();
+                let mut friends = Vec::new();
+                while friends.len() < 2 {
+                    let request = wait("bob", &mut events, |e| match e {
+                        Event::FriendRequest(r) => Some(r.clone()),
+                        _ => None,
+                    })
+                    .await;
+                    bob.accept(&request.from).unwrap();
+                    // Each friend is seen through its own NAT.
+                    let Presence::Online(path) = bob.contact(&request.from).unwrap().presence
+                    else {
+                        panic!("{} not online at bob", request.name)
+                    };
+                    assert!(
+                        !lan_ips.contains(&path.remote_addr.ip()),
+                        "no NAT in front of {}",
+                        request.name
+                    );
+                    friends.push((request.from, request.name));
+                }
+                let mut greeted = Vec::new();
+                while greeted.len() < 2 {
+                    let (from, text) = wait("bob", &mut events, |e| match e {
+                        Event::MessageReceived(m) => Some((m.contact, m.text.clone())),
+                        _ => None,
+                    })
+                    .await;
+                    let name = &friends.iter().find(|(id, _)| *id == from).unwrap().1;
+                    assert_eq!(text, format!("hello from {name}"));
+                    let reply = bob.send(&from, &format!("hi {name}")).unwrap();
+                    greeted.push(reply.id);
+                }
+                for id in greeted {
+                    loop {
+                        let delivered = friends.iter().any(|(f, _)| {
+                            bob.message(f, &id)
+                                .unwrap()
+                                .is_some_and(|m| m.state >= MessageState::Delivered)
+                        });
+                        if delivered {
+                            break;
+                        }
+                        wait("bob", &mut events, |e| {
+                            matches!(e, Event::MessageStateChanged { .. }).then_some(())
+                        })
+                        .await;
+                    }
+                }
+                alice_done_tx.send(()).unwrap();
+                carol_done_tx.send(()).unwrap();
+                bob.shutdown().await;
+                "bob done".to_owned()
+            }),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        results,
+        ["alice done", "carol done", "bob done"].map(String::from)
+    );
+}
