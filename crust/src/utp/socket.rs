@@ -26,15 +26,18 @@
 //! counts the packet as in flight, never sees it vanish and never cuts its
 //! window for it (libtorrent's "stalled socket" bug).
 //!
-//! Not yet done here: the "don't fragment" flag of MTU probes is not set
-//! on the socket. That needs `IP_MTU_DISCOVER` = `IP_PMTUDISC_PROBE`, which
-//! neither `std` nor `socket2` 0.6 exposes, and a raw `setsockopt` would
-//! need `unsafe`. Under Linux's default (`IP_PMTUDISC_WANT`) packets go out
-//! with DF set, but once the kernel has learnt a smaller path MTU from ICMP
-//! it fragments larger datagrams instead of failing with `EMSGSIZE`, so a
-//! probe above the path MTU can arrive as fragments and count as a success.
-//! Datagrams also go one `send_to`/`recv_from` at a time (no GSO/GRO or
-//! `recvmmsg`; `quinn-udp` would bring those).
+//! Don't fragment (Linux): every datagram leaves with DF clear
+//! (`IP_PMTUDISC_DONT`, so a path with a smaller MTU fragments it rather
+//! than dropping it) except a first-time MTU probe, which goes out with DF
+//! set and the kernel's cached path MTU ignored (`IP_PMTUDISC_PROBE`): it
+//! either arrives whole or not at all. A resent probe is fragmentable like
+//! any other packet, as in libtorrent. The mode is a socket option, so it
+//! is switched around each probe under the send lock that serialises every
+//! send on the socket (see [`UtpSocket::send_datagram_with_ttl`]). Elsewhere
+//! the OS default applies.
+//!
+//! Datagrams go one `send_to`/`recv_from` at a time (no GSO/GRO or
+//! `recvmmsg`).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -49,6 +52,8 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
+
+use sys::Fragmentation;
 
 use super::proto::{
     ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, looks_like_utp,
@@ -115,9 +120,18 @@ struct Inner {
 
 struct Shared {
     socket: Arc<UdpSocket>,
+    /// Held for every send on the socket, so that a per-send socket option
+    /// (a low TTL, the don't-fragment mode) applies to that datagram only.
+    send: tokio::sync::Mutex<SendOptions>,
     inner: Mutex<Inner>,
     wake_driver: Arc<Notify>,
     shutdown: Arc<Notify>,
+}
+
+/// The socket options the last send left in place.
+struct SendOptions {
+    ipv6: bool,
+    fragmentation: Fragmentation,
 }
 
 impl Shared {
@@ -158,12 +172,20 @@ impl UtpSocket {
         config: EndpointConfig,
     ) -> io::Result<(Self, mpsc::Receiver<OtherDatagram>)> {
         let socket = Arc::new(UdpSocket::from_std(bind_udp(addr)?)?);
+        let ipv6 = addr.is_ipv6();
+        if let Err(e) = sys::set_fragmentation(&*socket, ipv6, Fragmentation::Allowed) {
+            tracing::debug!(%addr, error = %e, "uTP socket: cannot clear don't-fragment");
+        }
         if let Ok((recv, send)) = buffer_sizes(&socket) {
             tracing::debug!(%addr, recv, send, asked = SOCKET_BUFFER, "uTP socket buffers");
         }
         let seed = RandomState::new().hash_one((addr, Instant::now()));
         let shared = Arc::new(Shared {
             socket: socket.clone(),
+            send: tokio::sync::Mutex::new(SendOptions {
+                ipv6,
+                fragmentation: Fragmentation::Allowed,
+            }),
             inner: Mutex::new(Inner {
                 endpoint: Endpoint::new(config, seed),
                 wakers: HashMap::new(),
@@ -198,6 +220,31 @@ impl UtpSocket {
     /// Sends a non-uTP datagram from the same socket (so it shares the NAT
     /// mapping the connections use).
     pub async fn send_datagram(&self, data: &[u8], to: SocketAddr) -> io::Result<usize> {
+        let _send = self.shared.send.lock().await;
+        self.shared.socket.send_to(data, to).await
+    }
+
+    /// Sends a non-uTP datagram with IP TTL (IPv6: hop limit) `ttl`, for hole
+    /// punching: a first packet that opens the local NAT's mapping but dies
+    /// before it reaches the far one. Only this datagram gets the TTL: the
+    /// option is set, the datagram sent and the option restored while the
+    /// socket's send lock is held, so no uTP packet (nor any other datagram)
+    /// leaves with it, even if this future is dropped midway. Fails with
+    /// `InvalidInput` for a TTL of 0 or above 255.
+    pub async fn send_datagram_with_ttl(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+        ttl: u32,
+    ) -> io::Result<usize> {
+        if !(1..=255).contains(&ttl) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TTL {ttl} is outside 1..=255"),
+            ));
+        }
+        let send = self.shared.send.lock().await;
+        let _ttl = TtlGuard::set(&self.shared.socket, send.ipv6, ttl)?;
         self.shared.socket.send_to(data, to).await
     }
 
@@ -262,6 +309,55 @@ fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Sets a socket's unicast TTL (and, on an IPv6 socket, its hop limit)
+/// and restores the previous values when dropped.
+struct TtlGuard<'a> {
+    socket: &'a UdpSocket,
+    v4: Option<u32>,
+    v6: Option<u32>,
+}
+
+impl<'a> TtlGuard<'a> {
+    fn set(socket: &'a UdpSocket, ipv6: bool, ttl: u32) -> io::Result<Self> {
+        let s = socket2::SockRef::from(socket);
+        let mut guard = Self {
+            socket,
+            v4: None,
+            v6: None,
+        };
+        if ipv6 {
+            guard.v6 = Some(s.unicast_hops_v6()?);
+            s.set_unicast_hops_v6(ttl)?;
+            // IPv4-mapped destinations use the IPv4 TTL; best effort.
+            if let Ok(old) = s.ttl_v4()
+                && s.set_ttl_v4(ttl).is_ok()
+            {
+                guard.v4 = Some(old);
+            }
+        } else {
+            guard.v4 = Some(s.ttl_v4()?);
+            s.set_ttl_v4(ttl)?;
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for TtlGuard<'_> {
+    fn drop(&mut self) {
+        let s = socket2::SockRef::from(self.socket);
+        if let Some(old) = self.v4
+            && let Err(e) = s.set_ttl_v4(old)
+        {
+            tracing::warn!(error = %e, "uTP socket: cannot restore the TTL");
+        }
+        if let Some(old) = self.v6
+            && let Err(e) = s.set_unicast_hops_v6(old)
+        {
+            tracing::warn!(error = %e, "uTP socket: cannot restore the hop limit");
+        }
+    }
+}
+
 fn buffer_sizes(socket: &UdpSocket) -> io::Result<(usize, usize)> {
     let s = socket2::SockRef::from(socket);
     Ok((s.recv_buffer_size()?, s.send_buffer_size()?))
@@ -304,6 +400,16 @@ impl UtpStream {
             .connection(self.handle)
             .map(|c| c.remote())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The largest UDP payload the connection knows to pass the path (its
+    /// path-MTU search result so far).
+    pub fn path_mtu(&self) -> Option<u16> {
+        self.shared
+            .lock()
+            .endpoint
+            .connection(self.handle)
+            .map(|c| c.path_mtu())
     }
 
     /// Counters of the underlying connection.
@@ -510,9 +616,23 @@ fn classify_send_error(e: &io::Error, dont_fragment: bool) -> SendFailure {
 }
 
 async fn flush(shared: &Shared, socket: &UdpSocket) {
+    let mut options = shared.send.lock().await;
     loop {
         let transmit = shared.lock().endpoint.poll_transmit(Instant::now());
-        let Some(t) = transmit else { return };
+        let Some(t) = transmit else {
+            break;
+        };
+        let wanted = if t.dont_fragment {
+            Fragmentation::Probe
+        } else {
+            Fragmentation::Allowed
+        };
+        if options.fragmentation != wanted {
+            match sys::set_fragmentation(socket, options.ipv6, wanted) {
+                Ok(()) => options.fragmentation = wanted,
+                Err(e) => tracing::debug!(error = %e, "uTP socket: cannot switch don't-fragment"),
+            }
+        }
         // `send_to` waits for room in the socket buffer, and a full device
         // queue is retried: local congestion delays the packet instead of
         // losing it.
@@ -536,6 +656,12 @@ async fn flush(shared: &Shared, socket: &UdpSocket) {
                 SendFailure::Retry | SendFailure::Lost => break,
             }
         }
+    }
+    // Leave the socket fragmentable for whoever sends next.
+    if options.fragmentation != Fragmentation::Allowed
+        && sys::set_fragmentation(socket, options.ipv6, Fragmentation::Allowed).is_ok()
+    {
+        options.fragmentation = Fragmentation::Allowed;
     }
 }
 
@@ -586,6 +712,27 @@ impl UtpSocket {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(target_os = "linux")]
+mod sys;
+
+/// Elsewhere the OS default applies; see the module docs.
+#[cfg(not(target_os = "linux"))]
+mod sys {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Fragmentation {
+        Allowed,
+        Probe,
+    }
+
+    pub(super) fn set_fragmentation(
+        _socket: &tokio::net::UdpSocket,
+        _ipv6: bool,
+        _mode: Fragmentation,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 #[cfg(test)]
 mod io_tests {

@@ -179,3 +179,119 @@ async fn connect_to_silent_port_times_out() {
     .expect_err("no answer");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 }
+
+/// Crust's own datagrams start with `CRST`; byte 4 says which call sent it.
+fn tagged(low_ttl: bool, i: u8) -> [u8; 6] {
+    [b'C', b'R', b'S', b'T', u8::from(low_ttl), i]
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_sent_with_a_ttl_is_the_only_one_that_carries_it() {
+    use crate::utp::proto::looks_like_utp;
+
+    let (a, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let normal = socket2::SockRef::from(&*a.shared.socket)
+        .ttl_v4()
+        .expect("ttl");
+    assert_ne!(normal, 2);
+    let raw = std::net::UdpSocket::bind(loopback()).expect("bind raw");
+    super::sys::set_recv_ttl(&raw).expect("IP_RECVTTL");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let to = raw.local_addr().expect("addr");
+
+    // uTP SYNs from 20 connects race 20 low-TTL and 20 plain datagrams.
+    let connects: Vec<_> = (0..20)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.connect(to).await })
+        })
+        .collect();
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..20 {
+                let n = a
+                    .send_datagram_with_ttl(&tagged(true, i), to, 2)
+                    .await
+                    .expect("send with ttl");
+                assert_eq!(n, 6);
+                a.send_datagram(&tagged(false, i), to).await.expect("send");
+            }
+        })
+    };
+    let received = tokio::task::spawn_blocking(move || {
+        (0..60)
+            .map(|_| super::sys::recv_with_ttl(&raw).expect("recv"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("receiver");
+    sender.await.expect("sender");
+    for c in connects {
+        c.abort();
+    }
+
+    let (mut syns, mut low, mut plain) = (0, 0, 0);
+    for (data, ttl) in received {
+        let ttl = ttl.map(u32::from);
+        if looks_like_utp(&data) {
+            syns += 1;
+            assert_eq!(ttl, Some(normal), "a uTP packet left with the wrong TTL");
+        } else if data[4] == 1 {
+            low += 1;
+            assert_eq!(ttl, Some(2));
+        } else {
+            plain += 1;
+            assert_eq!(
+                ttl,
+                Some(normal),
+                "a plain datagram left with the wrong TTL"
+            );
+        }
+    }
+    assert_eq!((syns, low, plain), (20, 20, 20));
+    // The socket's TTL is back where it was.
+    let after = socket2::SockRef::from(&*a.shared.socket)
+        .ttl_v4()
+        .expect("ttl");
+    assert_eq!(after, normal);
+    for bad in [0, 256] {
+        let e = a
+            .send_datagram_with_ttl(b"CRST", to, bad)
+            .await
+            .expect_err("bad ttl");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_socket_is_fragmentable_between_mtu_probes() {
+    // Only a first-time MTU probe leaves with "don't fragment"; the driver
+    // switches back after each flush, so a transfer (whose probes loopback
+    // accepts) ends with the socket fragmentable again.
+    let (a, b) = pair().await;
+    for s in [&a, &b] {
+        let mode = super::sys::fragmentation(&*s.shared.socket, false).expect("mode");
+        assert_eq!(mode, libc::IP_PMTUDISC_DONT);
+    }
+    let data = vec![7u8; 1 << 20];
+    let (mut client, mut server) = connect(&a, &b, &data[..1]).await;
+    let writer = tokio::spawn(async move {
+        client.write_all(&data[1..]).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        client
+    });
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).await.expect("read");
+    assert_eq!(got.len(), 1 << 20);
+    let client = writer.await.expect("writer");
+    let probes = client.stats().expect("stats").mtu_probes;
+    assert!(probes > 0, "no MTU probe was sent");
+    let mode = super::sys::fragmentation(&*a.shared.socket, false).expect("mode");
+    assert_eq!(mode, libc::IP_PMTUDISC_DONT);
+}
