@@ -65,3 +65,13 @@ pub use service::{
     ConnectError, ConnectionInfo, DialError, Direction, Event, Events, LostReason, Priority,
     SendError, Service, ServiceError, Transport,
 };
+
+/// crust's version and the commit it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)`:
+/// what the binaries print for `--version`. The commit is "unknown" outside a
+/// git checkout unless `CRUST_BUILD_COMMIT` was set at build time.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CRUST_BUILD_COMMIT"),
+    ")"
+);
