@@ -60,6 +60,8 @@ struct Transfer {
     received: Vec<u8>,
     /// The client's address as the server saw it.
     client_seen_as: SocketAddr,
+    /// The largest UDP payload the client's connection found to pass.
+    client_path_mtu: u16,
     stats: netsim::Stats,
 }
 
@@ -93,41 +95,44 @@ fn transfer(t: &Topology, client: HostId, server: HostId, data: Vec<u8>) -> Tran
             (got, peer)
         })
         .unwrap();
-    net.spawn(client, move || async move {
-        let (socket, _) = UtpSocket::bind(
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            EndpointConfig::default(),
-        )
-        .await
-        .unwrap();
-        // A SYN sent before the server binds is simply resent.
-        let mut stream = tokio::time::timeout(
-            LIMIT,
-            socket.connect(SocketAddr::new(IpAddr::V4(server_ip), PORT)),
-        )
-        .await
-        .expect("connected in time")
-        .unwrap();
-        tokio::time::timeout(LIMIT, async {
-            stream.write_all(&data).await.unwrap();
-            stream.shutdown().await.unwrap();
-            let mut reply = Vec::new();
-            stream.read_to_end(&mut reply).await.unwrap();
-            assert!(reply.is_empty());
-            // Every byte and our FIN acknowledged, the server's FIN received.
-            stream.closed().await.unwrap();
+    let client_path_mtu = net
+        .spawn(client, move || async move {
+            let (socket, _) = UtpSocket::bind(
+                SocketAddr::from(([0, 0, 0, 0], 0)),
+                EndpointConfig::default(),
+            )
+            .await
+            .unwrap();
+            // A SYN sent before the server binds is simply resent.
+            let mut stream = tokio::time::timeout(
+                LIMIT,
+                socket.connect(SocketAddr::new(IpAddr::V4(server_ip), PORT)),
+            )
+            .await
+            .expect("connected in time")
+            .unwrap();
+            tokio::time::timeout(LIMIT, async {
+                stream.write_all(&data).await.unwrap();
+                stream.shutdown().await.unwrap();
+                let mut reply = Vec::new();
+                stream.read_to_end(&mut reply).await.unwrap();
+                assert!(reply.is_empty());
+                // Every byte and our FIN acknowledged, the server's FIN received.
+                stream.closed().await.unwrap();
+            })
+            .await
+            .expect("sent and closed in time");
+            stream.path_mtu().unwrap()
         })
-        .await
-        .expect("sent and closed in time");
-    })
-    .unwrap()
-    .join()
-    .unwrap();
+        .unwrap()
+        .join()
+        .unwrap();
     let (received, client_seen_as) = rx.join().unwrap();
     let stats = net.shutdown();
     Transfer {
         received,
         client_seen_as,
+        client_path_mtu,
         stats,
     }
 }
@@ -269,11 +274,17 @@ fn a_transfer_through_a_path_with_a_small_mtu_arrives_intact() {
     assert_same(&r.received, &data);
     let down = r.stats.link("server").unwrap().down;
     println!("server downlink: {down:?}");
-    // Known gap (see crust/src/utp/socket.rs): without IP_PMTUDISC_PROBE
-    // the kernel learns the path MTU from the ICMP and then fragments the
-    // bigger datagrams instead of refusing them, so only the first probe
-    // dies and the rest of the transfer runs as IP fragments. Either way
-    // the path must not eat packet after packet.
+    // MTU probes leave with "don't fragment" (IP_PMTUDISC_PROBE): one
+    // too big dies at the link instead of arriving as fragments, so the
+    // search settles at or below the path's 1372-byte UDP payload (1400
+    // minus 28 bytes of IP and UDP header), above the 1232-byte floor it
+    // started from. Resent probes and all other packets may be fragmented,
+    // so only the first send of each probe too big dies, never packet
+    // after packet.
+    let mtu = r.client_path_mtu;
+    println!("client path MTU: {mtu}");
+    assert!((1232..=1372).contains(&mtu), "path MTU {mtu}");
+    assert!(mtu > 1372 - 16, "the search stopped short: {mtu}");
     assert!(
         down.dropped_mtu <= 10,
         "{} packets died on the MTU",
