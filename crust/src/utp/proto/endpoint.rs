@@ -362,17 +362,20 @@ impl Endpoint {
             return Some(t);
         }
         let start = self.cursor.map_or(0, |c| c.0);
-        let order: Vec<ConnectionHandle> = self
+        // After the cursor, then wrapping round to it (no allocation: this
+        // runs once per datagram sent).
+        for (h, e) in self
             .conns
-            .range(ConnectionHandle(start.saturating_add(1))..)
-            .chain(self.conns.range(..=ConnectionHandle(start)))
-            .map(|(h, _)| *h)
-            .collect();
-        for h in order {
-            if let Some(e) = self.conns.get_mut(&h)
-                && let Some(t) = e.conn.poll_transmit(now)
-            {
-                self.cursor = Some(h);
+            .range_mut(ConnectionHandle(start.saturating_add(1))..)
+        {
+            if let Some(t) = e.conn.poll_transmit(now) {
+                self.cursor = Some(*h);
+                return Some(t);
+            }
+        }
+        for (h, e) in self.conns.range_mut(..=ConnectionHandle(start)) {
+            if let Some(t) = e.conn.poll_transmit(now) {
+                self.cursor = Some(*h);
                 return Some(t);
             }
         }
@@ -382,17 +385,20 @@ impl Endpoint {
     /// The next event of any accepted connection.
     pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
         let start = self.event_cursor.map_or(0, |c| c.0);
-        let order: Vec<ConnectionHandle> = self
-            .conns
-            .range(ConnectionHandle(start)..)
-            .chain(self.conns.range(..ConnectionHandle(start)))
-            .filter(|(_, e)| e.accepted)
-            .map(|(h, _)| *h)
-            .collect();
-        for h in order {
-            if let Some(ev) = self.conns.get_mut(&h).and_then(|e| e.conn.poll_event()) {
-                self.event_cursor = Some(h);
-                return Some((h, ev));
+        for (h, e) in self.conns.range_mut(ConnectionHandle(start)..) {
+            if e.accepted
+                && let Some(ev) = e.conn.poll_event()
+            {
+                self.event_cursor = Some(*h);
+                return Some((*h, ev));
+            }
+        }
+        for (h, e) in self.conns.range_mut(..ConnectionHandle(start)) {
+            if e.accepted
+                && let Some(ev) = e.conn.poll_event()
+            {
+                self.event_cursor = Some(*h);
+                return Some((*h, ev));
             }
         }
         None

@@ -62,6 +62,10 @@ pub struct Connection {
     /// Next sequence number to send.
     seq_nr: u16,
     sent: VecDeque<Sent>,
+    /// No packet before this index of `sent` needs resending, so
+    /// `poll_resend` starts looking here: amortised O(1) per packet instead
+    /// of a scan of the whole window.
+    resend_from: usize,
     in_flight: usize,
     unacked_bytes: usize,
     tx_counter: u64,
@@ -204,6 +208,7 @@ impl Connection {
             rng: SplitMix64::new(rng.next_u64()),
             seq_nr: isn,
             sent: VecDeque::new(),
+            resend_from: 0,
             in_flight: 0,
             unacked_bytes: 0,
             tx_counter: 0,
@@ -250,9 +255,24 @@ impl Connection {
     }
 
     /// Initiator only, before the handshake: dial again under a new
-    /// connection id. libutp ignores a SYN whose id it already knows and
-    /// never repeats its reply, so once a reply is lost only a new id gets
-    /// through; the sequence number stays the same.
+    /// connection id; the sequence number stays the same (BEP 29 and the
+    /// issue's "a resent SYN keeps its sequence number").
+    ///
+    /// Why not the same id, as libutp's own initiator does: libutp's
+    /// acceptor (`utp_process_udp` in utp_internal.cpp) drops a SYN for
+    /// which a socket keyed `(addr, id + 1)` exists ("rejected incoming
+    /// connection, connection already exists") and never resends its STATE
+    /// reply. Its half-open socket (`CS_SYN_RECV`) has no timer either:
+    /// `rto_timeout` stays 0 until it sends DATA, which it cannot do before
+    /// the initiator's first DATA. So once that reply is lost, every
+    /// same-id SYN is ignored and the dial cannot succeed (libutp's own
+    /// initiator has this bug against libutp). A new id is a new connection
+    /// to libutp and is answered at once; the abandoned half-open socket is
+    /// left to the application that accepted it. Acceptors that answer a repeated SYN
+    /// (ours, libtorrent) lose nothing either way: our acceptor answers a
+    /// duplicate SYN with the same id and the same `seq_nr`. Tested by
+    /// `libutp_interop::our_initiator_to_libutp_with_two_percent_loss`
+    /// and `proto::tests::interop`.
     pub(crate) fn renew_syn_id(&mut self, recv_id: u16) {
         if self.state == State::SynSent {
             self.recv_id = recv_id;

@@ -117,6 +117,7 @@ impl Connection {
             let Some(s) = self.sent.pop_front() else {
                 break;
             };
+            self.resend_from = self.resend_from.saturating_sub(1);
             self.unacked_bytes -= s.payload.len();
             // Only a cumulative ack finishes our stream: a SACKed FIN still
             // has holes before it.
@@ -279,6 +280,7 @@ impl Connection {
             return;
         }
         s.need_resend = true;
+        self.resend_from = self.resend_from.min(i);
         self.in_flight -= s.payload.len();
         if s.mtu_probe && self.mtu.probe_seq == Some(s.seq) {
             // A lost probe lowers the ceiling; it says nothing about congestion.
@@ -316,6 +318,7 @@ impl Connection {
         }
         self.rtt.on_timeout();
         self.dup_acks = 0;
+        self.resend_from = 0;
         for i in 0..self.sent.len() {
             let s = &mut self.sent[i];
             if s.in_network() {

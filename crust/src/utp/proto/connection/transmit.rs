@@ -80,7 +80,12 @@ impl Connection {
     }
 
     pub(super) fn poll_resend(&mut self, now: Instant) -> Option<Transmit> {
-        let i = self.sent.iter().position(|s| s.need_resend)?;
+        let Some(i) = (self.resend_from..self.sent.len()).find(|&i| self.sent[i].need_resend)
+        else {
+            self.resend_from = self.sent.len();
+            return None;
+        };
+        self.resend_from = i;
         let len = self.sent[i].payload.len();
         let first = self.sent[i].transmissions == 0;
         // Everything waits for the window, except that an empty pipe may
@@ -94,6 +99,7 @@ impl Connection {
             self.rto_deadline = Some(now + self.rtt.rto());
         }
         self.tx_counter += 1;
+        self.resend_from = i + 1;
         let s = &mut self.sent[i];
         s.need_resend = false;
         s.sent_at = Some(now);
