@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crust::{Event as CrustEvent, PeerId, Priority};
+use crust::{Endpoint, Event as CrustEvent, PeerId, Priority};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::node::{Event, Shared, lock};
@@ -35,6 +35,8 @@ pub(crate) enum Command {
     Dial(PeerId),
     /// Our relationship changed: say hello again and act on it.
     Rehello(PeerId),
+    /// Our name changed: say hello again to everyone connected.
+    HelloAll,
     /// Tell the peer its request was declined.
     Decline(PeerId),
     /// Close connections to a blocked peer.
@@ -183,7 +185,7 @@ impl Actor {
 
     fn hello(&self, peer: &PeerId) -> Wire {
         Wire::Hello {
-            name: self.shared.name.clone(),
+            name: self.shared.name(),
             addrs: self.shared.my_addrs(false),
             friend: self.contact_state(peer) == Some(ContactState::Friend),
         }
@@ -244,6 +246,13 @@ impl Actor {
                     self.run_actions(actions).await;
                 }
             }
+            Command::HelloAll => {
+                let peers: Vec<PeerId> = self.sessions.keys().copied().collect();
+                for peer in peers {
+                    let hello = self.hello(&peer);
+                    self.send(&peer, &hello).await;
+                }
+            }
             Command::Decline(peer) => {
                 self.send(&peer, &Wire::Decline).await;
             }
@@ -287,10 +296,23 @@ impl Actor {
         self.dialling.insert(peer);
         let service = self.service.clone();
         let done = self.dial_done_tx.clone();
+        // TCP first, then uTP. Not both at once: when two dials to one
+        // peer both finish their handshake, crust's `connect` keeps the
+        // first and drops the other, which the peer may already have
+        // chosen as its connection (seen through netsim NATs) — the
+        // session then stalls until a timeout.
+        let (tcp, utp): (Vec<Endpoint>, Vec<Endpoint>) = contact
+            .addrs
+            .iter()
+            .partition(|e| e.transport != crust::Transport::Utp);
         tokio::spawn(async move {
             // Success arrives as a crust event; failure is retried on the
             // next tick.
-            let _ = service.connect(peer, &contact.addrs).await;
+            for endpoints in [tcp, utp] {
+                if !endpoints.is_empty() && service.connect(peer, &endpoints).await.is_ok() {
+                    break;
+                }
+            }
             let _ = done.send(peer);
         });
     }
@@ -475,19 +497,19 @@ fn apply(
 ) -> Result<(), StoreError> {
     match event {
         CrustEvent::ListenerStarted(endpoint) => {
-            // Contacts are told and dialled over TCP; a uTP socket is
-            // reported but not advertised yet.
-            if endpoint.transport == crust::Transport::Tcp {
+            // TCP listeners and the uTP socket alike: contacts are told of
+            // both and dial both.
+            {
                 let mut listeners = lock(&shared.listeners);
-                if !listeners.contains(&endpoint.addr) {
-                    listeners.push(endpoint.addr);
+                if !listeners.contains(&endpoint) {
+                    listeners.push(endpoint);
                 }
             }
             actions.push(Action::Emit(Event::Listening { endpoint }));
             actions.push(Action::ReportNetwork);
         }
         CrustEvent::ListenerFailed { endpoint, error } => {
-            lock(&shared.listeners).retain(|a| *a != endpoint.addr);
+            lock(&shared.listeners).retain(|e| *e != endpoint);
             actions.push(Action::Emit(Event::Problem(format!(
                 "listener {endpoint} failed: {error}"
             ))));
@@ -512,7 +534,7 @@ fn apply(
             actions.push(Action::Send(
                 peer,
                 Wire::Hello {
-                    name: shared.name.clone(),
+                    name: shared.name(),
                     addrs: shared.my_addrs(false),
                     friend: contact.is_some_and(|c| c.state == ContactState::Friend),
                 },
@@ -553,13 +575,16 @@ fn message(
     let remote_ip = lock(&shared.online)
         .get(&peer)
         .map(|info| info.remote_addr.ip());
-    let fix_addrs = |addrs: Vec<SocketAddr>| -> Vec<SocketAddr> {
+    let fix_addrs = |addrs: Vec<Endpoint>| -> Vec<Endpoint> {
         addrs
             .into_iter()
-            .take(8)
-            .map(|a| match remote_ip {
-                Some(ip) if a.ip().is_unspecified() => SocketAddr::new(ip, a.port()),
-                _ => a,
+            .take(16)
+            .map(|e| match remote_ip {
+                Some(ip) if e.addr.ip().is_unspecified() => Endpoint {
+                    addr: SocketAddr::new(ip, e.addr.port()),
+                    ..e
+                },
+                _ => e,
             })
             .collect()
     };
@@ -590,7 +615,7 @@ fn message(
                     actions.push(Action::Send(
                         peer,
                         Wire::Hello {
-                            name: shared.name.clone(),
+                            name: shared.name(),
                             addrs: shared.my_addrs(false),
                             friend: true,
                         },
@@ -726,7 +751,7 @@ fn after_hello(
                 *peer,
                 Wire::Request {
                     token: contact.request_token.unwrap_or_default(),
-                    name: shared.name.clone(),
+                    name: shared.name(),
                     message: contact.request_message,
                     addrs: shared.my_addrs(false),
                     replaces: contact.replaces.map(|p| *p.as_bytes()),
@@ -750,7 +775,7 @@ fn becomes_friend(
     actions.push(Action::Send(
         *peer,
         Wire::Hello {
-            name: shared.name.clone(),
+            name: shared.name(),
             addrs: shared.my_addrs(false),
             friend: true,
         },

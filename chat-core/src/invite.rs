@@ -1,6 +1,7 @@
 //! Invites: the `crust:` code that lets someone send us a friend request.
 //!
-//! An invite carries our peer id, display name, address hints and the
+//! An invite carries our peer id, display name, address hints (each a
+//! crust [`Endpoint`](crust::Endpoint): TCP or uTP) and the
 //! current request token (a Tox-style "nospam": rotating it makes old codes
 //! useless, see [`Node::rotate_request_token`](crate::Node::rotate_request_token)),
 //! followed by a 4-byte SHA-256 checksum, all base32-encoded behind
@@ -9,17 +10,30 @@
 //!
 //! The QR form is the same text in upper case, which QR's alphanumeric
 //! mode stores compactly.
+//!
+//! Versions: 2 (written now) tags each address with the transports it
+//! serves (TCP, uTP or both, one entry for an address serving both); 1
+//! (before uTP) had untagged addresses, which are read as TCP, so codes
+//! handed out by older programs still work.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use crust::PeerId;
+use crust::{Endpoint, PeerId, Transport};
 
 const SCHEME: &str = "crust:";
-const VERSION: u8 = 1;
+/// The version written.
+const VERSION: u8 = 2;
+/// The first version: addresses without transport flags, meaning TCP.
+const VERSION_TCP_ONLY: u8 = 1;
 const MAX_NAME_BYTES: usize = 64;
+/// Most distinct socket addresses in a code (each may serve TCP and uTP).
 const MAX_ADDRS: usize = 8;
+/// Address kind byte (version 2): the low nibble is the IP family (4 or
+/// 6), these bits the transports served there.
+const KIND_TCP: u8 = 0x10;
+const KIND_UTP: u8 = 0x20;
 
 /// What someone needs to send us a friend request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +42,9 @@ pub struct Invite {
     pub peer: PeerId,
     /// Their display name (at most 64 bytes; longer names are cut).
     pub name: String,
-    /// Where to try first (at most 8).
-    pub addrs: Vec<SocketAddr>,
+    /// Where to try first: TCP and uTP endpoints (at most 8 distinct
+    /// socket addresses are kept, each with both transports).
+    pub addrs: Vec<Endpoint>,
     /// The request token current when the invite was made.
     pub token: [u8; 4],
 }
@@ -69,16 +84,29 @@ impl Invite {
         let name = truncate_utf8(&self.name, MAX_NAME_BYTES);
         out.push(name.len() as u8);
         out.extend_from_slice(name.as_bytes());
-        let addrs = &self.addrs[..self.addrs.len().min(MAX_ADDRS)];
-        out.push(addrs.len() as u8);
-        for addr in addrs {
+        // One entry per socket address, flagged with its transports, in
+        // the order the addresses first appear.
+        let mut entries: Vec<(SocketAddr, u8)> = Vec::new();
+        for endpoint in &self.addrs {
+            let flag = match endpoint.transport {
+                Transport::Utp => KIND_UTP,
+                _ => KIND_TCP,
+            };
+            if let Some((_, flags)) = entries.iter_mut().find(|(a, _)| *a == endpoint.addr) {
+                *flags |= flag;
+            } else if entries.len() < MAX_ADDRS {
+                entries.push((endpoint.addr, flag));
+            }
+        }
+        out.push(entries.len() as u8);
+        for (addr, flags) in entries {
             match addr.ip() {
                 IpAddr::V4(ip) => {
-                    out.push(4);
+                    out.push(4 | flags);
                     out.extend_from_slice(&ip.octets());
                 }
                 IpAddr::V6(ip) => {
-                    out.push(6);
+                    out.push(6 | flags);
                     out.extend_from_slice(&ip.octets());
                 }
             }
@@ -180,8 +208,12 @@ impl FromStr for Invite {
             return Err(InviteError::Checksum);
         }
         let mut r = Reader(body);
-        if r.take(1)?[0] != VERSION {
+        let version = r.take(1)?[0];
+        if version > VERSION {
             return Err(InviteError::Contents("made by a newer version"));
+        }
+        if version < VERSION_TCP_ONLY {
+            return Err(InviteError::Contents("unknown version"));
         }
         let peer_bytes: [u8; 32] = r.array()?;
         let peer =
@@ -194,13 +226,32 @@ impl FromStr for Invite {
         let count = r.take(1)?[0] as usize;
         let mut addrs = Vec::with_capacity(count);
         for _ in 0..count {
-            let ip = match r.take(1)?[0] {
+            let kind = r.take(1)?[0];
+            let flags = if version == VERSION_TCP_ONLY {
+                KIND_TCP
+            } else {
+                kind & 0xf0
+            };
+            if flags == 0 || flags & !(KIND_TCP | KIND_UTP) != 0 {
+                return Err(InviteError::Contents("bad address"));
+            }
+            let family = if version == VERSION_TCP_ONLY {
+                kind
+            } else {
+                kind & 0x0f
+            };
+            let ip = match family {
                 4 => IpAddr::from(r.array::<4>()?),
                 6 => IpAddr::from(r.array::<16>()?),
                 _ => return Err(InviteError::Contents("bad address")),
             };
-            let port = u16::from_be_bytes(r.array()?);
-            addrs.push(SocketAddr::new(ip, port));
+            let addr = SocketAddr::new(ip, u16::from_be_bytes(r.array()?));
+            if flags & KIND_TCP != 0 {
+                addrs.push(Endpoint::tcp(addr));
+            }
+            if flags & KIND_UTP != 0 {
+                addrs.push(Endpoint::utp(addr));
+            }
         }
         if !r.0.is_empty() {
             return Err(InviteError::Contents("trailing bytes"));
@@ -261,8 +312,10 @@ mod tests {
             peer: SecretId::generate().peer_id(),
             name: "Zoë".into(),
             addrs: vec![
-                "127.0.0.1:5000".parse().unwrap(),
-                "[2001:db8::1]:443".parse().unwrap(),
+                "tcp:127.0.0.1:5000".parse().unwrap(),
+                "utp:127.0.0.1:5000".parse().unwrap(),
+                "utp:[2001:db8::1]:443".parse().unwrap(),
+                "tcp:192.0.2.7:80".parse().unwrap(),
             ],
             token: [1, 2, 3, 4],
         }
@@ -314,6 +367,78 @@ mod tests {
         assert_eq!(
             "crust:!!".parse::<Invite>().unwrap_err(),
             InviteError::Encoding
+        );
+    }
+
+    /// A version-1 code (before uTP), built byte by byte as the old
+    /// program wrote it.
+    fn version_1_code(peer: &PeerId, addrs: &[SocketAddr]) -> String {
+        let mut out = vec![1u8];
+        out.extend_from_slice(peer.as_bytes());
+        out.extend_from_slice(&[9, 9, 9, 9]);
+        out.push(3);
+        out.extend_from_slice(b"Old");
+        out.push(addrs.len() as u8);
+        for addr in addrs {
+            match addr.ip() {
+                IpAddr::V4(ip) => {
+                    out.push(4);
+                    out.extend_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out.push(6);
+                    out.extend_from_slice(&ip.octets());
+                }
+            }
+            out.extend_from_slice(&addr.port().to_be_bytes());
+        }
+        let sum = checksum(&out);
+        out.extend_from_slice(&sum);
+        format!(
+            "{SCHEME}{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&out)
+                .to_ascii_lowercase()
+        )
+    }
+
+    #[test]
+    fn old_version_1_codes_still_decode_with_tcp_addresses() {
+        let peer = SecretId::generate().peer_id();
+        let addrs: Vec<SocketAddr> = vec![
+            "198.51.100.4:7000".parse().unwrap(),
+            "[2001:db8::2]:7001".parse().unwrap(),
+        ];
+        let parsed: Invite = version_1_code(&peer, &addrs).parse().unwrap();
+        assert_eq!(parsed.peer, peer);
+        assert_eq!(parsed.name, "Old");
+        assert_eq!(parsed.token, [9, 9, 9, 9]);
+        assert_eq!(
+            parsed.addrs,
+            addrs.iter().map(|a| Endpoint::tcp(*a)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn an_address_serving_both_transports_is_one_entry_and_newer_codes_are_refused() {
+        let inv = invite();
+        // 3 distinct socket addresses: 1 + 32 + 4 + 1 + 4 ("Zoë") + 1 +
+        // (7 + 19 + 7) + 4 checksum bytes.
+        assert_eq!(inv.payload().len(), 1 + 32 + 4 + 1 + 4 + 1 + 33 + 4);
+        let mut payload = inv.payload();
+        payload[0] = VERSION + 1;
+        let n = payload.len();
+        let sum = checksum(&payload[..n - 4]);
+        payload[n - 4..].copy_from_slice(&sum);
+        let text = format!(
+            "{SCHEME}{}",
+            data_encoding::BASE32_NOPAD
+                .encode(&payload)
+                .to_ascii_lowercase()
+        );
+        assert_eq!(
+            text.parse::<Invite>().unwrap_err(),
+            InviteError::Contents("made by a newer version")
         );
     }
 

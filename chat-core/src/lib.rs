@@ -14,11 +14,14 @@
 //! - `store`: the SQLite history (WAL, migrations, FTS5 search, paging);
 //! - `invite` and `safety`: contact exchange and verification;
 //! - `proto`: the versioned, postcard-encoded messages between nodes;
-//! - `node` and `actor`: the API handle and the task that runs sessions.
+//! - `node` and `actor`: the API handle and the task that runs sessions;
+//! - [`headless`]: the node driven by text lines (JSON lines out), for
+//!   scripts and tests.
 //!
 //! See [`Node`] for an example of two nodes chatting.
 
 mod actor;
+pub mod headless;
 mod invite;
 mod keyfile;
 mod node;
@@ -39,7 +42,7 @@ pub use safety::safety_code;
 pub use store::{SCHEMA_VERSION, StoreError};
 pub use types::{
     Contact, ContactState, Cursor, FriendRequest, HistoryPage, MAX_TEXT_BYTES, Message, MessageId,
-    MessageState, ParseMessageIdError, Presence,
+    MessageState, ParseMessageIdError, Presence, describe_path,
 };
 
 /// Fills `buf` from the operating system's random generator.

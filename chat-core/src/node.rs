@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crust::{ConnectionInfo, PeerId};
+use crust::{ConnectionInfo, Endpoint, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command};
@@ -35,7 +35,8 @@ const TOKEN_KEY: &str = "request_token";
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The crust service's settings. Empty `listen` and
-    /// `bootstrap_contacts` are filled from the profile's settings; a
+    /// `bootstrap_contacts` are filled from the profile's settings; so is
+    /// a missing `utp` socket address (when the settings have uTP on); a
     /// missing `bootstrap_cache` becomes the profile's `bootstrap.json`.
     pub crust: crust::Config,
     /// How often offline contacts are dialled again.
@@ -60,12 +61,14 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
-    /// Listens on 127.0.0.1 (any port), redials every 200 ms, resends
-    /// unacknowledged messages after 2 s, no bootstrap, on a network of its own name: for tests, examples and
-    /// benchmarks on one machine.
+    /// Listens on 127.0.0.1 (any port) for TCP and uTP, redials every
+    /// 200 ms, resends unacknowledged messages after 2 s, no bootstrap, on
+    /// a network of its own name: for tests, examples and benchmarks on
+    /// one machine.
     pub fn loopback(network_id: &str) -> Self {
         let mut crust = crust::Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            utp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             dial_timeout: Duration::from_secs(2),
             ..crust::Config::default()
         };
@@ -229,8 +232,8 @@ pub struct NetworkReport {
     pub id: PeerId,
     /// Bound listeners (TCP, and uTP if crust runs it).
     pub listeners: Vec<crust::Endpoint>,
-    /// The addresses our invite carries.
-    pub invite_addrs: Vec<SocketAddr>,
+    /// The endpoints our invite carries.
+    pub invite_addrs: Vec<Endpoint>,
     /// Every live connection (contacts and others).
     pub connections: Vec<(PeerId, ConnectionInfo)>,
 }
@@ -239,11 +242,12 @@ pub struct NetworkReport {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) id: PeerId,
-    pub(crate) name: String,
+    pub(crate) name: Mutex<String>,
     pub(crate) store: Mutex<Option<Store>>,
     pub(crate) online: Mutex<HashMap<PeerId, ConnectionInfo>>,
-    pub(crate) listeners: Mutex<Vec<SocketAddr>>,
-    pub(crate) address_hints: Vec<SocketAddr>,
+    /// Bound TCP listeners and the uTP socket.
+    pub(crate) listeners: Mutex<Vec<Endpoint>>,
+    pub(crate) address_hints: Vec<Endpoint>,
     pub(crate) profile: Mutex<Option<Profile>>,
 }
 
@@ -270,32 +274,36 @@ impl Shared {
         })
     }
 
-    /// Addresses to tell others: hints, then listeners (an unspecified
-    /// listener IP replaced by this machine's outgoing address when
-    /// `resolve` is set; the receiver of a `Hello` fills it in itself).
-    pub(crate) fn my_addrs(&self, resolve: bool) -> Vec<SocketAddr> {
+    /// Our display name now.
+    pub(crate) fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+
+    /// Endpoints to tell others: hints, then listeners, TCP and uTP (an
+    /// unspecified listener IP replaced by this machine's outgoing address
+    /// when `resolve` is set; the receiver of a `Hello` fills it in
+    /// itself).
+    pub(crate) fn my_addrs(&self, resolve: bool) -> Vec<Endpoint> {
         let mut addrs = self.address_hints.clone();
-        for addr in lock(&self.listeners).iter() {
-            if resolve && addr.ip().is_unspecified() {
-                if let Some(ip) = local_ip(addr.is_ipv6()) {
-                    addrs.push(SocketAddr::new(ip, addr.port()));
+        for endpoint in lock(&self.listeners).iter() {
+            let addr = endpoint.addr;
+            let endpoint = if resolve && addr.ip().is_unspecified() {
+                match local_ip(addr.is_ipv6()) {
+                    Some(ip) => Endpoint {
+                        addr: SocketAddr::new(ip, addr.port()),
+                        ..*endpoint
+                    },
+                    None => continue,
                 }
             } else {
-                addrs.push(*addr);
+                *endpoint
+            };
+            if !addrs.contains(&endpoint) {
+                addrs.push(endpoint);
             }
         }
-        addrs.dedup();
         addrs
     }
-}
-
-/// The TCP listeners among crust's endpoints: what contacts dial today.
-fn tcp_addrs(endpoints: Vec<crust::Endpoint>) -> Vec<SocketAddr> {
-    endpoints
-        .into_iter()
-        .filter(|e| e.transport == crust::Transport::Tcp)
-        .map(|e| e.addr)
-        .collect()
 }
 
 /// The address this machine would use to reach the internet (no packet is
@@ -363,7 +371,9 @@ fn local_ip(v6: bool) -> Option<IpAddr> {
 pub struct Node {
     shared: Arc<Shared>,
     commands: mpsc::UnboundedSender<Command>,
-    service: crust::Service,
+    /// Taken at shutdown, so that no clone of the handle keeps crust's
+    /// sockets (the uTP socket lives as long as the service) bound.
+    service: Arc<Mutex<Option<crust::Service>>>,
 }
 
 impl Node {
@@ -384,6 +394,11 @@ impl Node {
         if crust_config.listen.is_empty() {
             crust_config.listen = settings.listen.clone();
         }
+        if crust_config.utp.is_none() && settings.utp {
+            crust_config.utp = settings
+                .utp_listen
+                .or_else(|| crust_config.listen.first().copied());
+        }
         if crust_config.bootstrap_contacts.is_empty() {
             for entry in &settings.bootstrap {
                 let contact = entry.parse().map_err(|error| OpenError::Bootstrap {
@@ -396,12 +411,11 @@ impl Node {
         if crust_config.bootstrap_cache.is_none() {
             crust_config.bootstrap_cache = Some(profile.dir().join(BOOTSTRAP_FILE));
         }
-        let (service, crust_events) =
-            crust::Service::start(crust_config, profile.secret().clone()).await?;
-        let listeners = tcp_addrs(service.listeners().await);
+        let (service, crust_events) = start_service(crust_config, profile.secret()).await?;
+        let listeners = service.listeners().await;
         let shared = Arc::new(Shared {
             id: profile.peer_id(),
-            name: settings.display_name.clone(),
+            name: Mutex::new(settings.display_name.clone()),
             store: Mutex::new(Some(store)),
             online: Mutex::new(HashMap::new()),
             listeners: Mutex::new(listeners),
@@ -424,7 +438,7 @@ impl Node {
             Self {
                 shared,
                 commands,
-                service,
+                service: Arc::new(Mutex::new(Some(service))),
             },
             NodeEvents { rx: events_rx },
         ))
@@ -440,8 +454,24 @@ impl Node {
     }
 
     /// Our display name.
-    pub fn display_name(&self) -> &str {
-        &self.shared.name
+    pub fn display_name(&self) -> String {
+        self.shared.name()
+    }
+
+    /// Changes our display name at once: it is saved in the settings, our
+    /// invite carries it, and connected contacts are told (others on their
+    /// next connection). Cut to 64 bytes.
+    pub fn set_display_name(&self, name: &str) -> Result<(), NodeError> {
+        let name = truncate_utf8(name, 64).to_owned();
+        {
+            let mut profile = lock(&self.shared.profile);
+            let profile = profile.as_mut().ok_or(NodeError::Closed)?;
+            let mut settings = profile.settings().clone();
+            settings.display_name = name.clone();
+            profile.set_settings(settings)?;
+        }
+        *lock(&self.shared.name) = name;
+        self.command(Command::HelloAll)
     }
 
     /// The profile's settings (changes take effect on the next start).
@@ -482,7 +512,7 @@ impl Node {
     pub fn my_invite(&self) -> Result<Invite, NodeError> {
         Ok(Invite {
             peer: self.shared.id,
-            name: self.shared.name.clone(),
+            name: self.shared.name(),
             addrs: self.shared.my_addrs(true),
             token: self.shared.request_token()?,
         })
@@ -697,6 +727,40 @@ impl Node {
         Ok(message)
     }
 
+    /// Writes several messages to the outbox in one transaction (all or
+    /// none) and starts delivering them, in order: what [`send`](Self::send)
+    /// does for each, at the cost of one database commit instead of one
+    /// per message. For pastes, scripts and bridges that have many lines
+    /// at once. Nothing is written if any text is too large.
+    pub fn send_many<S: AsRef<str>>(
+        &self,
+        to: &PeerId,
+        texts: &[S],
+    ) -> Result<Vec<Message>, NodeError> {
+        if let Some(text) = texts.iter().find(|t| t.as_ref().len() > MAX_TEXT_BYTES) {
+            return Err(NodeError::TooLarge {
+                len: text.as_ref().len(),
+                max: MAX_TEXT_BYTES,
+            });
+        }
+        let messages = self.shared.with_store(|s| {
+            Ok(match s.contact_state(to)? {
+                None => Err(NodeError::UnknownContact(*to)),
+                Some(ContactState::Declined) => Err(NodeError::Declined(*to)),
+                Some(_) => Ok(s.batch(|s| {
+                    texts
+                        .iter()
+                        .map(|t| s.insert_outgoing(to, t.as_ref()))
+                        .collect::<Result<Vec<_>, _>>()
+                })?),
+            })
+        })??;
+        if !messages.is_empty() {
+            self.command(Command::Flush(*to))?;
+        }
+        Ok(messages)
+    }
+
     /// Tells a contact we started or stopped typing (not stored; dropped
     /// if they are offline).
     pub fn set_typing(&self, to: &PeerId, typing: bool) -> Result<(), NodeError> {
@@ -743,7 +807,16 @@ impl Node {
 
     /// Listeners and live connections.
     pub async fn network_report(&self) -> NetworkReport {
-        network_report(&self.service, &self.shared).await
+        let service = lock(&self.service).clone();
+        match service {
+            Some(service) => network_report(&service, &self.shared).await,
+            None => NetworkReport {
+                id: self.shared.id,
+                listeners: Vec::new(),
+                invite_addrs: Vec::new(),
+                connections: Vec::new(),
+            },
+        }
     }
 
     /// Closes every connection, stops the node and releases the profile
@@ -753,8 +826,33 @@ impl Node {
         if self.commands.send(Command::Shutdown(reply)).is_ok() {
             let _ = done.await;
         }
+        lock(&self.service).take();
         lock(&self.shared.store).take();
         lock(&self.shared.profile).take();
+    }
+}
+
+/// Starts crust. A uTP port still held for a moment by a service that
+/// just shut down (its socket closes when the last handle is gone) is
+/// tried again for up to two seconds, so a node can be reopened at once on
+/// the same ports.
+async fn start_service(
+    config: crust::Config,
+    secret: &crust::SecretId,
+) -> Result<(crust::Service, crust::Events), crust::ServiceError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match crust::Service::start(config.clone(), secret.clone()).await {
+            Err(crust::ServiceError::Listen { addr, source })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.transport == crust::Transport::Utp
+                    && addr.addr.port() != 0
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 

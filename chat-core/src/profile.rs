@@ -21,7 +21,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crust::{PeerId, SecretId};
+use crust::{Endpoint, PeerId, SecretId};
 use serde::{Deserialize, Serialize};
 
 use crate::keyfile::{self, KeyError};
@@ -47,12 +47,18 @@ pub struct Settings {
     /// Addresses to listen on (TCP). A fixed port lets friends reach us
     /// again after a restart.
     pub listen: Vec<SocketAddr>,
+    /// Whether to run uTP (over one UDP socket) beside TCP.
+    pub utp: bool,
+    /// Where to bind the uTP socket; unset means the UDP port with the
+    /// same address and number as the first TCP listen address.
+    pub utp_listen: Option<SocketAddr>,
     /// Peers to bootstrap from, as `ID@IP:PORT` or `IP:PORT`.
     pub bootstrap: Vec<String>,
     /// Whether to ask the router for a port mapping (UPnP IGD).
     pub upnp: bool,
-    /// Extra addresses to put in our invite (e.g. a forwarded public port).
-    pub address_hints: Vec<SocketAddr>,
+    /// Extra addresses to put in our invite (e.g. a forwarded public
+    /// port), as `tcp:IP:PORT` or `utp:IP:PORT` (a bare `IP:PORT` is TCP).
+    pub address_hints: Vec<Endpoint>,
 }
 
 impl Default for Settings {
@@ -61,6 +67,8 @@ impl Default for Settings {
             display_name: String::new(),
             listen: Vec::new(),
             bootstrap: Vec::new(),
+            utp: true,
+            utp_listen: None,
             upnp: true,
             address_hints: Vec::new(),
         }
@@ -478,6 +486,44 @@ mod tests {
         p.change_passphrase(None).unwrap();
         drop(p);
         assert_eq!(Profile::open(dir.path(), None).unwrap().peer_id(), id);
+    }
+
+    #[test]
+    fn settings_are_a_human_readable_file_and_older_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Profile::create(dir.path(), "Zoë", None).unwrap();
+        let mut settings = p.settings().clone();
+        settings.address_hints = vec!["utp:198.51.100.1:4000".parse().unwrap()];
+        settings.bootstrap = vec!["192.0.2.9:5483".into()];
+        p.set_settings(settings.clone()).unwrap();
+        drop(p);
+        let text = fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap();
+        for line in [
+            "display_name = \"Zoë\"",
+            "utp = true",
+            "upnp = true",
+            "address_hints = [\"utp:198.51.100.1:4000\"]",
+            "bootstrap = [\"192.0.2.9:5483\"]",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+        assert_eq!(
+            Profile::open(dir.path(), None).unwrap().settings(),
+            &settings
+        );
+        // A file written before uTP: bare hints are TCP, uTP is on.
+        fs::write(
+            dir.path().join(SETTINGS_FILE),
+            "display_name = \"Old\"\nlisten = [\"0.0.0.0:5483\"]\naddress_hints = [\"192.0.2.1:5483\"]\n",
+        )
+        .unwrap();
+        let p = Profile::open(dir.path(), None).unwrap();
+        assert_eq!(
+            p.settings().address_hints,
+            vec![Endpoint::tcp("192.0.2.1:5483".parse().unwrap())]
+        );
+        assert!(p.settings().utp);
+        assert_eq!(p.settings().utp_listen, None);
     }
 
     #[test]

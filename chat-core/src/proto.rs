@@ -16,12 +16,12 @@
 //!
 //! `Chat` is answered by `Ack` once stored; `Read` reports messages read.
 
-use std::net::SocketAddr;
-
+use crust::Endpoint;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this program speaks.
-pub(crate) const VERSION: u8 = 1;
+/// The protocol version this program speaks. 2: addresses are crust
+/// endpoints (`tcp:` / `utp:`), not bare TCP socket addresses.
+pub(crate) const VERSION: u8 = 2;
 
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub(crate) enum Wire {
     /// Opens a session.
     Hello {
         name: String,
-        addrs: Vec<SocketAddr>,
+        addrs: Vec<Endpoint>,
         friend: bool,
     },
     /// A friend request, carrying the token from the invite.
@@ -37,7 +37,7 @@ pub(crate) enum Wire {
         token: [u8; 4],
         name: String,
         message: String,
-        addrs: Vec<SocketAddr>,
+        addrs: Vec<Endpoint>,
         replaces: Option<[u8; 32]>,
     },
     /// The request was declined.
@@ -112,7 +112,10 @@ mod tests {
         let samples = [
             Wire::Hello {
                 name: "a".into(),
-                addrs: vec!["1.2.3.4:5".parse().unwrap()],
+                addrs: vec![
+                    "1.2.3.4:5".parse().unwrap(),
+                    "utp:[2001:db8::1]:6".parse().unwrap(),
+                ],
                 friend: true,
             },
             Wire::Chat {

@@ -11,10 +11,9 @@
 //! Order of calls: [`Store::open`], then any queries; group writes that
 //! belong together with [`Store::batch`].
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crust::PeerId;
+use crust::{Endpoint, PeerId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::types::{
@@ -258,7 +257,7 @@ impl Store {
         peer: &PeerId,
         name: &str,
         state: ContactState,
-        addrs: &[SocketAddr],
+        addrs: &[Endpoint],
         request: Option<(&[u8; 4], &str, Option<&PeerId>)>,
     ) -> Result<()> {
         let (token, message, replaces) = match request {
@@ -325,7 +324,7 @@ impl Store {
         )? > 0)
     }
 
-    pub(crate) fn set_addrs(&self, peer: &PeerId, addrs: &[SocketAddr]) -> Result<()> {
+    pub(crate) fn set_addrs(&self, peer: &PeerId, addrs: &[Endpoint]) -> Result<()> {
         self.conn.execute(
             "UPDATE contacts SET addrs = ?2 WHERE peer = ?1",
             params![peer.as_bytes(), join_addrs(addrs)],
@@ -690,7 +689,7 @@ pub(crate) struct ContactRow {
     pub(crate) name: String,
     pub(crate) state: ContactState,
     pub(crate) verified: bool,
-    pub(crate) addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<Endpoint>,
     pub(crate) last_seen: Option<i64>,
     pub(crate) request_token: Option<[u8; 4]>,
     pub(crate) request_message: String,
@@ -784,7 +783,7 @@ fn id_col(r: &Row<'_>, i: usize) -> rusqlite::Result<MessageId> {
     Ok(MessageId(bytes))
 }
 
-fn join_addrs(addrs: &[SocketAddr]) -> String {
+fn join_addrs(addrs: &[Endpoint]) -> String {
     addrs
         .iter()
         .map(ToString::to_string)
@@ -792,7 +791,7 @@ fn join_addrs(addrs: &[SocketAddr]) -> String {
         .join(" ")
 }
 
-fn split_addrs(text: &str) -> Vec<SocketAddr> {
+fn split_addrs(text: &str) -> Vec<Endpoint> {
     text.split_whitespace()
         .filter_map(|a| a.parse().ok())
         .collect()

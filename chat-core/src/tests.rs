@@ -71,13 +71,7 @@ async fn node_with_fake_friend(dir: &std::path::Path) -> (Node, NodeEvents, Fake
     let invite = Invite {
         peer: fake.service.id(),
         name: "fake".into(),
-        addrs: fake
-            .service
-            .listeners()
-            .await
-            .into_iter()
-            .map(|e| e.addr)
-            .collect(),
+        addrs: fake.service.listeners().await,
         token: [0; 4],
     };
     node.add_contact(&invite, "hi").unwrap();

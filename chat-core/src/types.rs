@@ -5,11 +5,10 @@
 //! them, front ends display them.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crust::{ConnectionInfo, PeerId};
+use crust::{ConnectionInfo, Endpoint, PeerId, Transport};
 
 /// The largest message text accepted, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -207,6 +206,29 @@ pub enum Presence {
     },
 }
 
+impl Presence {
+    /// The path in use, for a contact list: `"direct TCP 192.0.2.1:5483"`,
+    /// `"direct uTP 192.0.2.1:5483"`, or `None` when offline. Every
+    /// connection today is direct (dialled or accepted); hole-punched and
+    /// relayed paths come with NAT traversal.
+    pub fn path(&self) -> Option<String> {
+        match self {
+            Self::Online(info) => Some(describe_path(info)),
+            Self::Offline { .. } => None,
+        }
+    }
+}
+
+/// A connection's path in words: transport and the peer's address.
+pub fn describe_path(info: &ConnectionInfo) -> String {
+    let transport = match info.transport {
+        Transport::Tcp => "TCP",
+        Transport::Utp => "uTP",
+        _ => "other transport",
+    };
+    format!("direct {transport} {}", info.remote_addr)
+}
+
 /// Someone in the contact list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
@@ -219,8 +241,8 @@ pub struct Contact {
     pub state: ContactState,
     /// Whether we compared safety codes and marked them verified.
     pub verified: bool,
-    /// Where they were last reachable.
-    pub addrs: Vec<SocketAddr>,
+    /// Where they were last reachable (TCP and uTP endpoints).
+    pub addrs: Vec<Endpoint>,
     /// Online or offline.
     pub presence: Presence,
     /// Incoming messages not yet marked read.
@@ -238,8 +260,8 @@ pub struct FriendRequest {
     pub name: String,
     /// Their short message.
     pub message: String,
-    /// Where they said they can be reached.
-    pub addrs: Vec<SocketAddr>,
+    /// Where they said they can be reached (TCP and uTP endpoints).
+    pub addrs: Vec<Endpoint>,
     /// When it arrived (ms since the Unix epoch).
     pub received_at_ms: i64,
     /// A known contact this key claims to replace (a changed key): treat

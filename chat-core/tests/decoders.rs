@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use chat_core::{Invite, PeerId};
+use chat_core::{Endpoint, Invite, PeerId};
 use proptest::prelude::*;
 
 fn peer(seed: [u8; 32]) -> PeerId {
@@ -29,15 +29,27 @@ proptest! {
         seed in any::<[u8; 32]>(),
         name in "\\PC{0,40}",
         token in any::<[u8; 4]>(),
-        addrs in proptest::collection::vec((any::<[u8; 4]>(), any::<[u8; 16]>(), any::<bool>(), any::<u16>()), 0..8),
+        addrs in proptest::collection::vec((any::<[u8; 4]>(), any::<[u8; 16]>(), any::<bool>(), any::<u16>(), 0..3u8), 0..8),
     ) {
-        let addrs: Vec<SocketAddr> = addrs
-            .into_iter()
-            .map(|(v4, v6, is_v6, port)| {
-                let ip = if is_v6 { IpAddr::from(v6) } else { IpAddr::from(v4) };
-                SocketAddr::new(ip, port)
-            })
-            .collect();
+        // Each distinct address with TCP, uTP or both (in that order, as
+        // the decoder gives them back).
+        let mut seen = Vec::new();
+        let mut endpoints: Vec<Endpoint> = Vec::new();
+        for (v4, v6, is_v6, port, transports) in addrs {
+            let ip = if is_v6 { IpAddr::from(v6) } else { IpAddr::from(v4) };
+            let addr = SocketAddr::new(ip, port);
+            if seen.contains(&addr) {
+                continue;
+            }
+            seen.push(addr);
+            if transports != 1 {
+                endpoints.push(Endpoint::tcp(addr));
+            }
+            if transports != 0 {
+                endpoints.push(Endpoint::utp(addr));
+            }
+        }
+        let addrs = endpoints;
         let name: String = name.chars().scan(0, |len, c| { *len += c.len_utf8(); (*len <= 64).then_some(c) }).collect();
         let invite = Invite { peer: peer(seed), name, addrs, token };
         prop_assert_eq!(invite.to_string().parse::<Invite>().unwrap(), invite.clone());

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use chat_core::{ContactState, Event, MessageState, NodeError, Presence, Profile, ProfileError};
+use chat_core::{
+    ContactState, Event, MessageState, NodeError, Presence, Profile, ProfileError, Transport,
+};
 use common::{befriend, open, receive, start};
 
 fn delivered(
@@ -85,6 +87,104 @@ async fn two_nodes_befriend_by_invite_and_chat_both_ways_with_receipts() {
         let texts: Vec<_> = page.messages.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(texts, ["hello alice", "hello bob"]);
     }
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// A node with no TCP listener at all, only crust's uTP socket.
+async fn start_utp_only(root: &std::path::Path, name: &str) -> common::Peer {
+    let dir = root.join(name);
+    let mut profile = Profile::create(&dir, name, None).unwrap();
+    let mut settings = profile.settings().clone();
+    settings.listen.clear();
+    profile.set_settings(settings).unwrap();
+    drop(profile);
+    let mut config = chat_core::NodeConfig::loopback(common::NETWORK);
+    config.crust.listen.clear();
+    common::open_with(&dir, config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_without_tcp_chat_over_utp_and_report_the_utp_path() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = start_utp_only(root.path(), "alice").await;
+    let mut bob = start_utp_only(root.path(), "bob").await;
+    let report = alice.node.network_report().await;
+    assert!(
+        report
+            .listeners
+            .iter()
+            .all(|e| e.transport == Transport::Utp),
+        "{report:?}"
+    );
+    // The invite carries only uTP endpoints, and survives the text form.
+    let invite: chat_core::Invite = alice.node.my_invite().unwrap().to_string().parse().unwrap();
+    assert!(!invite.addrs.is_empty());
+    assert!(
+        invite.addrs.iter().all(|e| e.transport == Transport::Utp),
+        "{invite:?}"
+    );
+    bob.node.add_contact(&invite, "over udp").unwrap();
+    let b = bob.id();
+    alice
+        .wait_for("request", |e| {
+            matches!(e, Event::FriendRequest(r) if r.from == b).then_some(())
+        })
+        .await;
+    alice.node.accept(&b).unwrap();
+    let a = alice.id();
+    bob.wait_for("accepted", |e| {
+        matches!(e, Event::FriendAccepted { contact } if *contact == a).then_some(())
+    })
+    .await;
+    let m = bob.node.send(&a, "hello over uTP").unwrap();
+    assert_eq!(receive(&mut alice, b, 1).await, ["hello over uTP"]);
+    bob.wait_for("delivered", delivered(a, m.id)).await;
+    let m = alice.node.send(&b, "and back").unwrap();
+    assert_eq!(receive(&mut bob, a, 1).await, ["and back"]);
+    alice.wait_for("delivered", delivered(b, m.id)).await;
+
+    // Both contact lists show the path in use: direct uTP.
+    for (peer, other) in [(&alice, b), (&bob, a)] {
+        let contact = peer.node.contact(&other).unwrap();
+        let Presence::Online(info) = &contact.presence else {
+            panic!("{other} offline: {contact:?}");
+        };
+        assert_eq!(info.transport, Transport::Utp);
+        let path = contact.presence.path().unwrap();
+        assert!(path.starts_with("direct uTP 127.0.0.1:"), "{path}");
+        // What the peer said in its hello: uTP endpoints only.
+        assert!(
+            contact.addrs.iter().all(|e| e.transport == Transport::Utp),
+            "{contact:?}"
+        );
+    }
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_are_dialled_over_both_transports_and_told_both() {
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = start(root.path(), "alice").await;
+    let mut bob = start(root.path(), "bob").await;
+    let invite = alice.node.my_invite().unwrap();
+    for transport in [Transport::Tcp, Transport::Utp] {
+        assert!(
+            invite.addrs.iter().any(|e| e.transport == transport),
+            "{invite:?}"
+        );
+    }
+    befriend(&mut alice, &mut bob).await;
+    let contact = bob.node.contact(&alice.id()).unwrap();
+    for transport in [Transport::Tcp, Transport::Utp] {
+        assert!(
+            contact.addrs.iter().any(|e| e.transport == transport),
+            "{contact:?}"
+        );
+    }
+    let path = contact.presence.path().unwrap();
+    assert!(path.starts_with("direct "), "{path}");
     alice.stop().await;
     bob.stop().await;
 }
@@ -192,7 +292,17 @@ async fn a_request_survives_restarts_and_is_retried_until_answered() {
     let alice = start(root.path(), "alice").await;
     let bob = start(root.path(), "bob").await;
     let invite = alice.node.my_invite().unwrap();
-    let alice_addr = alice.node.network_report().await.listeners[0].addr;
+    let listeners = alice.node.network_report().await.listeners;
+    let alice_tcp = listeners
+        .iter()
+        .find(|e| e.transport == Transport::Tcp)
+        .unwrap()
+        .addr;
+    let alice_utp = listeners
+        .iter()
+        .find(|e| e.transport == Transport::Utp)
+        .unwrap()
+        .addr;
     let alice_dir = alice.stop().await;
     // Alice is gone; bob's request and first message wait on disk, through
     // a restart of bob.
@@ -206,7 +316,8 @@ async fn a_request_survives_restarts_and_is_retried_until_answered() {
     );
     // Alice returns where the invite said; bob's redial finds her.
     let mut config = chat_core::NodeConfig::loopback(common::NETWORK);
-    config.crust.listen = vec![alice_addr];
+    config.crust.listen = vec![alice_tcp];
+    config.crust.utp = Some(alice_utp);
     let mut alice = common::open_with(&alice_dir, config).await;
     alice
         .wait_for("request", |e| {
@@ -416,7 +527,8 @@ async fn typing_presence_safety_codes_and_contact_management() {
 
     let report = alice.node.network_report().await;
     assert!(report.connections.iter().any(|(p, _)| *p == b));
-    assert_eq!(report.listeners.len(), 1);
+    // One TCP listener and the uTP socket.
+    assert_eq!(report.listeners.len(), 2);
 
     alice.node.remove(&b).unwrap();
     assert!(alice.node.contacts().unwrap().is_empty());
