@@ -51,6 +51,16 @@ pub struct Config {
     ///
     /// [`Events`]: crate::Events
     pub receive_buffer_limit: usize,
+    /// Ask a UPnP IGD gateway to forward our UDP and TCP ports (only when
+    /// our address is a private one).
+    pub upnp: bool,
+    /// The lease asked for UPnP mappings; they are renewed at half of it.
+    pub upnp_lease: Duration,
+    /// Forward rendezvous signals between two peers connected to us.
+    pub rendezvous: bool,
+    /// How long a [`connect_via`](crate::Service::connect_via) attempt may
+    /// take, rendezvous included.
+    pub punch_timeout: Duration,
 }
 
 impl Default for Config {
@@ -70,6 +80,10 @@ impl Default for Config {
             max_pending_handshakes: 128,
             send_queue_limit: 8 * 1024 * 1024,
             receive_buffer_limit: 4 * 1024 * 1024,
+            upnp: true,
+            upnp_lease: Duration::from_secs(3600),
+            rendezvous: true,
+            punch_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -45,6 +45,10 @@
 //!   resolution, priorities, keep-alives, lost-peer detection;
 //! - [`BootstrapCache`]: peers that accepted us before, dialled first on the
 //!   next start;
+//! - NAT traversal: address echo from connected peers and UPnP mappings
+//!   ([`NatReport`], [`Service::nat_report`]), rendezvous through a peer
+//!   connected to both sides and UDP hole punching for uTP
+//!   ([`Service::connect_via`], [`ConnectionPath`]);
 //! - [`utp`]: uTP (BEP 29 with LEDBAT), a sans-IO protocol core and its
 //!   tokio driver, the transport for hole-punched connections.
 
@@ -52,6 +56,7 @@ mod bootstrap_cache;
 mod config;
 mod fsutil;
 mod id;
+mod nat;
 pub mod secure;
 mod service;
 pub mod utp;
@@ -60,10 +65,11 @@ mod wire;
 pub use bootstrap_cache::{BootstrapCache, CacheEntry, CacheError};
 pub use config::{Config, Contact, Endpoint, ParseContactError, ParseEndpointError};
 pub use id::{KeyFileError, ParsePeerIdError, PeerId, SecretId};
+pub use nat::{Mapping, NatReport, Observation, PortAllocation, UpnpMapping};
 pub use secure::{ChannelConfig, FrameError, HandshakeError, Intent};
 pub use service::{
-    ConnectError, ConnectionInfo, DialError, Direction, Event, Events, LostReason, Priority,
-    SendError, Service, ServiceError, Transport,
+    ConnectError, ConnectionInfo, ConnectionPath, DialError, Direction, Event, Events, LostReason,
+    Priority, SendError, Service, ServiceError, Transport,
 };
 
 /// crust's version and the commit it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)`:

@@ -4,8 +4,12 @@
 //! channel. Lane 0 carries [`Packet::Ping`], [`Packet::Pong`] and
 //! [`Packet::Close`]; lanes 1–15 carry application data by priority.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use crate::id::PeerId;
 
 /// The lane of keep-alives and connection control.
 pub(crate) const CONTROL_LANE: u8 = 0;
@@ -21,6 +25,65 @@ pub(crate) enum Packet<'a> {
     Pong { nonce: u64 },
     /// The sender will write nothing more on this connection.
     Close(CloseReason),
+    /// Sent once on every new connection: how the sender sees us and where
+    /// its own sockets are (address echo over the secure channel).
+    Hello(Hello),
+    /// To a rendezvous peer: pass `signal` on to `to`.
+    Forward { to: PeerId, signal: Signal },
+    /// From a rendezvous peer: `from` sent `signal` through it.
+    Forwarded { from: PeerId, signal: Signal },
+}
+
+/// The first control message on a connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Hello {
+    /// The receiver's address as the sender sees it on this connection.
+    pub(crate) observed: SocketAddr,
+    /// The sender's UDP socket port, if it has one (echo requests go there).
+    pub(crate) udp_port: Option<u16>,
+}
+
+/// Where a peer may be reached, for a hole-punching attempt.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Candidates {
+    /// UDP addresses, most promising first: local, mapped (UPnP), observed
+    /// (echo), predicted (sequential NATs).
+    pub(crate) udp: Vec<SocketAddr>,
+    /// TCP listener addresses: local and mapped.
+    pub(crate) tcp: Vec<SocketAddr>,
+}
+
+/// Rendezvous signalling between two peers, carried by a third.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// The sender wants a direct connection; here is where it may be.
+    Connect {
+        session: u64,
+        candidates: Candidates,
+    },
+    /// The answer to `Connect`: where the answerer may be.
+    Accept {
+        session: u64,
+        candidates: Candidates,
+    },
+    /// Start punching now (the sender starts half a round trip later).
+    Sync { session: u64 },
+    /// The answerer will not take part.
+    Refuse { session: u64 },
+    /// From the rendezvous itself: the peer is not connected to it.
+    Unreachable { session: u64 },
+}
+
+impl Signal {
+    pub(crate) fn session(&self) -> u64 {
+        match self {
+            Self::Connect { session, .. }
+            | Self::Accept { session, .. }
+            | Self::Sync { session }
+            | Self::Refuse { session }
+            | Self::Unreachable { session } => *session,
+        }
+    }
 }
 
 /// Why a connection is being closed.
@@ -75,6 +138,15 @@ impl Outgoing {
         }
     }
 
+    /// A control packet of any size.
+    pub(crate) fn control_owned(packet: &Packet<'_>) -> Self {
+        Self {
+            head: [0u8; 16],
+            head_len: 0,
+            body: Bytes::from(encode(packet)),
+        }
+    }
+
     /// A small control packet.
     pub(crate) fn control(packet: &Packet<'_>) -> Self {
         let mut head = [0u8; 16];
@@ -110,6 +182,9 @@ pub(crate) enum Incoming {
     Ping { nonce: u64 },
     Pong { nonce: u64 },
     Close(CloseReason),
+    Hello(Hello),
+    Forward { to: PeerId, signal: Signal },
+    Forwarded { from: PeerId, signal: Signal },
 }
 
 /// Decodes a message; `None` if it is not a valid packet.
@@ -127,6 +202,9 @@ pub(crate) fn decode(message: Bytes) -> Option<Incoming> {
         Packet::Ping { nonce } => Incoming::Ping { nonce },
         Packet::Pong { nonce } => Incoming::Pong { nonce },
         Packet::Close(reason) => Incoming::Close(reason),
+        Packet::Hello(hello) => Incoming::Hello(hello),
+        Packet::Forward { to, signal } => Incoming::Forward { to, signal },
+        Packet::Forwarded { from, signal } => Incoming::Forwarded { from, signal },
     })
 }
 
@@ -150,6 +228,7 @@ mod tests {
                 Packet::Ping { nonce } => Incoming::Ping { nonce },
                 Packet::Pong { nonce } => Incoming::Pong { nonce },
                 Packet::Close(r) => Incoming::Close(r),
+                _ => unreachable!(),
             };
             assert_eq!(decoded, expected);
         }
@@ -194,6 +273,52 @@ mod tests {
         }
         let ping = Outgoing::control(&Packet::Ping { nonce: u64::MAX });
         assert_eq!(flatten(&ping, 4), encode(&Packet::Ping { nonce: u64::MAX }));
+    }
+
+    #[test]
+    fn signalling_round_trips() {
+        let peer = crate::SecretId::generate().peer_id();
+        let candidates = Candidates {
+            udp: vec!["192.0.2.1:5".parse().unwrap(), "[::1]:7".parse().unwrap()],
+            tcp: vec!["203.0.113.9:80".parse().unwrap()],
+        };
+        let hello = Hello {
+            observed: "198.51.100.2:4000".parse().unwrap(),
+            udp_port: Some(9),
+        };
+        let packets = [
+            Packet::Hello(hello.clone()),
+            Packet::Forward {
+                to: peer,
+                signal: Signal::Connect {
+                    session: 3,
+                    candidates: candidates.clone(),
+                },
+            },
+            Packet::Forwarded {
+                from: peer,
+                signal: Signal::Sync { session: u64::MAX },
+            },
+        ];
+        let expected = [
+            Incoming::Hello(hello),
+            Incoming::Forward {
+                to: peer,
+                signal: Signal::Connect {
+                    session: 3,
+                    candidates,
+                },
+            },
+            Incoming::Forwarded {
+                from: peer,
+                signal: Signal::Sync { session: u64::MAX },
+            },
+        ];
+        for (packet, expected) in packets.iter().zip(expected) {
+            let out = Outgoing::control_owned(packet);
+            assert_eq!(flatten(&out, 7), encode(packet));
+            assert_eq!(decode(encode(packet).into()).unwrap(), expected);
+        }
     }
 
     proptest! {

@@ -2,7 +2,10 @@
 //!
 //! Listens on the given TCP addresses and on one UDP socket for uTP,
 //! accepts bootstrap connections, and bootstraps from its cache and the
-//! given contacts. Prints its id and
+//! given contacts. It serves as a rendezvous for NAT traversal (forwarding
+//! connect requests between peers connected to it) and answers address
+//! echoes, unless `--no-rendezvous`; behind a NAT it asks the gateway for
+//! UPnP port mappings unless `--no-upnp`. Prints its id and
 //! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
 
 use std::net::SocketAddr;
@@ -59,6 +62,14 @@ struct Args {
     /// Report a peer lost after this many seconds of silence.
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
     peer_timeout: f64,
+
+    /// Don't forward rendezvous signals between peers connected to us.
+    #[arg(long)]
+    no_rendezvous: bool,
+
+    /// Don't ask a UPnP gateway for port mappings.
+    #[arg(long)]
+    no_upnp: bool,
 }
 
 fn main() -> Result<()> {
@@ -100,6 +111,8 @@ async fn run(args: Args) -> Result<()> {
         bootstrap_cache: cache,
         keepalive_interval: secs(args.keepalive, "--keepalive")?,
         peer_timeout: secs(args.peer_timeout, "--peer-timeout")?,
+        rendezvous: !args.no_rendezvous,
+        upnp: !args.no_upnp,
         channel: crust::ChannelConfig {
             network_id: args.network.clone(),
             ..Default::default()
@@ -135,8 +148,15 @@ async fn run(args: Args) -> Result<()> {
                 tracing::warn!("no bootstrap peer could be reached")
             }
             Event::ConnectSuccess { peer, info } => {
-                tracing::info!(%peer, addr = %info.remote_addr, "connected")
+                tracing::info!(%peer, addr = %info.remote_addr, path = ?info.path, "connected")
             }
+            Event::NatReport(report) => tracing::info!(
+                external = ?report.udp_external,
+                mapping = ?report.mapping,
+                ports = ?report.port_allocation,
+                upnp = ?report.upnp,
+                "NAT report"
+            ),
             Event::LostPeer { peer, reason } => tracing::info!(%peer, %reason, "peer lost"),
             Event::NewMessage { peer, data } => {
                 tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")

@@ -23,8 +23,8 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, LinkCtl, LinkId, PeerQueue, ReaderEnd};
 use super::{
-    BoxedStream, ConnectError, ConnectionInfo, Dialled, Direction, Event, Inner, LostReason,
-    ServiceError, Transport,
+    BoxedStream, ConnectError, ConnectionInfo, ConnectionPath, Dialled, Direction, Event, Inner,
+    LostReason, NatInput, ServiceError, Transport,
 };
 use crate::bootstrap_cache::BootstrapCache;
 use crate::config::Endpoint;
@@ -368,8 +368,26 @@ impl Actor {
             remote_addr,
             local_addr,
             direction,
+            path,
+            started,
         } = dialled;
         let peer = channel.remote();
+        // A connection made while a traversal attempt with the peer runs
+        // came through the holes it punched (or its direct dials).
+        let punch_start = self
+            .inner
+            .punching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied();
+        let (path, started) = match (path, punch_start) {
+            (ConnectionPath::Direct, Some(at)) if transport == Transport::Utp => {
+                (ConnectionPath::HolePunched, Some(at))
+            }
+            (ConnectionPath::Direct, Some(at)) => (ConnectionPath::Direct, Some(at)),
+            (path, _) => (path, started),
+        };
         let intent = channel.intent();
         let dialler = match direction {
             Direction::Outgoing => self.inner.id,
@@ -381,6 +399,8 @@ impl Actor {
         };
         let info = ConnectionInfo {
             transport,
+            path,
+            connect_time: started.map(|at| at.elapsed()),
             remote_addr,
             local_addr,
             direction,
@@ -470,14 +490,28 @@ impl Actor {
                     info: info.clone(),
                 },
             };
-            tracing::info!(%peer, %remote_addr, ?direction, "connected");
+            tracing::info!(%peer, %remote_addr, ?direction, ?path, "connected");
             self.inner.emit(event);
+            let _ = self.inner.nat.send(NatInput::Connected {
+                peer,
+                info: info.clone(),
+            });
+            // Address echo over the secure channel, and where our UDP
+            // socket is for echoes over UDP.
+            let hello = crate::wire::Hello {
+                observed: remote_addr,
+                udp_port: self.utp_bound.map(|a| a.port()),
+            };
+            queue.push_control(crate::wire::Outgoing::control_owned(
+                &crate::wire::Packet::Hello(hello),
+            ));
         }
         // The reader starts after the connect event, so the peer's messages
         // always follow it.
         let internal = self.internal_tx.clone();
+        let remote = (remote_addr, transport);
         self.tasks.spawn(async move {
-            let end = link::run_reader(reader, peer, inner, queue, ctl).await;
+            let end = link::run_reader(reader, peer, remote, inner, queue, ctl).await;
             let _ = internal.send(Internal::LinkEnded {
                 peer,
                 link: id,
@@ -573,6 +607,7 @@ impl Actor {
     }
 
     fn forget(&self, peer: &PeerId, entry: &PeerEntry) {
+        let _ = self.inner.nat.send(NatInput::Lost { peer: *peer });
         self.inner
             .queues
             .write()
@@ -599,6 +634,11 @@ impl Actor {
     }
 
     async fn shutdown(&mut self) {
+        // UPnP mappings go first, while the network is still ours.
+        let (reply, done) = oneshot::channel();
+        if self.inner.nat.send(NatInput::Shutdown { reply }).is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(4), done).await;
+        }
         for (_, task) in self.listeners.drain() {
             task.abort();
         }
@@ -720,6 +760,8 @@ impl Accepted {
                     remote_addr,
                     local_addr,
                     direction: Direction::Incoming,
+                    path: ConnectionPath::Direct,
+                    started: None,
                 }));
             }
             Err(e) => {

@@ -50,6 +50,7 @@ pub(super) async fn dial(
     endpoint: Endpoint,
     intent: Intent,
 ) -> Result<Dialled, DialError> {
+    let started = std::time::Instant::now();
     let (stream, local_addr) = open(inner, endpoint).await?;
     let channel = SecureChannel::connect(
         stream,
@@ -66,6 +67,8 @@ pub(super) async fn dial(
         remote_addr: endpoint.addr,
         local_addr,
         direction: Direction::Outgoing,
+        path: super::ConnectionPath::Direct,
+        started: Some(started),
     })
 }
 

@@ -89,7 +89,7 @@ impl PeerQueue {
     }
 
     /// Queues a control message; never waits.
-    fn push_control(&self, message: Outgoing) {
+    pub(super) fn push_control(&self, message: Outgoing) {
         let mut state = self.lock();
         if !state.closed {
             state.lanes[usize::from(CONTROL_LANE)].push_back(message);
@@ -181,6 +181,7 @@ pub(super) enum ReaderEnd {
 pub(super) async fn run_reader<R: AsyncRead + Unpin>(
     mut reader: SecureReader<R>,
     peer: PeerId,
+    (remote, transport): (std::net::SocketAddr, super::Transport),
     inner: Arc<Inner>,
     queue: Arc<PeerQueue>,
     ctl: Arc<LinkCtl>,
@@ -227,7 +228,42 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 }
             }
             Some(Incoming::Close(reason)) => return ReaderEnd::PeerClosed(reason),
+            Some(Incoming::Hello(hello)) => {
+                let _ = inner.nat.send(super::NatInput::Hello {
+                    peer,
+                    hello,
+                    remote,
+                    transport,
+                });
+            }
+            Some(Incoming::Forward { to, signal }) => forward(&inner, &queue, peer, to, signal),
+            Some(Incoming::Forwarded { from, signal }) => {
+                let _ = inner.nat.send(super::NatInput::Signal {
+                    via: peer,
+                    from,
+                    signal,
+                });
+            }
         }
+    }
+}
+
+/// Rendezvous: passes a signal from `from` on to `to`, or tells `from` that
+/// `to` cannot be reached through us.
+fn forward(inner: &Inner, queue: &PeerQueue, from: PeerId, to: PeerId, signal: wire::Signal) {
+    let target = (inner.config.rendezvous && to != inner.id)
+        .then(|| inner.queue(&to))
+        .flatten();
+    match target {
+        Some(target) => {
+            target.push_control(Outgoing::control_owned(&Packet::Forwarded { from, signal }))
+        }
+        None => queue.push_control(Outgoing::control_owned(&Packet::Forwarded {
+            from: to,
+            signal: wire::Signal::Unreachable {
+                session: signal.session(),
+            },
+        })),
     }
 }
 

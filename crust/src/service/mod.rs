@@ -14,11 +14,12 @@
 mod actor;
 mod dial;
 mod link;
+mod nat;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,11 +29,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use crate::bootstrap_cache::BootstrapCache;
 use crate::config::{Config, Endpoint};
 use crate::id::{PeerId, SecretId};
+use crate::nat::NatReport;
 use crate::secure::{FrameError, HandshakeError, Intent};
 use crate::utp::UtpSocket;
 use crate::wire;
 use actor::Command;
 use link::PeerQueue;
+pub(crate) use nat::NatInput;
 
 /// How a connection is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,11 +57,33 @@ pub enum Direction {
     Incoming,
 }
 
+/// Which way a connection found to the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionPath {
+    /// Dialled (or accepted) at an address that was reachable as it was.
+    Direct,
+    /// Through NATs opened by hole punching after a rendezvous.
+    HolePunched,
+    /// Through another peer, which forwards the (end-to-end encrypted)
+    /// bytes.
+    Relayed {
+        /// The relaying peer.
+        via: PeerId,
+    },
+}
+
 /// What is known about a live connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// The transport carrying it.
     pub transport: Transport,
+    /// How the connection was found: direct, hole-punched or relayed.
+    pub path: ConnectionPath,
+    /// From the start of our attempt (dial, or traversal including the
+    /// rendezvous) to the finished handshake; `None` for connections the
+    /// peer made on its own.
+    pub connect_time: Option<Duration>,
     /// The peer's address as we see it.
     pub remote_addr: SocketAddr,
     /// Our address on this connection.
@@ -199,6 +224,9 @@ pub enum Event {
         /// Why.
         reason: LostReason,
     },
+    /// What we know about our addresses and NAT changed; also available
+    /// from [`Service::nat_report`].
+    NatReport(NatReport),
 }
 
 /// Why one address could not be dialled.
@@ -232,6 +260,9 @@ pub enum ConnectError {
     /// The service has shut down.
     #[error("the service has shut down")]
     Stopped,
+    /// A connection through a rendezvous peer failed.
+    #[error("NAT traversal failed: {0}")]
+    Traversal(String),
 }
 
 fn describe_attempts(attempts: &[(Endpoint, DialError)]) -> String {
@@ -320,12 +351,26 @@ pub(crate) struct Inner {
     handshake_slots: Arc<Semaphore>,
     /// The service's UDP socket, carrying every uTP connection.
     utp: Option<UtpSocket>,
+    /// To the NAT driver (`nat.rs`).
+    nat: mpsc::UnboundedSender<NatInput>,
+    /// The latest NAT report.
+    nat_report: RwLock<NatReport>,
+    /// Peers with a traversal attempt in progress, and when it started: a
+    /// connection they make to us is hole-punched.
+    punching: Mutex<HashMap<PeerId, Instant>>,
 }
 
 impl Inner {
     fn emit(&self, event: Event) {
         // The receiver may be gone; the service goes on regardless.
         let _ = self.events.send((event, None));
+    }
+
+    fn nat_report(&self) -> NatReport {
+        self.nat_report
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn queue(&self, peer: &PeerId) -> Option<Arc<PeerQueue>> {
@@ -366,18 +411,17 @@ impl Service {
                             addr: Endpoint::utp(addr),
                             source,
                         })?;
-                // Crust's own datagrams (address echo, hole punching) will
-                // arrive here; until they exist, drain them.
-                tokio::spawn(drain_other_datagrams(others));
                 let bound = socket.local_addr().map_err(|source| ServiceError::Listen {
                     addr: Endpoint::utp(addr),
                     source,
                 })?;
-                Some((socket, bound))
+                Some((socket, (bound, others)))
             }
             None => None,
         };
         let (utp, utp_bound) = utp.unzip();
+        let (utp_bound, datagrams) = utp_bound.unzip();
+        let (nat_tx, nat_rx) = mpsc::unbounded_channel();
         // A damaged cache is logged by `open` and replaced by an empty one.
         let cache = config
             .bootstrap_cache
@@ -392,15 +436,21 @@ impl Service {
             handshake_slots: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
             config,
             utp,
+            nat: nat_tx.clone(),
+            nat_report: RwLock::new(NatReport::default()),
+            punching: Mutex::new(HashMap::new()),
         });
         let commands = actor::spawn(inner.clone(), cache);
+        nat::spawn(inner.clone(), commands.clone(), nat_tx, nat_rx, datagrams);
         let service = Self { inner, commands };
         if let Some(bound) = utp_bound {
             service.command(Command::ListenUtp { bound })?;
         }
+        let mut tcp = Vec::new();
         for addr in service.inner.config.listen.clone() {
-            service.start_listening(addr).await?;
+            tcp.push(service.start_listening(addr).await?);
         }
+        let _ = service.inner.nat.send(NatInput::Start { tcp });
         Ok((service, Events { rx: events_rx }))
     }
 
@@ -488,6 +538,50 @@ impl Service {
         result
     }
 
+    /// Connects to `peer` through `rendezvous`, a peer both are connected
+    /// to: it forwards each side's candidate addresses, both punch holes in
+    /// their NATs at the same moment, and the first path to work wins (see
+    /// [`ConnectionInfo::path`]). Returns at once if already connected.
+    /// Success is also reported as [`Event::ConnectSuccess`], failure as
+    /// [`Event::ConnectFailure`].
+    pub async fn connect_via(
+        &self,
+        peer: PeerId,
+        rendezvous: PeerId,
+    ) -> Result<ConnectionInfo, ConnectError> {
+        if let Some(info) = self.connection_info(&peer).await {
+            return Ok(info);
+        }
+        let (reply, rx) = oneshot::channel();
+        let result = if self
+            .inner
+            .nat
+            .send(NatInput::ConnectVia {
+                peer,
+                via: rendezvous,
+                reply,
+            })
+            .is_err()
+        {
+            Err(ConnectError::Stopped)
+        } else {
+            rx.await.unwrap_or(Err(ConnectError::Stopped))
+        };
+        if let Err(error) = &result {
+            self.inner.emit(Event::ConnectFailure {
+                peer,
+                error: error.clone(),
+            });
+        }
+        result
+    }
+
+    /// What the service knows about its addresses and the NAT in front of
+    /// it; [`Event::NatReport`] announces each change.
+    pub fn nat_report(&self) -> NatReport {
+        self.inner.nat_report()
+    }
+
     /// Queues `data` for `peer`. Waits while the peer's queue is over
     /// [`Config::send_queue_limit`]. Delivery is in order per priority;
     /// messages still queued when the connection is lost are dropped. The
@@ -566,6 +660,9 @@ pub(crate) struct Dialled {
     remote_addr: SocketAddr,
     local_addr: SocketAddr,
     direction: Direction,
+    path: ConnectionPath,
+    /// When our attempt started, if we made one.
+    started: Option<Instant>,
 }
 
 /// A byte stream of any transport.
@@ -578,13 +675,6 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ByteStream 
 
 /// What a secure channel runs over: TCP or uTP, behind one type.
 pub(crate) type BoxedStream = Box<dyn ByteStream>;
-
-/// Takes the UDP socket's non-uTP datagrams until they have a use.
-async fn drain_other_datagrams(mut others: mpsc::Receiver<crate::utp::OtherDatagram>) {
-    while let Some((datagram, from)) = others.recv().await {
-        tracing::trace!(%from, len = datagram.len(), "ignoring a non-uTP datagram");
-    }
-}
 
 /// Maps a reader's failure to the reason reported for the lost peer.
 fn lost_reason(error: &FrameError) -> LostReason {

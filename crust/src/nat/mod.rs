@@ -1,0 +1,16 @@
+//! NAT traversal's pure parts: what we know about our addresses
+//! ([`NatReport`], classification), crust's own datagrams, local
+//! addresses, the UPnP client, and the hole-punching plan. The driver that
+//! does the I/O is `service/nat.rs`.
+
+mod datagram;
+mod local;
+mod punch;
+mod report;
+pub(crate) mod upnp;
+
+pub(crate) use datagram::Datagram;
+pub(crate) use local::{behind_nat, local_ips};
+pub(crate) use punch::PunchPlan;
+pub(crate) use report::classify;
+pub use report::{Mapping, NatReport, Observation, PortAllocation, UpnpMapping};

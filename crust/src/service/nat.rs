@@ -1,0 +1,842 @@
+//! The NAT driver: one task per service doing the I/O of NAT traversal.
+//!
+//! It owns crust's datagrams on the UDP socket (address echo, punching),
+//! the observations behind the [`NatReport`], the UPnP task, and the
+//! hole-punching sessions. Inputs arrive on one channel ([`NatInput`]):
+//! from the actor (connections up and down, listeners), from link readers
+//! (a peer's `Hello`, rendezvous signals) and from the handle
+//! ([`Service::connect_via`](super::Service::connect_via)).
+//!
+//! A session, requester side (A) and answerer side (B), through a
+//! rendezvous peer R connected to both:
+//! 1. A → R → B: `Connect { session, candidates }`; A notes the time.
+//! 2. B → R → A: `Accept { session, candidates }`; B waits for `Sync`.
+//! 3. A → R → B: `Sync`; A starts punching half the measured round trip
+//!    later, B on receipt, so both start at about the same moment.
+//! 4. Both probe every candidate of the other ([`PunchPlan`]), answer each
+//!    probe with an ack, and dial each other's TCP candidates. The side with
+//!    the smaller peer id dials uTP to the first address it hears the other
+//!    from; the other side's uTP accept loop takes the connection.
+//! 5. The session ends when the peer is connected, or at the deadline.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::actor::Command;
+use super::{ConnectError, ConnectionInfo, ConnectionPath, Event, Inner};
+use crate::config::Endpoint;
+use crate::id::PeerId;
+use crate::nat::{self, Datagram, NatReport, Observation, PunchPlan, UpnpMapping};
+use crate::secure::Intent;
+use crate::utp::OtherDatagram;
+use crate::wire::{Candidates, Hello, Outgoing, Packet, Signal};
+
+/// Echo requests sent per peer before giving up on it.
+const ECHO_TRIES: u32 = 4;
+/// Between echo retries.
+const ECHO_RETRY: Duration = Duration::from_millis(500);
+/// Predicted ports offered for a sequential symmetric NAT.
+const PREDICTED_PORTS: usize = 32;
+/// Most punching sessions at once; more are refused.
+const MAX_SESSIONS: usize = 8;
+/// How long an answerer waits for `Sync`.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// What the driver hears.
+pub(crate) enum NatInput {
+    /// The service's TCP listeners are up.
+    Start { tcp: Vec<SocketAddr> },
+    /// A peer's `Hello` arrived on a connection with this remote address.
+    Hello {
+        peer: PeerId,
+        hello: Hello,
+        remote: SocketAddr,
+        transport: super::Transport,
+    },
+    /// A signal forwarded by the rendezvous peer `via`.
+    Signal {
+        via: PeerId,
+        from: PeerId,
+        signal: Signal,
+    },
+    /// A peer is connected (first link registered).
+    Connected { peer: PeerId, info: ConnectionInfo },
+    /// A peer's last link is gone.
+    Lost { peer: PeerId },
+    /// The application asks for a connection through a rendezvous peer.
+    ConnectVia {
+        peer: PeerId,
+        via: PeerId,
+        reply: oneshot::Sender<Result<ConnectionInfo, ConnectError>>,
+    },
+    /// A dial started by a session failed.
+    DialFailed { session: u64 },
+    /// UPnP mapped (or lost) our ports.
+    Upnp(Option<UpnpMapping>),
+    /// The service stops: remove UPnP mappings, end sessions.
+    Shutdown { reply: oneshot::Sender<()> },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Stage {
+    /// Requester: `Connect` sent, waiting for `Accept`.
+    AwaitingAccept,
+    /// Answerer: `Accept` sent, waiting for `Sync`.
+    AwaitingSync,
+    /// Punching starts at `punch_at` (or has started).
+    Punching,
+}
+
+struct Session {
+    peer: PeerId,
+    via: PeerId,
+    stage: Stage,
+    started: Instant,
+    deadline: Instant,
+    sent_connect_at: Instant,
+    punch_at: Option<Instant>,
+    plan: Option<PunchPlan>,
+    theirs: Candidates,
+    /// We dial uTP; the peer accepts.
+    initiator: bool,
+    dialling: bool,
+    reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
+}
+
+struct Echo {
+    peer: PeerId,
+    server: SocketAddr,
+    tries: u32,
+    next_at: Instant,
+}
+
+struct Driver {
+    inner: Arc<Inner>,
+    commands: mpsc::UnboundedSender<Command>,
+    input_tx: mpsc::UnboundedSender<NatInput>,
+    local_ips: Vec<IpAddr>,
+    udp_local: Option<SocketAddr>,
+    tcp_listen: Vec<SocketAddr>,
+    observations: HashMap<PeerId, Observation>,
+    tcp_observed: HashMap<PeerId, SocketAddr>,
+    upnp: Option<UpnpMapping>,
+    upnp_task: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    echoes: HashMap<u64, Echo>,
+    sessions: HashMap<u64, Session>,
+}
+
+/// Spawns the driver.
+pub(super) fn spawn(
+    inner: Arc<Inner>,
+    commands: mpsc::UnboundedSender<Command>,
+    input_tx: mpsc::UnboundedSender<NatInput>,
+    input: mpsc::UnboundedReceiver<NatInput>,
+    datagrams: Option<mpsc::Receiver<OtherDatagram>>,
+) {
+    let udp_local = inner.utp.as_ref().and_then(|s| s.local_addr().ok());
+    let bound_ip = udp_local
+        .map(|a| a.ip())
+        .or_else(|| inner.config.listen.first().map(|a| a.ip()))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let driver = Driver {
+        local_ips: nat::local_ips(bound_ip),
+        inner,
+        commands,
+        input_tx,
+        udp_local,
+        tcp_listen: Vec::new(),
+        observations: HashMap::new(),
+        tcp_observed: HashMap::new(),
+        upnp: None,
+        upnp_task: None,
+        echoes: HashMap::new(),
+        sessions: HashMap::new(),
+    };
+    tokio::spawn(driver.run(input, datagrams));
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut input: mpsc::UnboundedReceiver<NatInput>,
+        mut datagrams: Option<mpsc::Receiver<OtherDatagram>>,
+    ) {
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                msg = input.recv() => match msg {
+                    None => break,
+                    Some(NatInput::Shutdown { reply }) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(msg) => self.on_input(msg),
+                },
+                Some((bytes, from)) = recv_datagram(&mut datagrams) => {
+                    self.on_datagram(&bytes, from).await;
+                }
+                () = sleep_until(deadline) => {}
+            }
+            self.on_timers().await;
+        }
+        self.end_sessions("the service has shut down");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let echoes = self.echoes.values().map(|e| e.next_at);
+        let sessions = self.sessions.values().flat_map(|s| {
+            let punch = match (&s.plan, s.punch_at) {
+                (Some(plan), _) => plan.poll_timeout(),
+                (None, at) => at,
+            };
+            [Some(s.deadline), punch].into_iter().flatten()
+        });
+        echoes.chain(sessions).min()
+    }
+
+    fn on_input(&mut self, msg: NatInput) {
+        match msg {
+            NatInput::Start { tcp } => {
+                self.tcp_listen = tcp;
+                self.start_upnp();
+                self.update_report();
+            }
+            NatInput::Hello {
+                peer,
+                hello,
+                remote,
+                transport,
+            } => self.on_hello(peer, hello, remote, transport),
+            NatInput::Signal { via, from, signal } => self.on_signal(via, from, signal),
+            NatInput::Connected { peer, info } => {
+                let done: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.peer == peer)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in done {
+                    if let Some(mut s) = self.sessions.remove(&id) {
+                        tracing::debug!(%peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
+                            targets = s.plan.as_ref().map_or(0, PunchPlan::targets),
+                            "traversal session done");
+                        if let Some(reply) = s.reply.take() {
+                            let _ = reply.send(Ok(info.clone()));
+                        }
+                    }
+                }
+                self.forget_punching(&peer);
+            }
+            NatInput::Lost { peer } => {
+                // Echo answers from a peer we lost are still true, but an
+                // answer can no longer be refreshed; keep them.
+                self.echoes.retain(|_, e| e.peer != peer);
+            }
+            NatInput::ConnectVia { peer, via, reply } => self.connect_via(peer, via, reply),
+            NatInput::DialFailed { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.dialling = false;
+                }
+            }
+            NatInput::Upnp(mapping) => {
+                self.upnp = mapping;
+                self.update_report();
+            }
+            NatInput::Shutdown { .. } => {}
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        peer: PeerId,
+        hello: Hello,
+        remote: SocketAddr,
+        transport: super::Transport,
+    ) {
+        match transport {
+            super::Transport::Utp => {
+                // The peer saw our UDP socket: an echo for free.
+                self.observations.insert(
+                    peer,
+                    Observation {
+                        peer,
+                        server: remote,
+                        observed: hello.observed,
+                    },
+                );
+                self.update_report();
+            }
+            _ => {
+                self.tcp_observed.insert(peer, hello.observed);
+                self.update_report();
+                if let (Some(port), Some(_)) = (hello.udp_port, self.udp_local) {
+                    let server = SocketAddr::new(remote.ip(), port);
+                    let nonce = random_u64();
+                    self.echoes.insert(
+                        nonce,
+                        Echo {
+                            peer,
+                            server,
+                            tries: 0,
+                            next_at: Instant::now(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    async fn on_timers(&mut self) {
+        let now = Instant::now();
+        // Echo requests due.
+        let mut due = Vec::new();
+        self.echoes.retain(|nonce, e| {
+            if e.next_at > now {
+                return true;
+            }
+            if e.tries >= ECHO_TRIES {
+                tracing::debug!(server = %e.server, "no echo answer");
+                return false;
+            }
+            e.tries += 1;
+            e.next_at = now + ECHO_RETRY;
+            due.push((*nonce, e.server));
+            true
+        });
+        for (nonce, server) in due {
+            self.send(&Datagram::EchoRequest { nonce }, server, None)
+                .await;
+        }
+        // Sessions: deadlines, punch starts, probes.
+        let mut expired = Vec::new();
+        let mut probes = Vec::new();
+        let mut starting = Vec::new();
+        for (id, s) in &mut self.sessions {
+            if s.deadline <= now {
+                expired.push(*id);
+                continue;
+            }
+            if s.plan.is_none()
+                && let Some(at) = s.punch_at
+                && at <= now
+            {
+                s.plan = Some(PunchPlan::new(now, &s.theirs.udp));
+                starting.push(*id);
+            }
+            if let Some(plan) = &mut s.plan {
+                while let Some((addr, ttl)) = plan.poll_probe(now) {
+                    probes.push((*id, addr, ttl));
+                }
+            }
+        }
+        for id in starting {
+            self.start_tcp_dials(id);
+        }
+        for (session, addr, ttl) in probes {
+            self.send(&Datagram::Punch { session }, addr, ttl).await;
+        }
+        for id in expired {
+            if let Some(mut s) = self.sessions.remove(&id) {
+                tracing::info!(peer = %s.peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
+                    stage = ?s.stage, "traversal attempt timed out");
+                if let Some(reply) = s.reply.take() {
+                    let _ = reply.send(Err(ConnectError::Traversal(format!(
+                        "no path found within {:?}",
+                        self.inner.config.punch_timeout
+                    ))));
+                }
+                let peer = s.peer;
+                if !self.sessions.values().any(|s| s.peer == peer) {
+                    self.forget_punching(&peer);
+                }
+            }
+        }
+    }
+
+    async fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let Some(datagram) = Datagram::decode(bytes) else {
+            tracing::trace!(%from, len = bytes.len(), "ignoring an unknown datagram");
+            return;
+        };
+        match datagram {
+            Datagram::EchoRequest { nonce } => {
+                self.send(
+                    &Datagram::EchoResponse {
+                        nonce,
+                        observed: from,
+                    },
+                    from,
+                    None,
+                )
+                .await;
+            }
+            Datagram::EchoResponse { nonce, observed } => {
+                let Some(echo) = self.echoes.get(&nonce) else {
+                    return;
+                };
+                if echo.server != from {
+                    return;
+                }
+                let (peer, server) = (echo.peer, echo.server);
+                self.echoes.remove(&nonce);
+                self.observations.insert(
+                    peer,
+                    Observation {
+                        peer,
+                        server,
+                        observed,
+                    },
+                );
+                self.update_report();
+            }
+            Datagram::Punch { session } => {
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                if let Some(plan) = &mut s.plan {
+                    plan.heard_from(from);
+                }
+                self.send(&Datagram::PunchAck { session }, from, None).await;
+                self.maybe_dial(session, from);
+            }
+            Datagram::PunchAck { session } => self.maybe_dial(session, from),
+        }
+    }
+
+    /// The initiator dials uTP to where it heard the peer from.
+    fn maybe_dial(&mut self, session: u64, addr: SocketAddr) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if !s.initiator || s.dialling || self.inner.queue(&s.peer).is_some() {
+            return;
+        }
+        s.dialling = true;
+        let (peer, started) = (s.peer, s.started);
+        tracing::debug!(%peer, %addr, "punched: dialling uTP");
+        let inner = self.inner.clone();
+        let commands = self.commands.clone();
+        let input = self.input_tx.clone();
+        tokio::spawn(async move {
+            match super::dial::dial(&inner, Some(peer), Endpoint::utp(addr), Intent::Connect).await
+            {
+                Ok(mut dialled) => {
+                    dialled.path = ConnectionPath::HolePunched;
+                    dialled.started = Some(started);
+                    let _ = commands.send(Command::Register {
+                        dialled: Box::new(dialled),
+                        reply: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, %addr, error = %e, "punched uTP dial failed");
+                    let _ = input.send(NatInput::DialFailed { session });
+                }
+            }
+        });
+    }
+
+    /// Direct TCP to the peer's listeners, alongside the punching.
+    fn start_tcp_dials(&mut self, session: u64) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let (peer, started) = (s.peer, s.started);
+        for addr in s.theirs.tcp.clone() {
+            let inner = self.inner.clone();
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                if inner.queue(&peer).is_some() {
+                    return;
+                }
+                if let Ok(mut dialled) =
+                    super::dial::dial(&inner, Some(peer), Endpoint::tcp(addr), Intent::Connect)
+                        .await
+                {
+                    if inner.queue(&peer).is_some() {
+                        return;
+                    }
+                    dialled.started = Some(started);
+                    let _ = commands.send(Command::Register {
+                        dialled: Box::new(dialled),
+                        reply: None,
+                    });
+                }
+            });
+        }
+    }
+
+    fn connect_via(
+        &mut self,
+        peer: PeerId,
+        via: PeerId,
+        reply: oneshot::Sender<Result<ConnectionInfo, ConnectError>>,
+    ) {
+        if self.inner.queue(&via).is_none() {
+            let _ = reply.send(Err(ConnectError::Traversal(format!(
+                "not connected to the rendezvous peer {via}"
+            ))));
+            return;
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            let _ = reply.send(Err(ConnectError::Traversal(
+                "too many traversal attempts in progress".into(),
+            )));
+            return;
+        }
+        let session = random_u64();
+        let now = Instant::now();
+        let candidates = self.candidates();
+        self.signal(
+            via,
+            peer,
+            Signal::Connect {
+                session,
+                candidates,
+            },
+        );
+        self.sessions.insert(
+            session,
+            Session {
+                peer,
+                via,
+                stage: Stage::AwaitingAccept,
+                started: now,
+                deadline: now + self.inner.config.punch_timeout,
+                sent_connect_at: now,
+                punch_at: None,
+                plan: None,
+                theirs: Candidates::default(),
+                initiator: self.inner.id < peer,
+                dialling: false,
+                reply: Some(reply),
+            },
+        );
+        self.note_punching(peer, now);
+    }
+
+    fn on_signal(&mut self, via: PeerId, from: PeerId, signal: Signal) {
+        let session = signal.session();
+        let now = Instant::now();
+        match signal {
+            Signal::Connect { candidates, .. } => {
+                if self.sessions.len() >= MAX_SESSIONS || self.sessions.contains_key(&session) {
+                    self.signal(via, from, Signal::Refuse { session });
+                    return;
+                }
+                let ours = self.candidates();
+                self.signal(
+                    via,
+                    from,
+                    Signal::Accept {
+                        session,
+                        candidates: ours,
+                    },
+                );
+                self.sessions.insert(
+                    session,
+                    Session {
+                        peer: from,
+                        via,
+                        stage: Stage::AwaitingSync,
+                        started: now,
+                        deadline: now + SYNC_WAIT.min(self.inner.config.punch_timeout),
+                        sent_connect_at: now,
+                        punch_at: None,
+                        plan: None,
+                        theirs: candidates,
+                        initiator: self.inner.id < from,
+                        dialling: false,
+                        reply: None,
+                    },
+                );
+                self.note_punching(from, now);
+            }
+            Signal::Accept { candidates, .. } => {
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                if s.peer != from || s.stage != Stage::AwaitingAccept {
+                    return;
+                }
+                let rtt = now - s.sent_connect_at;
+                s.theirs = candidates;
+                s.stage = Stage::Punching;
+                s.punch_at = Some(now + rtt / 2);
+                tracing::debug!(peer = %from, ?rtt, "rendezvous answered; punching after rtt/2");
+                let via = s.via;
+                self.signal(via, from, Signal::Sync { session });
+            }
+            Signal::Sync { .. } => {
+                let Some(s) = self.sessions.get_mut(&session) else {
+                    return;
+                };
+                if s.peer != from || s.stage != Stage::AwaitingSync {
+                    return;
+                }
+                s.stage = Stage::Punching;
+                s.punch_at = Some(now);
+                s.deadline = s.started + self.inner.config.punch_timeout;
+            }
+            Signal::Refuse { .. } | Signal::Unreachable { .. } => {
+                if let Some(mut s) = self.sessions.remove(&session)
+                    && let Some(reply) = s.reply.take()
+                {
+                    let why = if matches!(signal, Signal::Refuse { .. }) {
+                        "the peer refused the attempt".to_owned()
+                    } else {
+                        format!("the rendezvous peer is not connected to {from}")
+                    };
+                    let _ = reply.send(Err(ConnectError::Traversal(why)));
+                }
+            }
+        }
+    }
+
+    /// Sends a signal to `to` through `via`.
+    fn signal(&self, via: PeerId, to: PeerId, signal: Signal) {
+        match self.inner.queue(&via) {
+            Some(queue) => {
+                queue.push_control(Outgoing::control_owned(&Packet::Forward { to, signal }))
+            }
+            None => tracing::debug!(%via, "rendezvous peer gone; signal dropped"),
+        }
+    }
+
+    /// Our candidates, most promising first.
+    fn candidates(&self) -> Candidates {
+        let report = self.inner.nat_report();
+        let mut udp = report.local_udp.clone();
+        if let Some(m) = &report.upnp {
+            udp.extend(m.udp);
+        }
+        udp.extend(report.udp_external);
+        udp.extend(report.predicted_udp(PREDICTED_PORTS));
+        dedup(&mut udp);
+        let mut tcp = report.local_tcp.clone();
+        if let Some(m) = &report.upnp {
+            tcp.extend(m.tcp);
+        }
+        dedup(&mut tcp);
+        Candidates { udp, tcp }
+    }
+
+    fn note_punching(&self, peer: PeerId, started: Instant) {
+        self.inner
+            .punching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_insert(started);
+    }
+
+    fn forget_punching(&self, peer: &PeerId) {
+        self.inner
+            .punching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+
+    fn update_report(&mut self) {
+        let local_port = self.udp_local.map_or(0, |a| a.port());
+        let mut observations: Vec<Observation> = self.observations.values().copied().collect();
+        observations.sort_by_key(|o| (o.server, o.peer));
+        let (mapping, port_allocation, udp_external) =
+            nat::classify(&self.local_ips, local_port, &observations);
+        let mut tcp_observed: Vec<SocketAddr> = self.tcp_observed.values().copied().collect();
+        tcp_observed.sort();
+        tcp_observed.dedup();
+        let report = NatReport {
+            local_udp: self
+                .udp_local
+                .map(|a| {
+                    self.local_ips
+                        .iter()
+                        .map(|ip| SocketAddr::new(*ip, a.port()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            local_tcp: self
+                .tcp_listen
+                .iter()
+                .flat_map(|a| {
+                    let ips = if a.ip().is_unspecified() {
+                        self.local_ips.clone()
+                    } else {
+                        vec![a.ip()]
+                    };
+                    ips.into_iter().map(|ip| SocketAddr::new(ip, a.port()))
+                })
+                .collect(),
+            udp_observations: observations,
+            udp_external,
+            tcp_observed,
+            mapping,
+            port_allocation,
+            upnp: self.upnp.clone(),
+        };
+        let changed = {
+            let mut current = self
+                .inner
+                .nat_report
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if *current == report {
+                false
+            } else {
+                *current = report.clone();
+                true
+            }
+        };
+        if changed {
+            tracing::debug!(?report, "NAT report changed");
+            self.inner.emit(Event::NatReport(report));
+        }
+    }
+
+    fn start_upnp(&mut self) {
+        let config = &self.inner.config;
+        if !config.upnp || self.upnp_task.is_some() {
+            return;
+        }
+        let Some(&ip) = self.local_ips.iter().find(|ip| nat::behind_nat(**ip)) else {
+            return;
+        };
+        let request = nat::upnp::Request {
+            udp: self.udp_local.map(|a| SocketAddr::new(ip, a.port())),
+            tcp: self
+                .tcp_listen
+                .first()
+                .map(|a| SocketAddr::new(ip, a.port())),
+            lease: config.upnp_lease,
+        };
+        if request.udp.is_none() && request.tcp.is_none() {
+            return;
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run_upnp(request, self.input_tx.clone(), stop_rx));
+        self.upnp_task = Some((stop_tx, task));
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some((stop, task)) = self.upnp_task.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        self.end_sessions("the service has shut down");
+    }
+
+    fn end_sessions(&mut self, why: &str) {
+        for (_, mut s) in self.sessions.drain() {
+            if let Some(reply) = s.reply.take() {
+                let _ = reply.send(Err(ConnectError::Traversal(why.to_owned())));
+            }
+        }
+    }
+
+    async fn send(&self, datagram: &Datagram, to: SocketAddr, ttl: Option<u32>) {
+        let Some(socket) = &self.inner.utp else {
+            return;
+        };
+        let bytes = datagram.encode();
+        // Low TTL needs the uTP socket's per-datagram TTL; until it has
+        // one, every probe goes with the default.
+        let _ = ttl;
+        if let Err(e) = socket.send_datagram(&bytes, to).await {
+            tracing::trace!(%to, error = %e, "datagram not sent");
+        }
+    }
+}
+
+/// Maps our ports, renews them at half the lease, removes them when told
+/// to stop. No gateway: one debug line, nothing else.
+async fn run_upnp(
+    request: nat::upnp::Request,
+    input: mpsc::UnboundedSender<NatInput>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let searched = tokio::task::spawn_blocking(|| nat::upnp::search(Duration::from_secs(1)));
+    let gateway = tokio::select! {
+        found = searched => match found {
+            Ok(Ok(gateway)) => Arc::new(gateway),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "UPnP unavailable");
+                return;
+            }
+            Err(_) => return,
+        },
+        _ = &mut stop => return,
+    };
+    let mut current: Option<UpnpMapping> = None;
+    loop {
+        let (gw, previous) = (gateway.clone(), current.clone());
+        let mapped =
+            tokio::task::spawn_blocking(move || nat::upnp::map(&gw, request, previous.as_ref()))
+                .await;
+        match mapped {
+            Ok(Ok(mapping)) => {
+                if current.as_ref() != Some(&mapping) {
+                    tracing::info!(?mapping, "UPnP mapping");
+                    let _ = input.send(NatInput::Upnp(Some(mapping.clone())));
+                }
+                current = Some(mapping);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "UPnP mapping failed");
+                if current.take().is_some() {
+                    let _ = input.send(NatInput::Upnp(None));
+                }
+            }
+            Err(_) => return,
+        }
+        // Renew well before the lease runs out.
+        let renew = (request.lease / 2).max(Duration::from_secs(1));
+        tokio::select! {
+            () = tokio::time::sleep(renew) => {}
+            _ = &mut stop => break,
+        }
+    }
+    if let Some(mapping) = current {
+        let _ = tokio::task::spawn_blocking(move || nat::upnp::unmap(&gateway, &mapping)).await;
+    }
+}
+
+async fn recv_datagram(
+    datagrams: &mut Option<mpsc::Receiver<OtherDatagram>>,
+) -> Option<OtherDatagram> {
+    match datagrams {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn dedup(addrs: &mut Vec<SocketAddr>) {
+    let mut seen = Vec::with_capacity(addrs.len());
+    addrs.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // The OS's generator does not fail on supported platforms; a zero
+    // session id would only be guessable, not wrong.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}

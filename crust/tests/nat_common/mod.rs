@@ -1,0 +1,318 @@
+//! Two crust peers behind NATs in netsim, connected through a rendezvous
+//! peer: the building block of the NAT matrix test and bench.
+//!
+//! Topology: two public hosts, `rendezvous` and `echo` (a second address
+//! for echoes, so that a symmetric NAT shows itself), and two peers, each
+//! behind a router of the asked kind (or the same router). Both peers
+//! connect to both public hosts, wait for their NAT report, and then `a`
+//! calls `connect_via(b, rendezvous)`.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crust::{
+    ChannelConfig, Config, ConnectionPath, Event, NatReport, SecretId, Service, Transport,
+};
+use netsim::{Impairment, LinkConfig, NatPreset, Network, Topology};
+
+pub const PORT: u16 = 5483;
+
+/// True if netsim tests can run; prints why not and returns false, or
+/// panics under `CI=true`.
+pub fn prerequisites(tools: &[&str]) -> bool {
+    let mut missing: Vec<String> = Vec::new();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        missing.push("root (network namespaces and TUN devices)".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun".into());
+    }
+    for tool in tools {
+        if !has_tool(tool) {
+            missing.push((*tool).to_owned());
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("missing prerequisites: {}", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: a missing prerequisite is a failure)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+pub fn has_tool(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(tool).is_file())
+    })
+}
+
+/// What a peer sits behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A netsim router with this preset.
+    Nat(NatPreset),
+    /// A real Linux router (nftables masquerade), with miniupnpd if `upnp`.
+    Linux { upnp: bool },
+}
+
+impl Side {
+    pub fn name(self) -> String {
+        match self {
+            Side::Nat(p) => format!("{p:?}").to_lowercase(),
+            Side::Linux { upnp: true } => "linux+upnp".into(),
+            Side::Linux { upnp: false } => "linux".into(),
+        }
+    }
+}
+
+/// The pair to connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair {
+    pub a: Side,
+    pub b: Side,
+    /// Both peers behind one router (`b` is ignored).
+    pub same_nat: bool,
+}
+
+/// Link impairment of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Conditions {
+    /// Round trip between the two peers.
+    pub rtt: Duration,
+    /// Loss along the path between the two peers, each way.
+    pub loss: f64,
+}
+
+/// What one attempt gave.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub result: Result<(ConnectionPath, Transport), String>,
+    /// Time `connect_via` took.
+    pub elapsed: Duration,
+    /// How many `connect_via` calls it took (retries after failures).
+    pub attempts: u32,
+    pub report_a: NatReport,
+    pub report_b: NatReport,
+    /// `b` saw the connection and a message `a` sent on it.
+    pub b_got_message: bool,
+    /// Where `a` reached `b`, and `b`'s own (LAN) address.
+    pub remote_addr: Option<SocketAddr>,
+    pub b_ip: std::net::Ipv4Addr,
+}
+
+fn test_config(upnp: bool) -> Config {
+    Config {
+        listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
+        utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
+        keepalive_interval: Duration::from_millis(500),
+        peer_timeout: Duration::from_secs(5),
+        dial_timeout: Duration::from_secs(3),
+        punch_timeout: Duration::from_secs(10),
+        upnp,
+        upnp_lease: Duration::from_secs(600),
+        channel: ChannelConfig {
+            network_id: "crust-nat-tests".into(),
+            handshake_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+        ..Config::default()
+    }
+}
+
+fn side_router(t: &mut Topology, name: &str, side: Side) -> netsim::RouterId {
+    match side {
+        Side::Nat(preset) => {
+            let r = t.router(name, preset);
+            t.set_upnp(r, false);
+            r
+        }
+        Side::Linux { upnp } => t.linux_router(name, None, upnp),
+    }
+}
+
+/// Connects `a` to `b` through the rendezvous, retrying up to
+/// `max_attempts` times.
+pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32) -> Outcome {
+    let mut t = Topology::new().seed(seed);
+    // Each peer's link carries a quarter of the round trip each way, so the
+    // path a–b has `rtt`; each link loses half of the path's loss.
+    let leg = Impairment {
+        loss: conditions.loss / 2.0,
+        ..Impairment::none().latency(conditions.rtt / 4)
+    };
+    let rendezvous = t.public_host("rendezvous");
+    let echo = t.public_host("echo");
+    let ra = side_router(&mut t, "nat-a", pair.a);
+    let rb = if pair.same_nat {
+        ra
+    } else {
+        side_router(&mut t, "nat-b", pair.b)
+    };
+    let a = t.host("a", ra);
+    let b = t.host("b", rb);
+    t.set_link(a, LinkConfig::symmetric(leg.clone()));
+    t.set_link(b, LinkConfig::symmetric(leg));
+    let r_addr = SocketAddr::from((t.ip(rendezvous), PORT));
+    let e_addr = SocketAddr::from((t.ip(echo), PORT));
+
+    let keys: Vec<[u8; 32]> = (0..4u8)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k[0] = i + 1;
+            k[1..9].copy_from_slice(&seed.to_le_bytes());
+            k
+        })
+        .collect();
+    let id = |i: usize| SecretId::from_bytes(&keys[i]).peer_id();
+    let (r_id, e_id, a_id, b_id) = (id(0), id(1), id(2), id(3));
+
+    let done = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU32::new(0));
+    let net = Network::start(&t).unwrap();
+
+    let server = |key: [u8; 32], done: Arc<AtomicBool>| {
+        move || async move {
+            let (service, mut events) =
+                Service::start(test_config(false), SecretId::from_bytes(&key))
+                    .await
+                    .unwrap();
+            while !done.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
+            }
+            service.shutdown().await;
+        }
+    };
+    let r_task = net
+        .spawn(rendezvous, server(keys[0], done.clone()))
+        .unwrap();
+    let e_task = net.spawn(echo, server(keys[1], done.clone())).unwrap();
+
+    let upnp_b = matches!(pair.b, Side::Linux { upnp: true });
+    let b_key = keys[3];
+    let (b_done, b_ready) = (done.clone(), ready.clone());
+    let b_task = net
+        .spawn(b, move || async move {
+            let (service, mut events) =
+                Service::start(test_config(upnp_b), SecretId::from_bytes(&b_key))
+                    .await
+                    .unwrap();
+            join_network(&service, r_id, r_addr, e_id, e_addr).await;
+            b_ready.fetch_add(1, Ordering::AcqRel);
+            let mut got = false;
+            while !b_done.load(Ordering::Acquire) {
+                if let Ok(Some(Event::NewMessage { peer, data })) =
+                    tokio::time::timeout(Duration::from_millis(50), events.recv()).await
+                {
+                    got |= peer == a_id && &data[..] == b"through the NAT";
+                }
+            }
+            let report = service.nat_report();
+            service.shutdown().await;
+            (got, report)
+        })
+        .unwrap();
+
+    let upnp_a = matches!(pair.a, Side::Linux { upnp: true });
+    let a_key = keys[2];
+    let a_ready = ready.clone();
+    let a_task = net
+        .spawn(a, move || async move {
+            let (service, _events) =
+                Service::start(test_config(upnp_a), SecretId::from_bytes(&a_key))
+                    .await
+                    .unwrap();
+            join_network(&service, r_id, r_addr, e_id, e_addr).await;
+            let wait = Instant::now();
+            while a_ready.load(Ordering::Acquire) == 0 && wait.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let start = Instant::now();
+            let mut attempts = 0;
+            let mut result = Err(String::from("not tried"));
+            let mut remote = None;
+            while attempts < max_attempts {
+                attempts += 1;
+                match service.connect_via(b_id, r_id).await {
+                    Ok(info) => {
+                        result = Ok((info.path, info.transport));
+                        remote = Some(info.remote_addr);
+                        break;
+                    }
+                    Err(e) => result = Err(e.to_string()),
+                }
+            }
+            let elapsed = start.elapsed();
+            if result.is_ok() {
+                let _ = service
+                    .send(&b_id, &b"through the NAT"[..], crust::Priority::NORMAL)
+                    .await;
+                // Time for it to arrive.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let report = service.nat_report();
+            service.shutdown().await;
+            (result, elapsed, attempts, report, remote)
+        })
+        .unwrap();
+
+    let b_ip = t.ip(b);
+    let (result, elapsed, attempts, report_a, remote_addr) = a_task.join().unwrap();
+    done.store(true, Ordering::Release);
+    let (b_got_message, report_b) = b_task.join().unwrap();
+    r_task.join().unwrap();
+    e_task.join().unwrap();
+    net.shutdown();
+    Outcome {
+        result,
+        elapsed,
+        attempts,
+        report_a,
+        report_b,
+        b_got_message,
+        remote_addr,
+        b_ip,
+    }
+}
+
+/// Connects to both public hosts and waits (briefly) for two echoes.
+async fn join_network(
+    service: &Service,
+    r_id: crust::PeerId,
+    r_addr: SocketAddr,
+    e_id: crust::PeerId,
+    e_addr: SocketAddr,
+) {
+    for _ in 0..3 {
+        if service.connect(r_id, &[r_addr]).await.is_ok() {
+            break;
+        }
+    }
+    for _ in 0..3 {
+        if service.connect(e_id, &[e_addr]).await.is_ok() {
+            break;
+        }
+    }
+    let wait = Instant::now();
+    while service.nat_report().udp_observations.len() < 2 && wait.elapsed() < Duration::from_secs(3)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

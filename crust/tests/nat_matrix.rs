@@ -1,0 +1,99 @@
+//! The fast subset of the NAT matrix: two peers behind NATs connect through
+//! a rendezvous peer over links with 40 ms round trip and 1% loss. The whole
+//! matrix is `cargo bench -p crust --bench nat_matrix` (as root).
+//!
+//! Needs root and /dev/net/tun: without them each test prints why and
+//! passes, except under `CI=true`, where a missing prerequisite fails it.
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)]
+
+mod nat_common;
+
+use std::time::Duration;
+
+use crust::{ConnectionPath, Mapping, PortAllocation, Transport};
+use nat_common::{Conditions, Pair, Side, prerequisites, run_pair};
+use netsim::NatPreset;
+
+const WAN: Conditions = Conditions {
+    rtt: Duration::from_millis(40),
+    loss: 0.01,
+};
+
+fn connect(a: NatPreset, b: NatPreset, same_nat: bool, seed: u64) -> nat_common::Outcome {
+    let pair = Pair {
+        a: Side::Nat(a),
+        b: Side::Nat(b),
+        same_nat,
+    };
+    let outcome = run_pair(pair, WAN, seed, 2);
+    eprintln!("{pair:?}: {:?} in {:?}", outcome.result, outcome.elapsed);
+    assert!(outcome.result.is_ok(), "{pair:?}: {outcome:?}");
+    assert!(
+        outcome.b_got_message,
+        "{pair:?}: the message did not arrive"
+    );
+    outcome
+}
+
+#[test]
+fn port_restricted_cones_on_both_sides_punch_through() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(
+        NatPreset::PortRestrictedCone,
+        NatPreset::PortRestrictedCone,
+        false,
+        1,
+    );
+    assert_eq!(
+        o.result.unwrap(),
+        (ConnectionPath::HolePunched, Transport::Utp)
+    );
+    assert_eq!(o.report_a.mapping, Mapping::EndpointIndependent);
+}
+
+#[test]
+fn a_sequential_symmetric_nat_reaches_a_full_cone() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(NatPreset::Symmetric, NatPreset::FullCone, false, 2);
+    assert_eq!(
+        o.result.unwrap(),
+        (ConnectionPath::HolePunched, Transport::Utp)
+    );
+    assert_eq!(o.report_a.mapping, Mapping::EndpointDependent);
+}
+
+#[test]
+fn port_prediction_gets_a_sequential_symmetric_nat_through_a_port_restricted_one() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(
+        NatPreset::Symmetric,
+        NatPreset::PortRestrictedCone,
+        false,
+        3,
+    );
+    assert_eq!(
+        o.report_a.port_allocation,
+        PortAllocation::Sequential { delta: 1 }
+    );
+    assert_eq!(
+        o.result.unwrap(),
+        (ConnectionPath::HolePunched, Transport::Utp)
+    );
+}
+
+#[test]
+fn two_peers_behind_the_same_nat_use_their_local_addresses() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(NatPreset::Symmetric, NatPreset::Symmetric, true, 4);
+    // The NAT does not hairpin: only the LAN address works.
+    assert_eq!(o.remote_addr.unwrap().ip(), std::net::IpAddr::V4(o.b_ip));
+}
