@@ -234,7 +234,7 @@ impl Ledbat {
         let qd = self
             .queuing_delay(latest)
             .map_or(0.0, |d| d.as_micros() as f64);
-        let off_target = ((self.target_us - qd) / self.target_us).clamp(-1.0, 1.0);
+        let off_target = (self.target_us - qd) / self.target_us;
         match self.mode {
             CongestionMode::Ledbat => {
                 if self.slow_start {
@@ -247,9 +247,19 @@ impl Ledbat {
                     }
                 }
                 if !self.slow_start {
-                    let delta = off_target * acked * self.mss / self.cwnd;
-                    if delta < 0.0 || saturated {
-                        self.cwnd += delta;
+                    if off_target >= 0.0 {
+                        // RFC 6817: at most one MSS per RTT of growth.
+                        if saturated {
+                            self.cwnd += off_target.min(1.0) * acked * self.mss / self.cwnd;
+                        }
+                    } else {
+                        // Over target the window shrinks by the fraction the
+                        // delay is over per RTT, at most half per RTT: a
+                        // multiplicative decrease (as in LEDBAT++), so a TCP
+                        // flow filling the queue pushes us out within a few
+                        // RTTs. libutp's off_target clamped to −1 gives only
+                        // one MSS per RTT, too slow to yield to TCP.
+                        self.cwnd += off_target.max(-0.5) * acked;
                     }
                 }
             }
@@ -527,6 +537,48 @@ mod tests {
     fn window_steady_at_target() {
         let (before, after) = steady(CongestionMode::Ledbat, 100_000);
         assert_eq!(before, after);
+    }
+
+    /// One RTT of ACKs (a window's worth, one MSS each) at queuing delay
+    /// `qd_us`, from a 40-packet window: the window after.
+    fn one_rtt_over_target(mode: CongestionMode, qd_us: u32) -> usize {
+        let t0 = Instant::now();
+        let mut l = ledbat(mode);
+        l.on_delay_sample(t0, 1_000);
+        l.on_loss(t0, rtt());
+        l.cwnd = 40.0 * MSS as f64;
+        for _ in 0..3 {
+            l.on_delay_sample(t0, 1_000 + qd_us);
+        }
+        for i in 0..40 {
+            let w = l.window();
+            l.on_ack(
+                t0 + Duration::from_millis(i),
+                MSS,
+                w,
+                info(rtt(), Some(Duration::from_secs(1))),
+            );
+        }
+        l.window()
+    }
+
+    #[test]
+    fn far_over_target_the_window_halves_in_one_rtt() {
+        // Three times the target (a TCP flow filling the queue): half the
+        // window goes in one RTT, not one MSS as with off_target clamped
+        // to −1.
+        let after = one_rtt_over_target(CongestionMode::Ledbat, 300_000);
+        assert_eq!(after, 20 * MSS);
+        // Never more than half per RTT, however far over.
+        let after = one_rtt_over_target(CongestionMode::Ledbat, 10_000_000);
+        assert_eq!(after, 20 * MSS);
+    }
+
+    #[test]
+    fn slightly_over_target_the_window_shrinks_in_proportion() {
+        // 10% over target: 10% of the window per RTT.
+        let after = one_rtt_over_target(CongestionMode::Ledbat, 110_000);
+        assert!((35 * MSS..=37 * MSS).contains(&after), "{after}");
     }
 
     #[test]
