@@ -187,6 +187,12 @@ async fn many_back_to_back_connections_both_ways() {
 /// A UDP relay on loopback between one client and `server` that drops a
 /// seeded `loss` fraction of datagrams each way. Returns the address to dial.
 async fn lossy_proxy(server: SocketAddr, loss: f64, seed: u64) -> SocketAddr {
+    proxy(server, loss, seed, 0).await
+}
+
+/// As [`lossy_proxy`], and also drops the server's first `drop_replies`
+/// datagrams.
+async fn proxy(server: SocketAddr, loss: f64, seed: u64, drop_replies: usize) -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind(loopback())
         .await
         .expect("proxy bind");
@@ -205,6 +211,7 @@ async fn lossy_proxy(server: SocketAddr, loss: f64, seed: u64) -> SocketAddr {
             ((z ^ (z >> 31)) as f64 / u64::MAX as f64) < loss
         };
         let mut client = None;
+        let mut dropped_replies = 0;
         let mut a = vec![0u8; 65536];
         let mut b = vec![0u8; 65536];
         loop {
@@ -218,6 +225,10 @@ async fn lossy_proxy(server: SocketAddr, loss: f64, seed: u64) -> SocketAddr {
                 }
                 r = upstream.recv_from(&mut b) => {
                     let Ok((n, _)) = r else { return };
+                    if dropped_replies < drop_replies {
+                        dropped_replies += 1;
+                        continue;
+                    }
                     if let Some(c) = client && !drop_it() {
                         let _ = socket.send_to(&b[..n], c).await;
                     }
@@ -226,6 +237,59 @@ async fn lossy_proxy(server: SocketAddr, loss: f64, seed: u64) -> SocketAddr {
         }
     });
     addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_syn_reply_from_libutp_is_survived_by_a_retry_under_a_new_id() {
+    // libutp drops a SYN whose id it already has a socket for and never
+    // repeats its reply (see `Connection::renew_syn_id`): only a retry
+    // under a fresh id, same sequence number, gets through.
+    let their_addr = free_port();
+    let ctx = UtpUdpContext::new_udp(their_addr)
+        .await
+        .expect("libutp bind");
+    let proxy = proxy(their_addr, 0.0, 1, 1).await;
+    let server = tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let ctx = std::sync::Arc::new(ctx);
+        let acceptor = ctx.clone();
+        tokio::spawn(async move {
+            // The first accepted socket is the phantom whose reply was lost.
+            while let Ok(mut s) = acceptor.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut got = [0u8; 5];
+                    if s.read_exact(&mut got).await.is_ok() {
+                        let _ = s.write_all(b"world").await;
+                        let _ = tx.send((got, s)).await;
+                    }
+                });
+            }
+        });
+        let (got, s) = rx.recv().await.expect("a stream with data");
+        (got, s, ctx)
+    });
+    let (ours, _) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let_libutp_listen().await;
+    let mut stream = tokio::time::timeout(LIMIT, ours.connect(proxy))
+        .await
+        .expect("in time")
+        .expect("connect despite the lost reply");
+    stream.write_all(b"hello").await.expect("write");
+    let mut reply = [0u8; 5];
+    tokio::time::timeout(LIMIT, stream.read_exact(&mut reply))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(&reply, b"world");
+    let (got, _s, _ctx) = tokio::time::timeout(LIMIT, server)
+        .await
+        .expect("in time")
+        .expect("join");
+    assert_eq!(&got, b"hello");
+    assert!(stream.stats().expect("stats").retransmits >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

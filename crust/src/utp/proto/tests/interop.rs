@@ -545,3 +545,34 @@ fn out_of_order_packet_is_acked_at_once_with_sack() {
     assert_eq!(d.header.ack_nr, header(&p[0]).seq_nr);
     assert_eq!(d.sack, Some(&[1u8, 0, 0, 0][..]));
 }
+
+#[test]
+fn karn_an_ack_for_a_retransmitted_packet_gives_no_rtt_sample() {
+    let (mut a, _b, now) = handshake(47);
+    let sent = send_packets(&mut a, now, 1);
+    let seq = header(&sent[0]).seq_nr;
+    let rto = a.poll_timeout().expect("RTO armed");
+    a.handle_timeout(rto);
+    let resent = transmits(&mut a, rto);
+    assert!(
+        resent
+            .iter()
+            .map(header)
+            .any(|h| h.ty == PacketType::Data && h.seq_nr == seq),
+        "the packet was resent at the RTO"
+    );
+    let before = a.rtt();
+    let t = rto + Duration::from_millis(10);
+    a.handle_datagram(t, &state_packet(a.recv_id(), 0, seq, 0))
+        .expect("decode");
+    assert_eq!(a.rtt(), before, "an ambiguous ACK gave an RTT sample");
+    // A packet sent once does give one.
+    let sent = send_packets(&mut a, t, 1);
+    let seq = header(&sent[0]).seq_nr;
+    a.handle_datagram(
+        t + Duration::from_millis(300),
+        &state_packet(a.recv_id(), 0, seq, 0),
+    )
+    .expect("decode");
+    assert_ne!(a.rtt(), before);
+}
