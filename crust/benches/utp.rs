@@ -15,7 +15,9 @@
 //!    child process holding many idle connections, both ends).
 //!
 //! Run as root (netsim needs it): `cargo bench -p crust --bench utp`, add
-//! `-- --quick` for a short run. Results are printed as Markdown tables.
+//! `-- --quick` for a short run, `-- --no-netsim` for loopback and memory
+//! only, `-- --only=loopback,memory,wan,delay,share` for just those
+//! sections. Results are printed as Markdown tables.
 
 // A benchmark panics on any failure, like a test.
 #![allow(clippy::unwrap_used)]
@@ -115,6 +117,9 @@ enum Transport {
     Tcp,
     Crust,
     Librqbit,
+    /// crust with `mtu_from_interface`: its DF probes find loopback's
+    /// 64 KiB MTU, so packets are ~45 times larger than on an Ethernet path.
+    CrustLargeMtu,
 }
 
 impl Transport {
@@ -123,6 +128,9 @@ impl Transport {
             Transport::Tcp => "kernel TCP",
             Transport::Crust => "crust::utp (LEDBAT)",
             Transport::Librqbit => "librqbit-utp 0.7",
+            Transport::CrustLargeMtu => {
+                "crust::utp (LEDBAT, MTU from the interface: 64 KiB packets on loopback)"
+            }
         }
     }
 }
@@ -157,8 +165,9 @@ async fn loopback_transfer(t: Transport, total: usize, limit: Duration) -> Trans
             });
             (rx, tx)
         }
-        Transport::Crust => {
-            let config = endpoint_config(CongestionMode::Ledbat);
+        Transport::Crust | Transport::CrustLargeMtu => {
+            let mut config = endpoint_config(CongestionMode::Ledbat);
+            config.connection.mtu_from_interface = t == Transport::CrustLargeMtu;
             let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let (server, _o1) = UtpSocket::bind(loopback, config.clone()).await.unwrap();
             let (client, _o2) = UtpSocket::bind(loopback, config).await.unwrap();
@@ -231,7 +240,12 @@ fn loopback(quick: bool) -> Vec<LoopbackResult> {
     let total = if quick { 128 << 20 } else { 512 << 20 };
     let runs = if quick { 1 } else { 3 };
     let limit = Duration::from_secs(if quick { 30 } else { 60 });
-    let transports = [Transport::Tcp, Transport::Crust, Transport::Librqbit];
+    let transports = [
+        Transport::Tcp,
+        Transport::Crust,
+        Transport::Librqbit,
+        Transport::CrustLargeMtu,
+    ];
     let mut results: Vec<LoopbackResult> = transports
         .iter()
         .map(|&t| LoopbackResult {
@@ -787,6 +801,11 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore it.
     let quick = std::env::args().any(|a| a == "--quick");
     let skip_netsim = std::env::args().any(|a| a == "--no-netsim");
+    // `--only=loopback,memory,wan,delay,share`: run just those sections.
+    let only: Option<Vec<String>> = std::env::args()
+        .find_map(|a| a.strip_prefix("--only=").map(str::to_owned))
+        .map(|list| list.split(',').map(str::to_owned).collect());
+    let run = |section: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == section));
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "uTP benchmarks ({}), load average at start: {}",
@@ -795,6 +814,33 @@ fn main() {
     );
 
     // 1 and the CPU half of 4.
+    if run("loopback") {
+        report_loopback(quick);
+    }
+
+    // The memory half of 4.
+    if run("memory") {
+        report_memory(quick);
+    }
+
+    if skip_netsim {
+        return;
+    }
+
+    if run("wan") {
+        report_wan(quick);
+    }
+    if run("delay") {
+        report_delay(quick);
+    }
+    if run("share") {
+        report_share(quick);
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nload average at end: {}", load.trim());
+}
+
+fn report_loopback(quick: bool) {
     let lb = loopback(quick);
     let tcp = lb[0].mib_s;
     println!("\n### 1. Loopback bulk throughput, one stream\n");
@@ -813,12 +859,18 @@ fn main() {
     }
     let ours = lb[1].mib_s;
     println!(
-        "\nGoal ≥40% of TCP: {}; ahead of librqbit-utp: {}",
+        "\nGoal ≥40% of TCP: {}; ahead of librqbit-utp: {} (default config, Ethernet-sized packets)",
         verdict(ours >= 0.4 * tcp),
         verdict(ours > lb[2].mib_s)
     );
+    let large = lb[3].mib_s;
+    println!(
+        "With the MTU seeded from the interface (64 KiB packets on loopback): ≥40% of TCP: {}",
+        verdict(large >= 0.4 * tcp)
+    );
+}
 
-    // The memory half of 4.
+fn report_memory(quick: bool) {
     let n = if quick { 200 } else { 1000 };
     let utp_mem = idle_memory("utp", n);
     let tcp_mem = idle_memory("tcp", n);
@@ -831,12 +883,9 @@ fn main() {
         "| kernel TCP | {} (user space only; kernel socket memory is not in RSS) |",
         show(tcp_mem)
     );
+}
 
-    if skip_netsim {
-        return;
-    }
-
-    // 2.
+fn report_wan(quick: bool) {
     println!("\n### 2. netsim: 50 ms RTT, 1% loss (data direction), 100 Mbit/s, 625 kB queue\n");
     match lossy_wan(quick) {
         Ok(w) => {
@@ -865,8 +914,9 @@ fn main() {
         }
         Err(e) => println!("not measured: {e}"),
     }
+}
 
-    // 3.
+fn report_delay(quick: bool) {
     println!("\n### 3. netsim: 20 Mbit/s bottleneck, 1 s (2.5 MB) queue, 20 ms base RTT\n");
     println!(
         "| flow alone | base RTT ms | added delay median ms | p95 ms | goodput Mbit/s | goal |"
@@ -893,7 +943,9 @@ fn main() {
             Err(e) => println!("| {mode:?} | not measured: {e} | | | | |"),
         }
     }
-    println!();
+}
+
+fn report_share(quick: bool) {
     println!(
         "| uTP mode | uTP before TCP Mbit/s | TCP Mbit/s (share of 20) | uTP Mbit/s | uTP from TCP start + 2 s | TCP ≥85% |"
     );
@@ -920,6 +972,4 @@ fn main() {
             Err(e) => println!("| {mode:?} | not measured: {e} | | | | |"),
         }
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("\nload average at end: {}", load.trim());
 }

@@ -36,8 +36,13 @@
 //! send on the socket (see [`UtpSocket::send_datagram_with_ttl`]). Elsewhere
 //! the OS default applies.
 //!
-//! Datagrams go one `send_to`/`recv_from` at a time (no GSO/GRO or
-//! `recvmmsg`).
+//! Batched I/O (Linux): after the first datagram of a wake-up, the driver
+//! drains the socket with `recvmmsg` (32 datagrams per call) and sends with
+//! `sendmmsg` (32 per call). Not done: GSO/GRO (`UDP_SEGMENT`/`UDP_GRO`).
+//!
+//! Path MTU: with `Config::mtu_from_interface` the driver seeds each
+//! connection's MTU search with the route's MTU (`IP_MTU` of a connected
+//! probe socket), so the DF probes can find e.g. loopback's 64 KiB.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -49,6 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc};
@@ -56,7 +62,8 @@ use tokio::sync::{Notify, mpsc};
 use sys::Fragmentation;
 
 use super::proto::{
-    ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, looks_like_utp,
+    ConnectionHandle, DatagramOutcome, Endpoint, EndpointConfig, Event, ReadError, State, Transmit,
+    looks_like_utp,
 };
 
 /// A datagram that is not uTP, with its sender.
@@ -65,7 +72,12 @@ pub type OtherDatagram = (Vec<u8>, SocketAddr);
 /// How many non-uTP datagrams wait for the caller before new ones are dropped.
 const OTHER_QUEUE: usize = 1024;
 /// Datagrams handled per wake-up before the driver flushes transmits.
-const RECV_BATCH: usize = 64;
+const RECV_BATCH: usize = 128;
+/// Receive buffer per datagram of a batch, to start with: uTP packets
+/// rarely exceed 1472 bytes and crust's own datagrams are small. The first
+/// datagram of each wake-up has a 64 KiB buffer, and the slots grow to that
+/// the first time a datagram does not fit.
+const RECV_SLOT: usize = 2048;
 /// Receive and send buffer size `bind` asks the OS for.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Pause before resending a datagram the OS refused with `ENOBUFS`.
@@ -123,6 +135,9 @@ struct Shared {
     /// Held for every send on the socket, so that a per-send socket option
     /// (a low TTL, the don't-fragment mode) applies to that datagram only.
     send: tokio::sync::Mutex<SendOptions>,
+    /// `Config::mtu_from_interface`: seed each connection's MTU search
+    /// from the route's interface MTU.
+    mtu_from_interface: bool,
     inner: Mutex<Inner>,
     wake_driver: Arc<Notify>,
     shutdown: Arc<Notify>,
@@ -186,6 +201,7 @@ impl UtpSocket {
                 ipv6,
                 fragmentation: Fragmentation::Allowed,
             }),
+            mtu_from_interface: config.connection.mtu_from_interface,
             inner: Mutex::new(Inner {
                 endpoint: Endpoint::new(config, seed),
                 wakers: HashMap::new(),
@@ -250,9 +266,20 @@ impl UtpSocket {
 
     /// Opens a stream to `remote`, completing when the handshake does.
     pub async fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
+        let ceiling = self
+            .shared
+            .mtu_from_interface
+            .then(|| sys::route_udp_payload(remote).ok())
+            .flatten();
         let handle = {
             let mut inner = self.shared.lock();
-            inner.endpoint.connect(Instant::now(), remote)
+            let handle = inner.endpoint.connect(Instant::now(), remote);
+            if let Some(ceiling) = ceiling
+                && let Some(conn) = inner.endpoint.connection_mut(handle)
+            {
+                conn.set_mtu_ceiling(ceiling);
+            }
+            handle
         };
         self.shared.wake_driver.notify_one();
         let stream = UtpStream {
@@ -540,6 +567,8 @@ async fn drive(
     other: mpsc::Sender<OtherDatagram>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut slots: Vec<Vec<u8>> = (0..sys::BATCH).map(|_| vec![0u8; RECV_SLOT]).collect();
+    let mut arrived = Vec::with_capacity(sys::BATCH);
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -565,12 +594,45 @@ async fn drive(
         };
         let now = Instant::now();
         if let Some((n, from)) = received {
-            handle_datagram(&shared, &other, now, &buf[..n], from);
-            // Drain what else is queued without waiting, then flush once.
-            for _ in 1..RECV_BATCH {
-                match socket.try_recv_from(&mut buf) {
-                    Ok((n, from)) => handle_datagram(&shared, &other, now, &buf[..n], from),
-                    Err(_) => break,
+            let mut inner = shared.lock();
+            handle_datagram(
+                &mut inner,
+                shared.mtu_from_interface,
+                &other,
+                now,
+                &buf[..n],
+                from,
+            );
+            // Drain what else is queued, a batch per system call, then
+            // flush once.
+            let mut handled = 1;
+            while handled < RECV_BATCH {
+                arrived.clear();
+                let Ok(count) = socket.try_io(Interest::READABLE, || {
+                    sys::recv_batch(&*socket, &mut slots, &mut arrived)
+                }) else {
+                    break;
+                };
+                for &(i, n, from) in &arrived {
+                    handle_datagram(
+                        &mut inner,
+                        shared.mtu_from_interface,
+                        &other,
+                        now,
+                        &slots[i][..n],
+                        from,
+                    );
+                }
+                if arrived.len() < count && slots[0].len() < buf.len() {
+                    // A datagram did not fit (a path MTU above the slot):
+                    // it is lost, uTP resends it, and the slots grow.
+                    for slot in &mut slots {
+                        slot.resize(buf.len(), 0);
+                    }
+                }
+                handled += count;
+                if count < sys::BATCH {
+                    break;
                 }
             }
         }
@@ -581,7 +643,8 @@ async fn drive(
 }
 
 fn handle_datagram(
-    shared: &Shared,
+    inner: &mut Inner,
+    mtu_from_interface: bool,
     other: &mpsc::Sender<OtherDatagram>,
     now: Instant,
     data: &[u8],
@@ -589,7 +652,14 @@ fn handle_datagram(
 ) {
     if looks_like_utp(data) {
         // Malformed uTP is dropped; the error only says why.
-        let _ = shared.lock().endpoint.handle_datagram(now, from, data);
+        let outcome = inner.endpoint.handle_datagram(now, from, data);
+        if mtu_from_interface
+            && let Ok(DatagramOutcome::Incoming(h)) = outcome
+            && let Ok(ceiling) = sys::route_udp_payload(from)
+            && let Some(conn) = inner.endpoint.connection_mut(h)
+        {
+            conn.set_mtu_ceiling(ceiling);
+        }
     } else {
         let _ = other.try_send((data.to_vec(), from));
     }
@@ -615,14 +685,41 @@ fn classify_send_error(e: &io::Error, dont_fragment: bool) -> SendFailure {
     }
 }
 
+/// Sends every transmit the endpoint has, a batch per system call
+/// (`sendmmsg`). Each batch holds datagrams of one fragmentation mode, so a
+/// first-time MTU probe goes in a batch of its own with "don't fragment".
 async fn flush(shared: &Shared, socket: &UdpSocket) {
     let mut options = shared.send.lock().await;
+    let mut batch: Vec<Transmit> = Vec::with_capacity(sys::BATCH);
+    // A probe polled while a batch of ordinary datagrams was filling.
+    let mut held: Option<Transmit> = None;
     loop {
-        let transmit = shared.lock().endpoint.poll_transmit(Instant::now());
-        let Some(t) = transmit else {
+        batch.clear();
+        if let Some(t) = held.take() {
+            batch.push(t);
+        } else {
+            let mut inner = shared.lock();
+            let now = Instant::now();
+            while batch.len() < sys::BATCH {
+                let Some(t) = inner.endpoint.poll_transmit(now) else {
+                    break;
+                };
+                if t.dont_fragment {
+                    // The probe goes alone, after what we have.
+                    if batch.is_empty() {
+                        batch.push(t);
+                    } else {
+                        held = Some(t);
+                    }
+                    break;
+                }
+                batch.push(t);
+            }
+        }
+        let Some(first) = batch.first() else {
             break;
         };
-        let wanted = if t.dont_fragment {
+        let wanted = if first.dont_fragment {
             Fragmentation::Probe
         } else {
             Fragmentation::Allowed
@@ -633,35 +730,59 @@ async fn flush(shared: &Shared, socket: &UdpSocket) {
                 Err(e) => tracing::debug!(error = %e, "uTP socket: cannot switch don't-fragment"),
             }
         }
-        // `send_to` waits for room in the socket buffer, and a full device
-        // queue is retried: local congestion delays the packet instead of
-        // losing it.
-        let mut retries = 0;
-        loop {
-            let Err(e) = socket.send_to(&t.contents, t.destination).await else {
-                break;
-            };
-            match classify_send_error(&e, t.dont_fragment) {
-                SendFailure::Retry if retries < NOBUFS_RETRIES => {
-                    retries += 1;
-                    tokio::time::sleep(NOBUFS_PAUSE).await;
-                }
-                SendFailure::TooLarge => {
-                    shared
-                        .lock()
-                        .endpoint
-                        .handle_transmit_too_large(Instant::now(), &t);
-                    break;
-                }
-                SendFailure::Retry | SendFailure::Lost => break,
-            }
-        }
+        send_batch(shared, socket, &batch).await;
     }
     // Leave the socket fragmentable for whoever sends next.
     if options.fragmentation != Fragmentation::Allowed
         && sys::set_fragmentation(socket, options.ipv6, Fragmentation::Allowed).is_ok()
     {
         options.fragmentation = Fragmentation::Allowed;
+    }
+}
+
+/// Sends `batch` in order. A full socket buffer waits for room and a full
+/// device queue is retried: local congestion delays packets instead of
+/// losing them. Any other error loses that one datagram (uTP's recovery
+/// resends it), except a probe refused as too large, which the endpoint
+/// hears of.
+async fn send_batch(shared: &Shared, socket: &UdpSocket, batch: &[Transmit]) {
+    let datagrams: Vec<(&[u8], SocketAddr)> = batch
+        .iter()
+        .map(|t| (&t.contents[..], t.destination))
+        .collect();
+    let mut sent = 0;
+    let mut retries = 0;
+    while sent < batch.len() {
+        let result = socket.try_io(Interest::WRITABLE, || {
+            sys::send_batch(&*socket, &datagrams[sent..])
+        });
+        let e = match result {
+            Ok(n) => {
+                sent += n.max(1).min(batch.len() - sent);
+                retries = 0;
+                continue;
+            }
+            Err(e) => e,
+        };
+        if e.kind() == io::ErrorKind::WouldBlock {
+            let _ = socket.writable().await;
+            continue;
+        }
+        let t = &batch[sent];
+        match classify_send_error(&e, t.dont_fragment) {
+            SendFailure::Retry if retries < NOBUFS_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(NOBUFS_PAUSE).await;
+            }
+            SendFailure::TooLarge => {
+                shared
+                    .lock()
+                    .endpoint
+                    .handle_transmit_too_large(Instant::now(), t);
+                sent += 1;
+            }
+            SendFailure::Retry | SendFailure::Lost => sent += 1,
+        }
     }
 }
 
@@ -731,6 +852,33 @@ mod sys {
         _mode: Fragmentation,
     ) -> std::io::Result<()> {
         Ok(())
+    }
+
+    pub(super) fn route_udp_payload(_remote: std::net::SocketAddr) -> std::io::Result<u16> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    /// One datagram per call: no `recvmmsg`/`sendmmsg` here.
+    pub(super) const BATCH: usize = 32;
+
+    pub(super) fn recv_batch(
+        socket: &tokio::net::UdpSocket,
+        bufs: &mut [Vec<u8>],
+        out: &mut Vec<(usize, usize, std::net::SocketAddr)>,
+    ) -> std::io::Result<usize> {
+        let (n, from) = socket.try_recv_from(&mut bufs[0])?;
+        out.push((0, n, from));
+        Ok(1)
+    }
+
+    pub(super) fn send_batch(
+        socket: &tokio::net::UdpSocket,
+        datagrams: &[(&[u8], std::net::SocketAddr)],
+    ) -> std::io::Result<usize> {
+        match datagrams.first() {
+            Some((data, to)) => socket.try_send_to(data, *to).map(|_| 1),
+            None => Ok(0),
+        }
     }
 }
 

@@ -36,6 +36,14 @@ pub struct Config {
     pub mtu_ceiling: u16,
     /// Probe the path MTU upward from the floor.
     pub mtu_probing: bool,
+    /// Let the driver raise `mtu_ceiling` to what the local interface
+    /// towards the peer carries (as libtorrent seeds its search): 65507 on
+    /// loopback, 8972 on a jumbo-frame LAN; the DF probes then find what the
+    /// path really passes. Off by default: the peer must be able to take
+    /// such datagrams, and other implementations read into fixed buffers
+    /// (libutp-rs2: 16 KiB), so a probe above that would be truncated at
+    /// every resend.
+    pub mtu_from_interface: bool,
     /// Redo MTU discovery this often.
     pub mtu_reprobe_interval: Duration,
     /// RTO before any RTT sample (also the SYN's).
@@ -77,6 +85,7 @@ impl Default for Config {
             mtu_floor: 1232,
             mtu_ceiling: 1472,
             mtu_probing: true,
+            mtu_from_interface: false,
             mtu_reprobe_interval: Duration::from_secs(30 * 60),
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(500),

@@ -9,7 +9,11 @@
 #![allow(unsafe_code)]
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
+
+/// Datagrams per batched receive or send.
+pub(super) const BATCH: usize = 32;
 
 /// How the kernel treats the "don't fragment" bit for the next datagrams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,150 @@ pub(super) fn set_fragmentation(
     }
 }
 
+/// Receives up to `bufs.len()` (at most [`BATCH`]) datagrams without
+/// blocking, into one buffer each; pushes `(buffer index, length, sender)`
+/// for each to `out`, and returns how many arrived. A datagram too big for
+/// its buffer is dropped (counted, not pushed). `WouldBlock` when nothing
+/// is queued.
+pub(super) fn recv_batch(
+    socket: &impl AsFd,
+    bufs: &mut [Vec<u8>],
+    out: &mut Vec<(usize, usize, SocketAddr)>,
+) -> io::Result<usize> {
+    let n = bufs.len().min(BATCH);
+    // SAFETY: iovec, sockaddr_storage and mmsghdr are plain old data for
+    // which all-zero is valid.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iovs[i] = libc::iovec {
+            iov_base: bufs[i].as_mut_ptr().cast(),
+            iov_len: bufs[i].len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = (&raw mut addrs[i]).cast();
+        h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_iov = &raw mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at `iovs` (each describing a live,
+    // writable caller buffer of the stated length) and at `addrs`; all of
+    // them outlive the call, and the kernel writes only within those bounds.
+    let r = unsafe {
+        libc::recvmmsg(
+            socket.as_fd().as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let received = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
+    for i in 0..received {
+        let h = &hdrs[i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            continue;
+        }
+        if let Some(from) = socket_addr(&addrs[i]) {
+            out.push((i, h.msg_len as usize, from));
+        }
+    }
+    Ok(received)
+}
+
+/// Sends `datagrams` (at most [`BATCH`]) without blocking, in order, in one
+/// system call; returns how many went. An error is the first unsent
+/// datagram's (`WouldBlock` when the socket buffer is full).
+pub(super) fn send_batch(
+    socket: &impl AsFd,
+    datagrams: &[(&[u8], SocketAddr)],
+) -> io::Result<usize> {
+    let n = datagrams.len().min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let addrs: Vec<socket2::SockAddr> = datagrams[..n]
+        .iter()
+        .map(|(_, to)| socket2::SockAddr::from(*to))
+        .collect();
+    // SAFETY: plain old data, all-zero is valid.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        iovs[i] = libc::iovec {
+            iov_base: datagrams[i].0.as_ptr().cast_mut().cast(),
+            iov_len: datagrams[i].0.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = addrs[i].as_ptr().cast_mut().cast();
+        h.msg_namelen = addrs[i].len();
+        h.msg_iov = &raw mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first `n` headers point at `iovs` (each describing a live
+    // datagram the kernel only reads) and at `addrs` (live socket addresses
+    // of the stated length); all outlive the call.
+    let r = unsafe {
+        libc::sendmmsg(
+            socket.as_fd().as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
+fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which
+            // fits in it and needs no stricter alignment.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*std::ptr::from_ref(s).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The largest UDP payload the route to `remote` carries, as the kernel
+/// knows it (the interface MTU, or a smaller path MTU it has learnt).
+pub(super) fn route_udp_payload(remote: SocketAddr) -> io::Result<u16> {
+    let (any, level, name, overhead): (SocketAddr, _, _, libc::c_int) = if remote.is_ipv4() {
+        (
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            IPPROTO_IP,
+            libc::IP_MTU,
+            28,
+        )
+    } else {
+        (
+            SocketAddr::from(([0u16; 8], 0)),
+            IPPROTO_IPV6,
+            libc::IPV6_MTU,
+            48,
+        )
+    };
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(remote)?;
+    let mtu = get_int(&probe, level, name)?;
+    Ok(u16::try_from((mtu - overhead).clamp(0, 65507)).unwrap_or(0))
+}
+
 /// Reads the fragmentation mode of `socket` (for tests).
 #[cfg(test)]
 pub(super) fn fragmentation(socket: &impl AsFd, ipv6: bool) -> io::Result<libc::c_int> {
@@ -84,7 +232,6 @@ fn set_int(
     }
 }
 
-#[cfg(test)]
 fn get_int(socket: &impl AsFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let fd = socket.as_fd();
     let mut value: libc::c_int = 0;

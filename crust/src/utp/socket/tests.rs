@@ -295,3 +295,37 @@ async fn the_socket_is_fragmentable_between_mtu_probes() {
     let mode = super::sys::fragmentation(&*a.shared.socket, false).expect("mode");
     assert_eq!(mode, libc::IP_PMTUDISC_DONT);
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn mtu_from_interface_finds_loopbacks_large_mtu() {
+    // Loopback carries 65535-byte packets: seeded from the interface, the
+    // DF probes find far more than the 1472 bytes of an Ethernet path, and
+    // the big datagrams arrive intact (the driver's receive slots grow).
+    let mut config = EndpointConfig::default();
+    config.connection.mtu_from_interface = true;
+    let (a, _) = UtpSocket::bind(loopback(), config.clone())
+        .await
+        .expect("bind a");
+    let (b, _) = UtpSocket::bind(loopback(), config).await.expect("bind b");
+    let data: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let (mut client, mut server) = connect(&a, &b, &data[..1]).await;
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&sent[1..]).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        client
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), server.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(got == data, "corrupted");
+    let client = writer.await.expect("writer");
+    let mtu = client.path_mtu().expect("mtu");
+    println!("path MTU over loopback: {mtu}");
+    assert!(mtu > 16_000, "path MTU {mtu}");
+}

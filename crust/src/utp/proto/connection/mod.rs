@@ -280,6 +280,17 @@ impl Connection {
         }
     }
 
+    /// Raises (or lowers) the largest UDP payload the path-MTU search may
+    /// probe for, e.g. to what the local interface towards the peer
+    /// carries; never below the floor. Call it before data flows.
+    pub fn set_mtu_ceiling(&mut self, ceiling: u16) {
+        let ceiling = ceiling.max(self.mtu.floor);
+        self.mtu.max = ceiling;
+        if self.mtu.probe_seq.is_none() {
+            self.mtu.ceiling = ceiling;
+        }
+    }
+
     // ----- accessors -----
 
     /// Lifecycle state.
