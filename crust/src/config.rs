@@ -61,6 +61,12 @@ pub struct Config {
     /// How long a [`connect_via`](crate::Service::connect_via) attempt may
     /// take, rendezvous included.
     pub punch_timeout: Duration,
+    /// As a rendezvous, most relayed circuits carried at once (0: relay
+    /// nothing). Relayed bytes are the two ends' ciphertext.
+    pub relay_circuits: usize,
+    /// A traversal attempt opens a relayed circuit through the rendezvous
+    /// if no direct path works this long after punching started.
+    pub relay_after: Duration,
 }
 
 impl Default for Config {
@@ -84,6 +90,8 @@ impl Default for Config {
             upnp_lease: Duration::from_secs(3600),
             rendezvous: true,
             punch_timeout: Duration::from_secs(10),
+            relay_circuits: 64,
+            relay_after: Duration::from_secs(3),
         }
     }
 }

@@ -32,6 +32,21 @@ pub(crate) enum Packet<'a> {
     Forward { to: PeerId, signal: Signal },
     /// From a rendezvous peer: `from` sent `signal` through it.
     Forwarded { from: PeerId, signal: Signal },
+    /// To a relay: pass these bytes of relayed circuit `session` on to
+    /// `to`. They are the two ends' own Noise session: ciphertext.
+    Relay {
+        to: PeerId,
+        session: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        data: &'a [u8],
+    },
+    /// From a relay: bytes `from` sent on circuit `session`.
+    Relayed {
+        from: PeerId,
+        session: u64,
+        #[serde(borrow, with = "serde_bytes")]
+        data: &'a [u8],
+    },
 }
 
 /// The first control message on a connection.
@@ -72,6 +87,9 @@ pub(crate) enum Signal {
     Refuse { session: u64 },
     /// From the rendezvous itself: the peer is not connected to it.
     Unreachable { session: u64 },
+    /// The sender opens a relayed circuit through the rendezvous; its
+    /// handshake follows as `Relay` data.
+    Relay { session: u64 },
 }
 
 impl Signal {
@@ -81,7 +99,8 @@ impl Signal {
             | Self::Accept { session, .. }
             | Self::Sync { session }
             | Self::Refuse { session }
-            | Self::Unreachable { session } => *session,
+            | Self::Unreachable { session }
+            | Self::Relay { session } => *session,
         }
     }
 }
@@ -179,12 +198,32 @@ impl Outgoing {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Incoming {
     Data(Bytes),
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
     Close(CloseReason),
     Hello(Hello),
-    Forward { to: PeerId, signal: Signal },
-    Forwarded { from: PeerId, signal: Signal },
+    Forward {
+        to: PeerId,
+        signal: Signal,
+    },
+    Forwarded {
+        from: PeerId,
+        signal: Signal,
+    },
+    Relay {
+        to: PeerId,
+        session: u64,
+        data: Bytes,
+    },
+    Relayed {
+        from: PeerId,
+        session: u64,
+        data: Bytes,
+    },
 }
 
 /// Decodes a message; `None` if it is not a valid packet.
@@ -205,6 +244,20 @@ pub(crate) fn decode(message: Bytes) -> Option<Incoming> {
         Packet::Hello(hello) => Incoming::Hello(hello),
         Packet::Forward { to, signal } => Incoming::Forward { to, signal },
         Packet::Forwarded { from, signal } => Incoming::Forwarded { from, signal },
+        Packet::Relay { to, session, data } => Incoming::Relay {
+            to,
+            session,
+            data: Bytes::copy_from_slice(data),
+        },
+        Packet::Relayed {
+            from,
+            session,
+            data,
+        } => Incoming::Relayed {
+            from,
+            session,
+            data: Bytes::copy_from_slice(data),
+        },
     })
 }
 
@@ -299,6 +352,11 @@ mod tests {
                 from: peer,
                 signal: Signal::Sync { session: u64::MAX },
             },
+            Packet::Relay {
+                to: peer,
+                session: 9,
+                data: b"ciphertext",
+            },
         ];
         let expected = [
             Incoming::Hello(hello),
@@ -312,6 +370,11 @@ mod tests {
             Incoming::Forwarded {
                 from: peer,
                 signal: Signal::Sync { session: u64::MAX },
+            },
+            Incoming::Relay {
+                to: peer,
+                session: 9,
+                data: Bytes::from_static(b"ciphertext"),
             },
         ];
         for (packet, expected) in packets.iter().zip(expected) {

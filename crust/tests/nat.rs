@@ -123,3 +123,79 @@ async fn a_peer_that_is_not_a_rendezvous_refuses_to_forward() {
     assert!(matches!(err, ConnectError::Traversal(_)), "{err}");
     assert!(b.service.connection_info(&a.service.id()).await.is_none());
 }
+
+/// A peer with no listener and no UDP socket: it can only dial out, so
+/// nothing direct can reach it or be reached from it.
+async fn unreachable_peer() -> (crust::Service, crust::Events) {
+    let config = crust::Config {
+        listen: Vec::new(),
+        utp: None,
+        relay_after: Duration::from_millis(100),
+        punch_timeout: Duration::from_secs(3),
+        ..common::config()
+    };
+    crust::Service::start(config, SecretId::generate())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_relay_carries_the_connection_when_nothing_direct_works() {
+    let r = Node::start_with(config_with_utp(), SecretId::generate()).await;
+    let (a, _a_events) = unreachable_peer().await;
+    let (b, mut b_events) = unreachable_peer().await;
+    a.connect(r.service.id(), &[r.addr]).await.unwrap();
+    b.connect(r.service.id(), &[r.addr]).await.unwrap();
+    let info = a.connect_via(b.id(), r.service.id()).await.unwrap();
+    assert_eq!(
+        info.path,
+        ConnectionPath::Relayed {
+            via: r.service.id()
+        }
+    );
+    // Both ways, in order, through the relay.
+    for i in 0..20u8 {
+        a.send(&b.id(), vec![i; 3000], crust::Priority::NORMAL)
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let mut b_info = None;
+    tokio::time::timeout(PATIENCE, async {
+        while got.len() < 20 {
+            match b_events.recv().await.unwrap() {
+                Event::ConnectSuccess { info, .. } => b_info = Some(info),
+                Event::NewMessage { data, .. } => got.push(data),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    for (i, data) in got.iter().enumerate() {
+        assert_eq!(&data[..], &vec![i as u8; 3000][..]);
+    }
+    assert_eq!(
+        b_info.unwrap().path,
+        ConnectionPath::Relayed {
+            via: r.service.id()
+        }
+    );
+    b.send(&a.id(), &b"back"[..], crust::Priority::NORMAL)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_relay_with_no_capacity_relays_nothing() {
+    let mut config = config_with_utp();
+    config.relay_circuits = 0;
+    let r = Node::start_with(config, SecretId::generate()).await;
+    let (a, _a_events) = unreachable_peer().await;
+    let (b, _b_events) = unreachable_peer().await;
+    a.connect(r.service.id(), &[r.addr]).await.unwrap();
+    b.connect(r.service.id(), &[r.addr]).await.unwrap();
+    let err = a.connect_via(b.id(), r.service.id()).await.unwrap_err();
+    assert!(matches!(err, ConnectError::Traversal(_)), "{err}");
+    assert!(b.connection_info(&a.id()).await.is_none());
+}

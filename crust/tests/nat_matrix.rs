@@ -97,3 +97,18 @@ fn two_peers_behind_the_same_nat_use_their_local_addresses() {
     // The NAT does not hairpin: only the LAN address works.
     assert_eq!(o.remote_addr.unwrap().ip(), std::net::IpAddr::V4(o.b_ip));
 }
+
+#[test]
+fn with_udp_blocked_on_both_sides_the_rendezvous_relays() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(NatPreset::UdpBlocked, NatPreset::UdpBlocked, false, 5);
+    assert!(
+        matches!(
+            o.result.unwrap(),
+            (ConnectionPath::Relayed { .. }, Transport::Tcp)
+        ),
+        "expected a relayed connection"
+    );
+}

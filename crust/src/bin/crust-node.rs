@@ -3,8 +3,9 @@
 //! Listens on the given TCP addresses and on one UDP socket for uTP,
 //! accepts bootstrap connections, and bootstraps from its cache and the
 //! given contacts. It serves as a rendezvous for NAT traversal (forwarding
-//! connect requests between peers connected to it) and answers address
-//! echoes, unless `--no-rendezvous`; behind a NAT it asks the gateway for
+//! connect requests between peers connected to it, and relaying for those
+//! that cannot connect directly, up to `--relay-circuits`) and answers
+//! address echoes, unless `--no-rendezvous`; behind a NAT it asks the gateway for
 //! UPnP port mappings unless `--no-upnp`. Prints its id and
 //! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
 
@@ -70,6 +71,11 @@ struct Args {
     /// Don't ask a UPnP gateway for port mappings.
     #[arg(long)]
     no_upnp: bool,
+
+    /// Most relayed circuits carried at once for peers that cannot connect
+    /// directly (0: relay nothing).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    relay_circuits: usize,
 }
 
 fn main() -> Result<()> {
@@ -113,6 +119,7 @@ async fn run(args: Args) -> Result<()> {
         peer_timeout: secs(args.peer_timeout, "--peer-timeout")?,
         rendezvous: !args.no_rendezvous,
         upnp: !args.no_upnp,
+        relay_circuits: args.relay_circuits,
         channel: crust::ChannelConfig {
             network_id: args.network.clone(),
             ..Default::default()

@@ -237,12 +237,35 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 });
             }
             Some(Incoming::Forward { to, signal }) => forward(&inner, &queue, peer, to, signal),
+            Some(Incoming::Forwarded {
+                from,
+                signal: wire::Signal::Relay { session },
+            }) => {
+                // Set up before the next frame, which may be its first bytes.
+                super::relay::accept(&inner, peer, from, session, (remote, transport));
+            }
             Some(Incoming::Forwarded { from, signal }) => {
                 let _ = inner.nat.send(super::NatInput::Signal {
                     via: peer,
                     from,
                     signal,
                 });
+            }
+            Some(Incoming::Relay { to, session, data }) => {
+                tokio::select! {
+                    () = super::relay::forward(&inner, peer, to, session, data) => {}
+                    () = ctl.killed() => return ReaderEnd::Killed,
+                }
+            }
+            Some(Incoming::Relayed {
+                from,
+                session,
+                data,
+            }) => {
+                tokio::select! {
+                    () = super::relay::deliver(&inner, from, session, data) => {}
+                    () = ctl.killed() => return ReaderEnd::Killed,
+                }
             }
         }
     }

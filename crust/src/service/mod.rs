@@ -15,6 +15,7 @@ mod actor;
 mod dial;
 mod link;
 mod nat;
+mod relay;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -358,6 +359,10 @@ pub(crate) struct Inner {
     /// Peers with a traversal attempt in progress, and when it started: a
     /// connection they make to us is hole-punched.
     punching: Mutex<HashMap<PeerId, Instant>>,
+    /// Our ends of relayed circuits.
+    circuits: relay::Circuits,
+    /// Circuits we relay for others.
+    relay_table: relay::RelayTable,
 }
 
 impl Inner {
@@ -439,6 +444,8 @@ impl Service {
             nat: nat_tx.clone(),
             nat_report: RwLock::new(NatReport::default()),
             punching: Mutex::new(HashMap::new()),
+            circuits: Mutex::new(HashMap::new()),
+            relay_table: Mutex::new(HashMap::new()),
         });
         let commands = actor::spawn(inner.clone(), cache);
         nat::spawn(inner.clone(), commands.clone(), nat_tx, nat_rx, datagrams);

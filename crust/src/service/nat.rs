@@ -78,6 +78,8 @@ pub(crate) enum NatInput {
     DialFailed { session: u64 },
     /// UPnP mapped (or lost) our ports.
     Upnp(Option<UpnpMapping>),
+    /// A relayed connection finished its handshake: register it.
+    Register(Box<super::Dialled>),
     /// The service stops: remove UPnP mappings, end sessions.
     Shutdown { reply: oneshot::Sender<()> },
 }
@@ -105,6 +107,8 @@ struct Session {
     /// We dial uTP; the peer accepts.
     initiator: bool,
     dialling: bool,
+    /// Requester: when to fall back to a relayed circuit.
+    relay_at: Option<Instant>,
     reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
 }
 
@@ -124,6 +128,8 @@ struct Driver {
     tcp_listen: Vec<SocketAddr>,
     observations: HashMap<PeerId, Observation>,
     tcp_observed: HashMap<PeerId, SocketAddr>,
+    /// Connected peers and how (a relayed circuit rides on one of these).
+    connected: HashMap<PeerId, ConnectionInfo>,
     upnp: Option<UpnpMapping>,
     upnp_task: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     echoes: HashMap<u64, Echo>,
@@ -152,6 +158,7 @@ pub(super) fn spawn(
         tcp_listen: Vec::new(),
         observations: HashMap::new(),
         tcp_observed: HashMap::new(),
+        connected: HashMap::new(),
         upnp: None,
         upnp_task: None,
         echoes: HashMap::new(),
@@ -195,7 +202,7 @@ impl Driver {
                 (Some(plan), _) => plan.poll_timeout(),
                 (None, at) => at,
             };
-            [Some(s.deadline), punch].into_iter().flatten()
+            [Some(s.deadline), punch, s.relay_at].into_iter().flatten()
         });
         echoes.chain(sessions).min()
     }
@@ -215,6 +222,7 @@ impl Driver {
             } => self.on_hello(peer, hello, remote, transport),
             NatInput::Signal { via, from, signal } => self.on_signal(via, from, signal),
             NatInput::Connected { peer, info } => {
+                self.connected.insert(peer, info.clone());
                 let done: Vec<u64> = self
                     .sessions
                     .iter()
@@ -234,6 +242,7 @@ impl Driver {
                 self.forget_punching(&peer);
             }
             NatInput::Lost { peer } => {
+                self.connected.remove(&peer);
                 // Echo answers from a peer we lost are still true, but an
                 // answer can no longer be refreshed; keep them.
                 self.echoes.retain(|_, e| e.peer != peer);
@@ -247,6 +256,12 @@ impl Driver {
             NatInput::Upnp(mapping) => {
                 self.upnp = mapping;
                 self.update_report();
+            }
+            NatInput::Register(dialled) => {
+                let _ = self.commands.send(Command::Register {
+                    dialled,
+                    reply: None,
+                });
             }
             NatInput::Shutdown { .. } => {}
         }
@@ -337,6 +352,18 @@ impl Driver {
         }
         for id in starting {
             self.start_tcp_dials(id);
+        }
+        let relays: Vec<u64> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.relay_at.is_some_and(|at| at <= now))
+            .map(|(id, s)| {
+                s.relay_at = None;
+                *id
+            })
+            .collect();
+        for id in relays {
+            self.start_relay(id);
         }
         for (session, addr, ttl) in probes {
             self.send(&Datagram::Punch { session }, addr, ttl).await;
@@ -442,6 +469,53 @@ impl Driver {
         });
     }
 
+    /// Falls back to a relayed circuit through the rendezvous peer.
+    fn start_relay(&mut self, session: u64) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let (peer, via, started) = (s.peer, s.via, s.started);
+        if self.inner.queue(&peer).is_some() {
+            return;
+        }
+        let Some(link) = self.connected.get(&via).cloned() else {
+            return;
+        };
+        tracing::debug!(%peer, %via, "no direct path yet: opening a relayed circuit");
+        self.signal(via, peer, Signal::Relay { session });
+        let stream = super::relay::open(&self.inner, via, peer, session);
+        let inner = self.inner.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let channel = crate::secure::SecureChannel::connect(
+                stream,
+                &inner.secret,
+                &inner.config.channel,
+                Some(peer),
+                Intent::Connect,
+            )
+            .await;
+            match channel {
+                Ok(channel) => {
+                    let dialled = super::Dialled {
+                        channel,
+                        transport: link.transport,
+                        remote_addr: link.remote_addr,
+                        local_addr: link.local_addr,
+                        direction: super::Direction::Outgoing,
+                        path: ConnectionPath::Relayed { via },
+                        started: Some(started),
+                    };
+                    let _ = commands.send(Command::Register {
+                        dialled: Box::new(dialled),
+                        reply: None,
+                    });
+                }
+                Err(e) => tracing::info!(%peer, %via, error = %e, "relayed handshake failed"),
+            }
+        });
+    }
+
     /// Direct TCP to the peer's listeners, alongside the punching.
     fn start_tcp_dials(&mut self, session: u64) {
         let Some(s) = self.sessions.get(&session) else {
@@ -515,6 +589,7 @@ impl Driver {
                 theirs: Candidates::default(),
                 initiator: self.inner.id < peer,
                 dialling: false,
+                relay_at: None,
                 reply: Some(reply),
             },
         );
@@ -553,6 +628,7 @@ impl Driver {
                         theirs: candidates,
                         initiator: self.inner.id < from,
                         dialling: false,
+                        relay_at: None,
                         reply: None,
                     },
                 );
@@ -569,6 +645,7 @@ impl Driver {
                 s.theirs = candidates;
                 s.stage = Stage::Punching;
                 s.punch_at = Some(now + rtt / 2);
+                s.relay_at = Some(now + rtt / 2 + self.inner.config.relay_after);
                 tracing::debug!(peer = %from, ?rtt, "rendezvous answered; punching after rtt/2");
                 let via = s.via;
                 self.signal(via, from, Signal::Sync { session });
@@ -584,6 +661,8 @@ impl Driver {
                 s.punch_at = Some(now);
                 s.deadline = s.started + self.inner.config.punch_timeout;
             }
+            // Taken by the link reader, which sets the circuit up at once.
+            Signal::Relay { .. } => {}
             Signal::Refuse { .. } | Signal::Unreachable { .. } => {
                 if let Some(mut s) = self.sessions.remove(&session)
                     && let Some(reply) = s.reply.take()
@@ -746,10 +825,11 @@ impl Driver {
             return;
         };
         let bytes = datagram.encode();
-        // Low TTL needs the uTP socket's per-datagram TTL; until it has
-        // one, every probe goes with the default.
-        let _ = ttl;
-        if let Err(e) = socket.send_datagram(&bytes, to).await {
+        let sent = match ttl {
+            Some(ttl) => socket.send_datagram_with_ttl(&bytes, to, ttl).await,
+            None => socket.send_datagram(&bytes, to).await,
+        };
+        if let Err(e) = sent {
             tracing::trace!(%to, error = %e, "datagram not sent");
         }
     }
