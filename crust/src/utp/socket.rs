@@ -38,7 +38,9 @@
 //!
 //! Batched I/O (Linux): after the first datagram of a wake-up, the driver
 //! drains the socket with `recvmmsg` (32 datagrams per call) and sends with
-//! `sendmmsg` (32 per call). Not done: GSO/GRO (`UDP_SEGMENT`/`UDP_GRO`).
+//! `sendmmsg` (32 per call); a run of equal-sized datagrams to one peer
+//! goes as one GSO send (`UDP_SEGMENT`) where the path supports it (turned
+//! off for the socket at the first failure). Not done: GRO on receive.
 //!
 //! Path MTU: with `Config::mtu_from_interface` the driver seeds each
 //! connection's MTU search with the route's MTU (`IP_MTU` of a connected
@@ -50,6 +52,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -78,6 +81,9 @@ const RECV_BATCH: usize = 128;
 /// datagram of each wake-up has a 64 KiB buffer, and the slots grow to that
 /// the first time a datagram does not fit.
 const RECV_SLOT: usize = 2048;
+/// Most bytes one GSO send carries: the whole train is one UDP datagram
+/// to the kernel, so it must fit in 64 KiB.
+const GSO_MAX_BYTES: usize = 65_000;
 /// Receive and send buffer size `bind` asks the OS for.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// Pause before resending a datagram the OS refused with `ENOBUFS`.
@@ -138,6 +144,9 @@ struct Shared {
     /// `Config::mtu_from_interface`: seed each connection's MTU search
     /// from the route's interface MTU.
     mtu_from_interface: bool,
+    /// Whether GSO sends (`UDP_SEGMENT`) work on this socket; turned off at
+    /// the first failure.
+    gso: AtomicBool,
     inner: Mutex<Inner>,
     wake_driver: Arc<Notify>,
     shutdown: Arc<Notify>,
@@ -202,6 +211,7 @@ impl UtpSocket {
                 fragmentation: Fragmentation::Allowed,
             }),
             mtu_from_interface: config.connection.mtu_from_interface,
+            gso: AtomicBool::new(cfg!(target_os = "linux")),
             inner: Mutex::new(Inner {
                 endpoint: Endpoint::new(config, seed),
                 wakers: HashMap::new(),
@@ -740,12 +750,100 @@ async fn flush(shared: &Shared, socket: &UdpSocket) {
     }
 }
 
-/// Sends `batch` in order. A full socket buffer waits for room and a full
-/// device queue is retried: local congestion delays packets instead of
-/// losing them. Any other error loses that one datagram (uTP's recovery
-/// resends it), except a probe refused as too large, which the endpoint
-/// hears of.
+/// Sends `batch` in order: each run of datagrams to one peer with equal
+/// sizes (the last may be shorter) in one GSO send where the path allows,
+/// the rest with `sendmmsg`.
 async fn send_batch(shared: &Shared, socket: &UdpSocket, batch: &[Transmit]) {
+    let mut i = 0;
+    while i < batch.len() {
+        let run = if shared.gso.load(Ordering::Relaxed) {
+            gso_run(&batch[i..])
+        } else {
+            0
+        };
+        if run >= 2 && send_gso(shared, socket, &batch[i..i + run]).await {
+            i += run;
+            continue;
+        }
+        // Without GSO: a run of one, or the rest once GSO is off.
+        let end = if shared.gso.load(Ordering::Relaxed) {
+            i + run.max(1)
+        } else {
+            batch.len()
+        };
+        send_mmsg(shared, socket, &batch[i..end]).await;
+        i = end;
+    }
+}
+
+/// How many datagrams at the front of `batch` one GSO send can carry.
+fn gso_run(batch: &[Transmit]) -> usize {
+    let Some(first) = batch.first() else {
+        return 0;
+    };
+    if first.dont_fragment {
+        return 1;
+    }
+    let size = first.contents.len();
+    let mut total = size;
+    let mut k = 1;
+    while let Some(t) = batch.get(k) {
+        let len = t.contents.len();
+        if k == sys::GSO_SEGMENTS
+            || t.destination != first.destination
+            || t.dont_fragment
+            || len > size
+            || total + len > GSO_MAX_BYTES
+        {
+            break;
+        }
+        total += len;
+        k += 1;
+        if len < size {
+            break;
+        }
+    }
+    k
+}
+
+/// Sends `run` as one GSO datagram train; false if it did not go (the
+/// caller sends it another way). A path that cannot do GSO turns it off
+/// for the socket.
+async fn send_gso(shared: &Shared, socket: &UdpSocket, run: &[Transmit]) -> bool {
+    let segments: Vec<&[u8]> = run.iter().map(|t| &t.contents[..]).collect();
+    let to = run[0].destination;
+    let mut retries = 0;
+    loop {
+        let e = match socket.try_io(Interest::WRITABLE, || {
+            sys::send_gso(&*socket, &segments, to)
+        }) {
+            Ok(_) => return true,
+            Err(e) => e,
+        };
+        if e.kind() == io::ErrorKind::WouldBlock {
+            let _ = socket.writable().await;
+            continue;
+        }
+        match e.raw_os_error() {
+            Some(code) if code == ENOBUFS && retries < NOBUFS_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(NOBUFS_PAUSE).await;
+            }
+            _ => {
+                tracing::debug!(error = %e, "uTP socket: GSO off");
+                shared.gso.store(false, Ordering::Relaxed);
+                return false;
+            }
+        }
+    }
+}
+
+/// Sends `batch` in order with `sendmmsg`. A full socket buffer waits for
+/// room and a full device queue is retried: local congestion delays packets
+/// instead of losing them. Any other error loses that one datagram (uTP's
+/// recovery resends it), except a probe refused as too large, which the
+/// endpoint hears of.
+async fn send_mmsg(shared: &Shared, socket: &UdpSocket, batch: &[Transmit]) {
     let datagrams: Vec<(&[u8], SocketAddr)> = batch
         .iter()
         .map(|t| (&t.contents[..], t.destination))
@@ -855,6 +953,16 @@ mod sys {
     }
 
     pub(super) fn route_udp_payload(_remote: std::net::SocketAddr) -> std::io::Result<u16> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    pub(super) const GSO_SEGMENTS: usize = 1;
+
+    pub(super) fn send_gso(
+        _socket: &tokio::net::UdpSocket,
+        _segments: &[&[u8]],
+        _to: std::net::SocketAddr,
+    ) -> std::io::Result<usize> {
         Err(std::io::ErrorKind::Unsupported.into())
     }
 

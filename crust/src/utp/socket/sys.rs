@@ -147,6 +147,69 @@ pub(super) fn send_batch(
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
+/// Most segments one GSO send may carry (the kernel's `UDP_MAX_SEGMENTS`
+/// is 64 on older kernels).
+pub(super) const GSO_SEGMENTS: usize = 64;
+
+/// Sends `segments` to `to` in one `sendmsg` with `UDP_SEGMENT` (GSO): the
+/// kernel splits the concatenation back into one datagram per segment, so
+/// every segment but the last must be exactly `segments[0].len()` bytes
+/// and the last no longer. Errors as for [`send_batch`]; `EIO` or
+/// `EINVAL` mean the path cannot do GSO.
+pub(super) fn send_gso(
+    socket: &impl AsFd,
+    segments: &[&[u8]],
+    to: SocketAddr,
+) -> io::Result<usize> {
+    let n = segments.len().min(GSO_SEGMENTS);
+    let Some(first) = segments.first() else {
+        return Ok(0);
+    };
+    let size =
+        u16::try_from(first.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain old data, all-zero is valid.
+    let mut iovs: [libc::iovec; GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (iov, seg) in iovs.iter_mut().zip(&segments[..n]) {
+        *iov = libc::iovec {
+            iov_base: seg.as_ptr().cast_mut().cast(),
+            iov_len: seg.len(),
+        };
+    }
+    let addr = socket2::SockAddr::from(to);
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: plain old data, all-zero is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr().cast_mut().cast();
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+    // SAFETY: `msg` describes `control`, which is larger than one cmsghdr
+    // with a u16 payload, so the first header and its data lie inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+    // SAFETY: `msg` points at `addr`, `iovs` (each describing a live
+    // segment the kernel only reads) and `control`, all live for the call.
+    let r = unsafe {
+        libc::sendmsg(
+            socket.as_fd().as_raw_fd(),
+            &raw const msg,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(r)
+        .map(|_| n)
+        .map_err(|_| io::Error::last_os_error())
+}
+
 fn socket_addr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(s.ss_family) {
         libc::AF_INET => {

@@ -329,3 +329,33 @@ async fn mtu_from_interface_finds_loopbacks_large_mtu() {
     println!("path MTU over loopback: {mtu}");
     assert!(mtu > 16_000, "path MTU {mtu}");
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn bulk_data_goes_as_gso_trains_over_loopback() {
+    // Loopback takes UDP_SEGMENT sends (Linux ≥ 4.18); the driver turns
+    // GSO off only when a send with it fails, and the bytes arrive intact
+    // either way.
+    let (a, b) = pair().await;
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let (mut client, mut server) = connect(&a, &b, &data[..1]).await;
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        client.write_all(&sent[1..]).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        client
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), server.read_to_end(&mut got))
+        .await
+        .expect("in time")
+        .expect("read");
+    assert!(got == data, "corrupted");
+    drop(writer.await.expect("writer"));
+    assert!(
+        a.shared.gso.load(std::sync::atomic::Ordering::Relaxed),
+        "GSO was turned off on loopback"
+    );
+}
