@@ -33,7 +33,7 @@ mod store;
 mod tests;
 mod types;
 
-pub use crust::{ConnectionInfo, Direction, Endpoint, PeerId, Transport};
+pub use crust::{ConnectionInfo, Direction, Endpoint, PeerId, Transport, VERSION};
 pub use invite::{Invite, InviteError, QrMatrix};
 pub use keyfile::KeyError;
 pub use node::{Event, NetworkReport, Node, NodeConfig, NodeError, NodeEvents, OpenError};

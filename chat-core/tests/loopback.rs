@@ -287,6 +287,92 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_friends_queue_for_a_third_who_is_offline_and_everything_arrives_in_order() {
+    let root = tempfile::tempdir().unwrap();
+    let mut a = start(root.path(), "a").await;
+    let mut b = start(root.path(), "b").await;
+    let mut c = start(root.path(), "c").await;
+    befriend(&mut c, &mut a).await;
+    befriend(&mut c, &mut b).await;
+    let ic = c.id();
+    let c_dir = c.stop().await;
+    for p in [&mut a, &mut b] {
+        p.wait_for("c offline", |e| {
+            matches!(e, Event::ContactOffline { contact } if *contact == ic).then_some(())
+        })
+        .await;
+    }
+    // a queues one by one, b a batch in one commit (all or nothing: a
+    // batch with one oversized text writes nothing).
+    let from_a: Vec<_> = (0..10)
+        .map(|i| a.node.send(&ic, &format!("a{i}")).unwrap())
+        .collect();
+    let too_long = "x".repeat(chat_core::MAX_TEXT_BYTES + 1);
+    assert!(matches!(
+        b.node.send_many(&ic, &["fine", too_long.as_str()]),
+        Err(NodeError::TooLarge { .. })
+    ));
+    assert_eq!(b.node.contact(&ic).unwrap().undelivered, 0);
+    let texts: Vec<String> = (0..10).map(|i| format!("b{i}")).collect();
+    let from_b = b.node.send_many(&ic, &texts).unwrap();
+    assert_eq!(
+        from_b.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (from_b[0].seq..from_b[0].seq + 10).collect::<Vec<_>>()
+    );
+    assert_eq!(b.node.contact(&ic).unwrap().undelivered, 10);
+
+    let mut c = open(&c_dir).await;
+    let (ia, ib) = (a.id(), b.id());
+    let mut got_a = Vec::new();
+    let mut got_b = Vec::new();
+    while got_a.len() < 10 || got_b.len() < 10 {
+        let m = c
+            .wait_for("a message", |e| match e {
+                Event::MessageReceived(m) => Some(m.clone()),
+                _ => None,
+            })
+            .await;
+        if m.contact == ia {
+            got_a.push(m.text);
+        } else if m.contact == ib {
+            got_b.push(m.text);
+        }
+    }
+    assert_eq!(got_a, (0..10).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    assert_eq!(got_b, texts);
+    for (p, sent) in [(&mut a, &from_a), (&mut b, &from_b)] {
+        for m in sent {
+            p.wait_for("delivered", delivered(ic, m.id)).await;
+        }
+        assert_eq!(p.node.contact(&ic).unwrap().undelivered, 0);
+    }
+    // Each conversation holds only its own messages, in sender order.
+    let page = c.node.history(&ib, None, 50).unwrap();
+    assert_eq!(
+        page.messages
+            .iter()
+            .map(|m| m.text.clone())
+            .collect::<Vec<_>>(),
+        texts
+    );
+    for p in [a, b, c] {
+        p.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_display_name_changes_at_once_and_is_saved() {
+    let root = tempfile::tempdir().unwrap();
+    let alice = start(root.path(), "alice").await;
+    alice.node.set_display_name("Alice Liddell").unwrap();
+    assert_eq!(alice.node.display_name(), "Alice Liddell");
+    assert_eq!(alice.node.my_invite().unwrap().name, "Alice Liddell");
+    let dir = alice.stop().await;
+    let profile = Profile::open(&dir, None).unwrap();
+    assert_eq!(profile.settings().display_name, "Alice Liddell");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_survives_restarts_and_is_retried_until_answered() {
     let root = tempfile::tempdir().unwrap();
     let alice = start(root.path(), "alice").await;
