@@ -162,7 +162,7 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     let send_elapsed = send_task.await.unwrap();
-    let a_events = receiver.await.unwrap();
+    let mut a_events = receiver.await.unwrap();
     println!(
         "throughput: {n} messages persisted, stored and acknowledged in {:.3} s = {:.0} msg/s (send() of all {n} returned after {:.3} s)",
         elapsed.as_secs_f64(),
