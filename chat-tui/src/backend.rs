@@ -15,6 +15,8 @@ pub trait Backend {
     fn id(&self) -> PeerId;
     /// Our display name.
     fn display_name(&self) -> String;
+    /// Changes our display name (settings, invites, friends) at once.
+    fn set_display_name(&self, name: &str) -> Result<(), NodeError>;
     /// Every contact, sorted by name.
     fn contacts(&self) -> Result<Vec<Contact>, NodeError>;
     /// Pending friend requests, oldest first.
@@ -74,7 +76,10 @@ impl Backend for Node {
         Node::id(self)
     }
     fn display_name(&self) -> String {
-        Node::display_name(self).to_owned()
+        Node::display_name(self)
+    }
+    fn set_display_name(&self, name: &str) -> Result<(), NodeError> {
+        Node::set_display_name(self, name)
     }
     fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
         Node::contacts(self)

@@ -276,18 +276,15 @@ impl App {
             self.error("/nick NAME");
             return;
         }
-        let result = self.backend.settings().and_then(|mut settings| {
-            settings.display_name = name.to_owned();
-            self.backend.set_settings(settings)
-        });
-        match result {
+        match self.backend.set_display_name(name) {
             Ok(()) => {
-                self.my_name = name.to_owned();
+                self.my_name = self.backend.display_name();
+                let name = self.my_name.clone();
                 self.info(format!(
-                    "You are {name} now (new invites and friends see it after a restart)."
+                    "You are {name} now; friends see it when they next connect."
                 ));
             }
-            Err(e) => self.error(format!("cannot save the name: {e}")),
+            Err(e) => self.error(format!("cannot change the name: {e}")),
         }
     }
 

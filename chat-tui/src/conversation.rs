@@ -8,6 +8,8 @@
 //! Older pages are loaded by the app when the anchor nears the first
 //! loaded message.
 
+use std::collections::VecDeque;
+
 use chat_core::{Cursor, HistoryPage, Message, MessageId, MessageState, PeerId};
 use chrono::{DateTime, Datelike, FixedOffset, Local, NaiveDateTime, Offset, TimeZone, Utc};
 use ratatui::style::{Modifier, Style};
@@ -79,7 +81,7 @@ pub(crate) fn state_word(state: MessageState) -> &'static str {
 pub struct Conversation {
     /// Whose conversation.
     pub contact: PeerId,
-    messages: Vec<Message>,
+    messages: VecDeque<Message>,
     older: Option<Cursor>,
     unread_from: Option<MessageId>,
     anchor: Option<(usize, usize)>,
@@ -92,7 +94,7 @@ impl Conversation {
     pub(crate) fn new(contact: PeerId, page: HistoryPage, unread: u64) -> Self {
         let mut conv = Self {
             contact,
-            messages: page.messages,
+            messages: page.messages.into(),
             older: page.older,
             unread_from: None,
             anchor: None,
@@ -117,11 +119,11 @@ impl Conversation {
             }
         }
         // More unread than loaded: the marker sits above the first loaded.
-        self.unread_from = self.messages.first().map(|m| m.id);
+        self.unread_from = self.messages.front().map(|m| m.id);
     }
 
     /// The loaded messages, oldest first.
-    pub fn messages(&self) -> &[Message] {
+    pub fn messages(&self) -> &VecDeque<Message> {
         &self.messages
     }
 
@@ -150,9 +152,10 @@ impl Conversation {
     pub(crate) fn prepend(&mut self, page: HistoryPage) {
         let n = page.messages.len();
         self.older = page.older;
-        let mut messages = page.messages;
-        messages.append(&mut self.messages);
-        self.messages = messages;
+        self.messages.reserve(n);
+        for m in page.messages.into_iter().rev() {
+            self.messages.push_front(m);
+        }
         if let Some((i, skip)) = self.anchor {
             self.anchor = Some((i + n, skip));
         }

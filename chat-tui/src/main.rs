@@ -46,6 +46,11 @@ struct Cli {
     /// Display name for a new profile (default: $USER).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// No screen: read commands from stdin, write events to stdout as JSON
+    /// lines (for scripts and tests; `help` lists the commands). A sealed
+    /// profile's passphrase comes from $CRUST_CHAT_PASSPHRASE.
+    #[arg(long)]
+    headless: bool,
 }
 
 /// An error already explained to the user: exit with this status.
@@ -171,6 +176,11 @@ fn open_profile(dir: &Path, cli: &Cli) -> anyhow::Result<Profile> {
                     eprintln!("Wrong passphrase.");
                 }
                 tries += 1;
+                if cli.headless {
+                    return Err(fail(
+                        "the profile is protected by a passphrase: set CRUST_CHAT_PASSPHRASE for --headless.",
+                    ));
+                }
                 match read_passphrase(&format!("Passphrase for {}: ", dir.display()))? {
                     Some(p) => passphrase = Some(p),
                     None => return Err(Explained(1).into()),
@@ -238,7 +248,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let (node, events) = Node::open(profile, config).await.map_err(open_error)?;
         tracing::info!(id = %node.id(), "node started");
-        let result = ui_loop(node.clone(), events, upnp).await;
+        let result = if cli.headless {
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            chat_core::headless::run(node.clone(), events, input, tokio::io::stdout())
+                .await
+                .context("headless mode: reading stdin or writing stdout failed")
+        } else {
+            ui_loop(node.clone(), events, upnp).await
+        };
         let _ = tokio::time::timeout(Duration::from_secs(3), node.shutdown()).await;
         result
     })
@@ -303,6 +320,8 @@ async fn ui_loop(node: Node, mut events: chat_core::NodeEvents, upnp: bool) -> a
     );
     app.on_report(node.network_report().await);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let stop = termination();
+    tokio::pin!(stop);
     loop {
         terminal.draw(|frame| chat_tui::render(&app, frame))?;
         tokio::select! {
@@ -323,6 +342,7 @@ async fn ui_loop(node: Node, mut events: chat_core::NodeEvents, upnp: bool) -> a
                 }
             }
             _ = tick.tick() => app.on_tick(now_ms()),
+            () = &mut stop => break,
         }
         let mut quit = false;
         for effect in app.take_effects() {
@@ -342,6 +362,30 @@ async fn ui_loop(node: Node, mut events: chat_core::NodeEvents, upnp: bool) -> a
         }
     }
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGHUP, which end the program like Ctrl+C does:
+/// the terminal is put back and the node shut down cleanly.
+#[cfg(unix)]
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(mut terminate), Ok(mut hangup)) => {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+#[cfg(not(unix))]
+async fn termination() {
+    std::future::pending().await
 }
 
 fn handle_terminal(app: &mut App, event: TermEvent) {

@@ -205,6 +205,14 @@ fn edit(field: &mut TextInput, key: KeyEvent) -> bool {
     true
 }
 
+/// Parses every item, or names the first that does not parse.
+fn parse_all<T: std::str::FromStr>(items: &[String]) -> Result<Vec<T>, String> {
+    items
+        .iter()
+        .map(|item| item.parse().map_err(|_| item.clone()))
+        .collect()
+}
+
 fn list_field(text: &str) -> Vec<String> {
     text.split([',', ' '])
         .map(str::trim)
@@ -583,26 +591,32 @@ impl App {
                     self.error("The name cannot be empty.");
                     return;
                 }
-                settings.display_name = text.to_owned();
-                self.my_name = text.to_owned();
-            }
-            1 | 4 => {
-                let mut addrs = Vec::new();
-                for item in list_field(text) {
-                    match item.parse() {
-                        Ok(addr) => addrs.push(addr),
-                        Err(_) => {
-                            self.error(format!("{item:?} is not an IP:PORT address."));
-                            return;
-                        }
+                match self.backend.set_display_name(text) {
+                    Ok(()) => {
+                        self.my_name = self.backend.display_name();
+                        settings.display_name = self.my_name.clone();
+                        self.info("Name changed.");
                     }
+                    Err(e) => self.error(format!("cannot change the name: {e}")),
                 }
-                if row == 1 {
-                    settings.listen = addrs;
-                } else {
-                    settings.address_hints = addrs;
-                }
+                return;
             }
+            1 => match parse_all(&list_field(text)) {
+                Ok(addrs) => settings.listen = addrs,
+                Err(item) => {
+                    self.error(format!("{item:?} is not an IP:PORT address."));
+                    return;
+                }
+            },
+            4 => match parse_all(&list_field(text)) {
+                Ok(endpoints) => settings.address_hints = endpoints,
+                Err(item) => {
+                    self.error(format!(
+                        "{item:?} is not an address (IP:PORT, tcp:IP:PORT or utp:IP:PORT)."
+                    ));
+                    return;
+                }
+            },
             2 => settings.bootstrap = list_field(text),
             5 => {
                 let new = (!text.is_empty()).then_some(text);
@@ -624,12 +638,12 @@ impl App {
 
 /// A settings row's value as text.
 pub(crate) fn setting_text(settings: &Settings, row: usize) -> String {
-    let join = |v: &[std::net::SocketAddr]| {
+    fn join<T: ToString>(v: &[T]) -> String {
         v.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ")
-    };
+    }
     match row {
         0 => settings.display_name.clone(),
         1 => join(&settings.listen),

@@ -29,11 +29,17 @@ pub fn render(app: &App, frame: &mut Frame<'_>) {
     }
 }
 
-/// How a connection was found, in words. Every connection chat-core makes
-/// today is direct; hole-punched and relayed paths show here once chat-core
-/// reports crust's `ConnectionPath`.
-fn path_kind(_info: &chat_core::ConnectionInfo) -> &'static str {
-    "direct"
+/// How a connection was found, in words. Read from the debug form of
+/// crust's `ConnectionPath` until chat-core re-exports the type.
+fn path_kind(info: &chat_core::ConnectionInfo) -> &'static str {
+    let path = format!("{:?}", info.path);
+    if path.starts_with("HolePunched") {
+        "hole-punched"
+    } else if path.starts_with("Relayed") {
+        "relayed"
+    } else {
+        "direct"
+    }
 }
 
 /// The short label of a connection path in the contact list.

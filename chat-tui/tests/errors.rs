@@ -114,3 +114,31 @@ fn logs_go_to_the_log_file_not_the_screen() {
     assert!(log.exists());
     assert!(!stderr(&out).contains("INFO"));
 }
+
+#[test]
+fn headless_mode_answers_commands_on_stdout() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("p");
+    let out = crust_chat(
+        &[
+            "--headless",
+            "--profile",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "robot",
+        ],
+        "id\ninvite\nquit\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout.contains(r#""event":"id""#) && stdout.contains("robot"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("crust:"), "{stdout}");
+    assert!(stdout.contains(r#""event":"bye""#), "{stdout}");
+    // Nothing but JSON lines on stdout: no screen drawing.
+    assert!(stdout.lines().all(|l| l.starts_with('{')), "{stdout}");
+}

@@ -142,7 +142,7 @@ fn pasting_an_invite_into_add_contact_sends_a_request() {
     let frank = Invite {
         peer: peer(6),
         name: "frank".to_owned(),
-        addrs: vec![([127, 0, 0, 1], 4000).into()],
+        addrs: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 4000)).into()],
         token: [9, 9, 9, 9],
     };
     press(&mut app, KeyCode::F(4));

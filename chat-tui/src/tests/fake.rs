@@ -39,7 +39,7 @@ pub(crate) fn contact(n: u8, name: &str, state: ContactState) -> Contact {
         name: name.to_owned(),
         state,
         verified: false,
-        addrs: vec![([192, 0, 2, 7], 5000 + u16::from(n)).into()],
+        addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 7], 5000 + u16::from(n))).into()],
         presence: Presence::Offline {
             last_seen_ms: Some(now() - 3 * 60 * MINUTE),
         },
@@ -58,7 +58,7 @@ impl Fake {
             s.name = "alice".to_owned();
             s.settings = Settings {
                 display_name: "alice".to_owned(),
-                listen: vec![([0, 0, 0, 0], 5483).into()],
+                listen: vec![std::net::SocketAddr::from(([0, 0, 0, 0], 5483))],
                 ..Settings::default()
             };
         }
@@ -83,7 +83,7 @@ impl Fake {
                 from: peer(5),
                 name: "eve".to_owned(),
                 message: "hi alice, it's eve from the climbing club".to_owned(),
-                addrs: vec![([192, 0, 2, 9], 5483).into()],
+                addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 9], 5483)).into()],
                 received_at_ms: now() - 5 * MINUTE,
                 replaces: None,
             }];
@@ -154,6 +154,12 @@ impl Backend for Fake {
     }
     fn display_name(&self) -> String {
         self.0.borrow().name.clone()
+    }
+    fn set_display_name(&self, name: &str) -> Result<(), NodeError> {
+        let mut s = self.0.borrow_mut();
+        s.name = name.to_owned();
+        s.settings.display_name = name.to_owned();
+        Ok(())
     }
     fn contacts(&self) -> Result<Vec<Contact>, NodeError> {
         Ok(self.0.borrow().contacts.clone())
@@ -279,7 +285,7 @@ impl Backend for Fake {
         Ok(Invite {
             peer: self.id(),
             name: self.display_name(),
-            addrs: vec![([192, 0, 2, 1], 5483).into()],
+            addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 1], 5483)).into()],
             token: [1, 2, 3, 4],
         })
     }

@@ -31,6 +31,8 @@ pub(crate) fn peer(n: u8) -> PeerId {
 pub(crate) fn online(port: u16) -> chat_core::Presence {
     chat_core::Presence::Online(ConnectionInfo {
         transport: Transport::Tcp,
+        path: crust::ConnectionPath::Direct,
+        connect_time: None,
         remote_addr: ([192, 0, 2, 7], port).into(),
         local_addr: ([192, 0, 2, 1], 5483).into(),
         direction: Direction::Outgoing,

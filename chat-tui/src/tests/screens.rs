@@ -155,7 +155,7 @@ fn network_popup() {
             "tcp:0.0.0.0:5483".parse().unwrap(),
             "utp:0.0.0.0:5483".parse().unwrap(),
         ],
-        invite_addrs: vec![([192, 0, 2, 1], 5483).into()],
+        invite_addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 1], 5483)).into()],
         connections: vec![(peer(2), bob_path)],
     });
     assert_snapshot!(screen(&app));
