@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 /// Crust Chat in the terminal: peer-to-peer, no server in the middle.
 #[derive(Debug, Parser)]
-#[command(name = "crust-chat", version, about)]
+#[command(name = "crust-chat", version = chat_core::VERSION, about)]
 struct Cli {
     /// Profile directory (default: $CRUST_CHAT_PROFILE, else the platform's
     /// data directory). Created on first use.
