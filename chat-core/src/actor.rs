@@ -558,6 +558,7 @@ fn apply(
                 Err(e) => tracing::debug!(%peer, "ignoring message: {e}"),
             }
         }
+        CrustEvent::NatReport(_) => actions.push(Action::ReportNetwork),
         other => tracing::debug!(?other, "crust event"),
     }
     Ok(())

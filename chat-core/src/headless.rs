@@ -43,7 +43,10 @@
 //! `queued`/`sent`/`delivered`/`read`), `online` (`contact`, `path`),
 //! `offline`, `request` (a friend request), `accepted`, `declined`,
 //! `key_changed` (`contact`, `new_key`), `typing` (`contact`, `typing`),
-//! `listening` (`endpoint`), `problem` (`message`), `network` (a report).
+//! `listening` (`endpoint`), `problem` (`message`), `network` (a report:
+//! `listeners`, `invite_addrs`, `connections` with their paths, and what
+//! crust knows of the NAT: `nat_mapping`, `nat_port_allocation`,
+//! `udp_external`, `upnp`).
 //! Every object has an `"event"` field; ids are the text forms (peer ids in
 //! base32, message ids in hex); times are milliseconds since the Unix
 //! epoch.
@@ -485,6 +488,24 @@ fn report_json(r: &NetworkReport) -> Json {
                         })
                         .collect(),
                 ),
+            ),
+            ("nat_mapping", Json::Str(format!("{:?}", r.nat.mapping))),
+            (
+                "nat_port_allocation",
+                Json::Str(format!("{:?}", r.nat.port_allocation)),
+            ),
+            (
+                "udp_external",
+                r.nat
+                    .udp_external
+                    .map_or(Json::Null, |a| Json::Str(a.to_string())),
+            ),
+            (
+                "upnp",
+                r.nat
+                    .upnp
+                    .as_ref()
+                    .map_or(Json::Null, |u| Json::Str(format!("{u:?}"))),
             ),
         ],
     )

@@ -33,7 +33,10 @@ mod store;
 mod tests;
 mod types;
 
-pub use crust::{ConnectionInfo, Direction, Endpoint, PeerId, Transport, VERSION};
+pub use crust::{
+    ConnectionInfo, ConnectionPath, Direction, Endpoint, Mapping, NatReport, PeerId,
+    PortAllocation, Transport, UpnpMapping, VERSION,
+};
 pub use invite::{Invite, InviteError, QrMatrix};
 pub use keyfile::KeyError;
 pub use node::{Event, NetworkReport, Node, NodeConfig, NodeError, NodeEvents, OpenError};

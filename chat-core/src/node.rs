@@ -61,7 +61,7 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
-    /// Listens on 127.0.0.1 (any port) for TCP and uTP, redials every
+    /// Listens on 127.0.0.1 (any port) for TCP and uTP, no UPnP, redials every
     /// 200 ms, resends unacknowledged messages after 2 s, no bootstrap, on
     /// a network of its own name: for tests, examples and benchmarks on
     /// one machine.
@@ -69,6 +69,8 @@ impl NodeConfig {
         let mut crust = crust::Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             utp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            // No router search from tests: their traffic stays on loopback.
+            upnp: false,
             dial_timeout: Duration::from_secs(2),
             ..crust::Config::default()
         };
@@ -147,7 +149,8 @@ pub enum Event {
     /// listener stopped); shown to the user, the node keeps running.
     Problem(String),
     /// The node's connectivity changed (a listener started or failed, a
-    /// connection opened or closed): the same report as
+    /// connection opened or closed, crust learnt something new about the
+    /// NAT or UPnP): the same report as
     /// [`Node::network_report`], for the clients' network screens.
     NetworkChanged(NetworkReport),
 }
@@ -234,8 +237,13 @@ pub struct NetworkReport {
     pub listeners: Vec<crust::Endpoint>,
     /// The endpoints our invite carries.
     pub invite_addrs: Vec<Endpoint>,
-    /// Every live connection (contacts and others).
+    /// Every live connection (contacts and others), with its path
+    /// (`info.path`: direct, hole-punched or relayed) and transport.
     pub connections: Vec<(PeerId, ConnectionInfo)>,
+    /// What crust knows about the NAT in front of us: mapping and port
+    /// allocation behaviour, external UDP address, UPnP mapping
+    /// (`Mapping::Unknown` and no UPnP until it has found out).
+    pub nat: crust::NatReport,
 }
 
 /// What the handle and the actor share.
@@ -394,6 +402,8 @@ impl Node {
         if crust_config.listen.is_empty() {
             crust_config.listen = settings.listen.clone();
         }
+        // The settings can switch UPnP off, never on against the config.
+        crust_config.upnp &= settings.upnp;
         if crust_config.utp.is_none() && settings.utp {
             crust_config.utp = settings
                 .utp_listen
@@ -815,6 +825,7 @@ impl Node {
                 listeners: Vec::new(),
                 invite_addrs: Vec::new(),
                 connections: Vec::new(),
+                nat: crust::NatReport::default(),
             },
         }
     }
@@ -863,5 +874,6 @@ pub(crate) async fn network_report(service: &crust::Service, shared: &Shared) ->
         listeners: service.listeners().await,
         invite_addrs: shared.my_addrs(true),
         connections: service.connected_peers().await,
+        nat: service.nat_report(),
     }
 }

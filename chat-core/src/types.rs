@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crust::{ConnectionInfo, Endpoint, PeerId, Transport};
+use crust::{ConnectionInfo, ConnectionPath, Endpoint, PeerId, Transport};
 
 /// The largest message text accepted, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
@@ -208,9 +208,8 @@ pub enum Presence {
 
 impl Presence {
     /// The path in use, for a contact list: `"direct TCP 192.0.2.1:5483"`,
-    /// `"direct uTP 192.0.2.1:5483"`, or `None` when offline. Every
-    /// connection today is direct (dialled or accepted); hole-punched and
-    /// relayed paths come with NAT traversal.
+    /// `"direct uTP 192.0.2.1:5483"`, `"hole-punched uTP …"`,
+    /// `"relayed via PEER, TCP …"`, or `None` when offline.
     pub fn path(&self) -> Option<String> {
         match self {
             Self::Online(info) => Some(describe_path(info)),
@@ -219,14 +218,22 @@ impl Presence {
     }
 }
 
-/// A connection's path in words: transport and the peer's address.
+/// A connection's path in words: how it was found (direct, hole-punched,
+/// relayed), its transport and the peer's address as we see it.
 pub fn describe_path(info: &ConnectionInfo) -> String {
     let transport = match info.transport {
         Transport::Tcp => "TCP",
         Transport::Utp => "uTP",
         _ => "other transport",
     };
-    format!("direct {transport} {}", info.remote_addr)
+    match info.path {
+        ConnectionPath::Direct => format!("direct {transport} {}", info.remote_addr),
+        ConnectionPath::HolePunched => format!("hole-punched {transport} {}", info.remote_addr),
+        ConnectionPath::Relayed { via } => {
+            format!("relayed via {via}, {transport} {}", info.remote_addr)
+        }
+        _ => format!("{transport} {}", info.remote_addr),
+    }
 }
 
 /// Someone in the contact list.
