@@ -7,7 +7,8 @@
 //! `cargo bench -p crust --bench nat_matrix` as root. Environment:
 //! `NAT_MATRIX_SEEDS` (default 3), `NAT_MATRIX_JOBS` pairs at once
 //! (default 4), `NAT_MATRIX_ATTEMPTS` per run (default 2),
-//! `NAT_MATRIX_FILTER` (run only pairs whose name contains it).
+//! `NAT_MATRIX_FILTER` (run only pairs whose name contains it), `RUST_LOG`
+//! (crust's logs on stderr).
 
 // A bench binary: a poisoned lock or a failed run should stop it loudly.
 #![allow(clippy::unwrap_used)]
@@ -31,6 +32,12 @@ fn main() {
 
     if !nat_common::prerequisites(&[]) {
         return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
     let env = |name: &str, default: u64| {
         std::env::var(name)

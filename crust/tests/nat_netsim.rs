@@ -93,8 +93,15 @@ fn learn(
             let (service, _events) = Service::start(config(upnp), SecretId::from_bytes(&pc_key))
                 .await
                 .unwrap();
-            service.connect(s1_id, &[addrs[0]]).await.unwrap();
-            service.connect(s2_id, &[addrs[1]]).await.unwrap();
+            // The servers start alongside us: retry until they listen.
+            for (id, addr) in [(s1_id, addrs[0]), (s2_id, addrs[1])] {
+                let mut tries = 0;
+                while let Err(e) = service.connect(id, &[addr]).await {
+                    tries += 1;
+                    assert!(tries < 50, "cannot reach {addr}: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             let start = Instant::now();
             let mut report = service.nat_report();
             while !wait_for(&report) && start.elapsed() < Duration::from_secs(20) {

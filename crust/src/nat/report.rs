@@ -177,7 +177,14 @@ pub(crate) fn classify(
     ports.dedup();
     let allocation = match (ports.first(), ports.last()) {
         (Some(&lo), Some(&hi)) if ports.len() >= 2 && hi - lo < SEQUENTIAL_SPAN => {
-            let delta = ports.windows(2).map(|w| w[1] - w[0]).fold(0, gcd).max(1);
+            // Two ports cannot tell a step of 2 from a step of 1 with
+            // another mapping (our own TCP connection, say) in between;
+            // predicting every port is the safe guess.
+            let delta = if ports.len() < 3 {
+                1
+            } else {
+                ports.windows(2).map(|w| w[1] - w[0]).fold(0, gcd).max(1)
+            };
             PortAllocation::Sequential { delta }
         }
         _ if ports.len() >= 2 => PortAllocation::Random,
@@ -253,6 +260,11 @@ mod tests {
         let (m, p, _) = classify(&LOCAL, 4000, &o);
         assert_eq!(m, Mapping::EndpointDependent);
         assert_eq!(p, PortAllocation::Sequential { delta: 2 });
+        // Two ports two apart may be a step of 1 with a mapping between.
+        assert_eq!(
+            classify(&LOCAL, 4000, &o[..2]).1,
+            PortAllocation::Sequential { delta: 1 }
+        );
         let report = NatReport {
             mapping: m,
             port_allocation: p,

@@ -497,14 +497,17 @@ impl Actor {
                 info: info.clone(),
             });
             // Address echo over the secure channel, and where our UDP
-            // socket is for echoes over UDP.
+            // socket is for echoes over UDP; a relayed circuit's addresses
+            // are the relay's, so it has nothing to echo.
             let hello = crate::wire::Hello {
                 observed: remote_addr,
                 udp_port: self.utp_bound.map(|a| a.port()),
             };
-            queue.push_control(crate::wire::Outgoing::control_owned(
-                &crate::wire::Packet::Hello(hello),
-            ));
+            if !matches!(path, ConnectionPath::Relayed { .. }) {
+                queue.push_control(crate::wire::Outgoing::control_owned(
+                    &crate::wire::Packet::Hello(hello),
+                ));
+            }
         }
         // The reader starts after the connect event, so the peer's messages
         // always follow it.

@@ -300,18 +300,22 @@ async fn join_network(
     e_id: crust::PeerId,
     e_addr: SocketAddr,
 ) {
-    for _ in 0..3 {
-        if service.connect(r_id, &[r_addr]).await.is_ok() {
-            break;
+    // The public hosts start alongside us: retry until they listen.
+    for (id, addr) in [(r_id, r_addr), (e_id, e_addr)] {
+        for _ in 0..50 {
+            if service.connect(id, &[addr]).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    for _ in 0..3 {
-        if service.connect(e_id, &[e_addr]).await.is_ok() {
-            break;
-        }
-    }
+    // Two echoes, and the UPnP mapping where the gateway offers one: the
+    // candidates a peer offers are what its report holds.
+    let wants_upnp = service.config().upnp;
     let wait = Instant::now();
-    while service.nat_report().udp_observations.len() < 2 && wait.elapsed() < Duration::from_secs(3)
+    while (service.nat_report().udp_observations.len() < 2
+        || (wants_upnp && service.nat_report().upnp.is_none()))
+        && wait.elapsed() < Duration::from_secs(6)
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
