@@ -1,6 +1,8 @@
 //! Drawing: a pure function of the [`App`] onto a ratatui frame.
 
-use chat_core::{ContactState, Direction, NetworkReport, Presence, QrMatrix, Transport};
+use chat_core::{
+    ConnectionPath, ContactState, Direction, Mapping, NetworkReport, Presence, QrMatrix, Transport,
+};
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
 use ratatui::style::{Color, Style};
@@ -29,16 +31,30 @@ pub fn render(app: &App, frame: &mut Frame<'_>) {
     }
 }
 
-/// How a connection was found, in words. Read from the debug form of
-/// crust's `ConnectionPath` until chat-core re-exports the type.
+/// How a connection was found, in words.
 fn path_kind(info: &chat_core::ConnectionInfo) -> &'static str {
-    let path = format!("{:?}", info.path);
-    if path.starts_with("HolePunched") {
-        "hole-punched"
-    } else if path.starts_with("Relayed") {
-        "relayed"
-    } else {
-        "direct"
+    match info.path {
+        ConnectionPath::HolePunched => "hole-punched",
+        ConnectionPath::Relayed { .. } => "relayed",
+        _ => "direct",
+    }
+}
+
+/// The NAT in front of us, in a few words, from the network report.
+fn nat_label(report: Option<&NetworkReport>) -> &'static str {
+    match report.map(|r| r.nat.mapping) {
+        Some(Mapping::NoNat) => "no NAT",
+        Some(Mapping::EndpointIndependent) => "NAT cone",
+        Some(Mapping::EndpointDependent) => "NAT symmetric",
+        _ => "NAT ?",
+    }
+}
+
+fn upnp_label(app: &App) -> String {
+    match app.report.as_ref().and_then(|r| r.nat.upnp.as_ref()) {
+        Some(m) => format!("UPnP {}", m.external_ip),
+        None if app.upnp => "UPnP on".to_owned(),
+        None => "UPnP off".to_owned(),
     }
 }
 
@@ -352,13 +368,14 @@ fn render_input(app: &App, frame: &mut Frame<'_>, area: Rect) {
 
 fn render_status(app: &App, frame: &mut Frame<'_>, area: Rect) {
     let conns = app.connection_count();
-    let upnp = if app.upnp { "UPnP on" } else { "UPnP off" };
     let left = format!(
-        " {} · {} · {} connection{} · NAT ? · {upnp}",
+        " {} · {} · {} connection{} · {} · {}",
         app.my_name,
         app.me.short(),
         conns,
-        if conns == 1 { "" } else { "s" }
+        if conns == 1 { "" } else { "s" },
+        nat_label(app.report.as_ref()),
+        upnp_label(app),
     );
     let right = "? help · F3 invite · F4 add ";
     let width = area.width as usize;
@@ -852,16 +869,27 @@ fn network_lines(app: &App, report: Option<&NetworkReport>) -> Vec<Line<'static>
         )));
     }
     lines.push(Line::styled("Router", theme::bold()));
-    lines.push(Line::raw(
-        "  NAT type: not measured yet (the router probe is not built yet)",
-    ));
+    let nat = &r.nat;
     lines.push(Line::raw(format!(
-        "  UPnP: {}",
-        if app.upnp {
-            "on in settings (no port mapping reported yet)"
-        } else {
-            "off"
-        }
+        "  NAT: {} (mapping {:?}, ports {:?})",
+        nat_label(Some(r)),
+        nat.mapping,
+        nat.port_allocation
     )));
+    if let Some(external) = nat.udp_external {
+        lines.push(Line::raw(format!("  external UDP address: {external}")));
+    }
+    lines.push(Line::raw(match &nat.upnp {
+        Some(m) => format!(
+            "  UPnP: mapped by the gateway {} (udp {:?}, tcp {:?})",
+            m.external_ip, m.udp, m.tcp
+        ),
+        None if app.upnp => "  UPnP: on, no mapping (yet)".to_owned(),
+        None => "  UPnP: off".to_owned(),
+    }));
+    lines.push(Line::styled(
+        "  (the full router probe comes with its own issue)",
+        theme::dim(),
+    ));
     lines
 }

@@ -157,6 +157,7 @@ fn network_popup() {
         ],
         invite_addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 1], 5483)).into()],
         connections: vec![(peer(2), bob_path)],
+        nat: Default::default(),
     });
     assert_snapshot!(screen(&app));
 }
