@@ -561,7 +561,7 @@ impl App {
         egui::CentralPanel::default().show(ctx, |ui| {
             let Some(peer) = self.conversation.contact else {
                 ui.centered_and_justified(|ui| {
-                    ui.weak("Choose a contact on the left, or add one with Chat → Add contact…");
+                    ui.weak("Choose a contact on the left, or add one with Chat > Add contact…");
                 });
                 return;
             };

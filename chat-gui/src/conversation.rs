@@ -229,7 +229,7 @@ impl Conversation {
         match row {
             Row::Marker => {
                 ui.horizontal(|ui| {
-                    ui.colored_label(ui.visuals().warn_fg_color, "── new messages ──");
+                    ui.colored_label(ui.visuals().warn_fg_color, "— new messages —");
                 });
             }
             Row::Text {

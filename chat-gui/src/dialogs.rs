@@ -391,7 +391,7 @@ impl Dialogs {
                 ui.spinner();
                 return;
             };
-            ui.label("Give this code to a friend (or let them scan the QR code). They add you with Chat → Add contact.");
+            ui.label("Give this code to a friend (or let them scan the QR code). They add you with Chat > Add contact.");
             if state.texture.is_none()
                 && let Some(qr) = &state.qr
             {
@@ -748,15 +748,15 @@ impl Dialogs {
 /// The "how to add a friend" steps (first-run screen and Help menu).
 pub(crate) fn help_text(ui: &mut egui::Ui) {
     ui.label(
-        "1. Open Chat → My invite… and give your friend the code, or let them scan the QR code.",
+        "1. Open Chat > My invite… and give your friend the code, or let them scan the QR code.",
     );
     ui.label(
-        "2. Your friend opens Chat → Add contact… and pastes your code. (Or you paste theirs.)",
+        "2. Your friend opens Chat > Add contact… and pastes your code. (Or you paste theirs.)",
     );
     ui.label(
         "3. Accept the friend request when it arrives (it shows at the top of the contact list).",
     );
-    ui.label("4. Open Contact → Details… and compare the safety code with your friend, then mark them verified.");
+    ui.label("4. Open Contact > Details… and compare the safety code with your friend, then mark them verified.");
     ui.label("Messages you write while your friend is offline wait on disk and are delivered when you both are online.");
 }
 

@@ -242,7 +242,7 @@ fn two_windows_befriend_chat_and_see_delivery() {
     alice.get_by_label_contains("Bob  (1)").click();
     wait(&mut alice, "the history", |a| a.conversation.loaded);
     assert!(alice.state().conversation.has_unread_marker());
-    alice.get_by_label("── new messages ──");
+    alice.get_by_label("— new messages —");
     alice.get_by_label("hello Alice");
     alice.get_by_label("second line");
     wait2(&mut alice, &mut bob, "the message read", |a| {
