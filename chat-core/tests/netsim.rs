@@ -13,7 +13,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chat_core::{Event, MessageState, Node, NodeConfig, NodeEvents, Presence, Profile};
+use chat_core::{
+    Event, FriendRequest, MessageState, Node, NodeConfig, NodeEvents, PeerId, Presence, Profile,
+};
 use netsim::{NatPreset, Topology};
 use tokio::sync::{mpsc, oneshot};
 
@@ -257,37 +259,46 @@ fn three_nodes_two_behind_different_nats_chat_with_a_public_one() {
                 let invite = bob.my_invite().unwrap().to_string();
                 alice_invite_tx.send(invite.clone()).unwrap();
                 carol_invite_tx.send(invite).unwrap();
-                let mut friends = Vec::new();
-                while friends.len() < 2 {
-                    let request = wait("bob", &mut events, |e| match e {
-                        Event::FriendRequest(r) => Some(r.clone()),
-                        _ => None,
-                    })
-                    .await;
-                    bob.accept(&request.from).unwrap();
-                    // Each friend is seen through its own NAT.
-                    let Presence::Online(path) = bob.contact(&request.from).unwrap().presence
-                    else {
-                        panic!("{} not online at bob", request.name)
-                    };
-                    assert!(
-                        !lan_ips.contains(&path.remote_addr.ip()),
-                        "no NAT in front of {}",
-                        request.name
-                    );
-                    friends.push((request.from, request.name));
+                // Requests and greetings interleave: one friend may greet
+                // bob before the other's request has arrived, so both kinds
+                // of event are handled in one loop (a `wait` for one kind
+                // would swallow the other).
+                enum Seen {
+                    Request(FriendRequest),
+                    Message(PeerId, String),
                 }
+                let mut friends: Vec<(PeerId, String)> = Vec::new();
                 let mut greeted = Vec::new();
-                while greeted.len() < 2 {
-                    let (from, text) = wait("bob", &mut events, |e| match e {
-                        Event::MessageReceived(m) => Some((m.contact, m.text.clone())),
+                while friends.len() < 2 || greeted.len() < 2 {
+                    let seen = wait("bob", &mut events, |e| match e {
+                        Event::FriendRequest(r) => Some(Seen::Request(r.clone())),
+                        Event::MessageReceived(m) => Some(Seen::Message(m.contact, m.text.clone())),
                         _ => None,
                     })
                     .await;
-                    let name = &friends.iter().find(|(id, _)| *id == from).unwrap().1;
-                    assert_eq!(text, format!("hello from {name}"));
-                    let reply = bob.send(&from, &format!("hi {name}")).unwrap();
-                    greeted.push(reply.id);
+                    match seen {
+                        Seen::Request(request) => {
+                            bob.accept(&request.from).unwrap();
+                            // Each friend is seen through its own NAT.
+                            let Presence::Online(path) =
+                                bob.contact(&request.from).unwrap().presence
+                            else {
+                                panic!("{} not online at bob", request.name)
+                            };
+                            assert!(
+                                !lan_ips.contains(&path.remote_addr.ip()),
+                                "no NAT in front of {}",
+                                request.name
+                            );
+                            friends.push((request.from, request.name));
+                        }
+                        Seen::Message(from, text) => {
+                            let name = &friends.iter().find(|(id, _)| *id == from).unwrap().1;
+                            assert_eq!(text, format!("hello from {name}"));
+                            let reply = bob.send(&from, &format!("hi {name}")).unwrap();
+                            greeted.push(reply.id);
+                        }
+                    }
                 }
                 for id in greeted {
                     loop {
