@@ -82,6 +82,9 @@ fn main() -> anyhow::Result<()> {
     let dir = Profile::resolve_dir(args.profile.as_deref()).context("choosing a profile")?;
     let mut config = NodeConfig::default();
     config.crust.listen = args.listen.clone();
+    // Off here wins; on here still needs the profile's setting (chat-core
+    // ANDs the two).
+    config.crust.upnp = !args.no_upnp;
     for entry in &args.bootstrap {
         let contact = entry
             .parse()

@@ -234,6 +234,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let upnp = profile.settings().upnp && !cli.no_upnp;
     let mut config = NodeConfig::default();
     config.crust.listen = cli.listen.clone();
+    // Off here wins; on here still needs the profile's setting (chat-core
+    // ANDs the two).
+    config.crust.upnp = !cli.no_upnp;
     for entry in &cli.bootstrap {
         let contact = entry
             .parse()
