@@ -19,7 +19,7 @@ use crust::{Config, Contact, Event, SecretId, Service};
 
 /// Runs a crust peer that others can bootstrap from.
 #[derive(Debug, Parser)]
-#[command(name = "crust-node", version, about)]
+#[command(name = "crust-node", version = crust::VERSION, about)]
 struct Args {
     /// TCP address to listen on; repeat for several.
     #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
