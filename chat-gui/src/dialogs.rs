@@ -817,14 +817,30 @@ pub(crate) fn report_text(report: &NetworkReport, view: View<'_>) -> String {
             info.direction,
         );
     }
+    let nat = &report.nat;
+    let _ = writeln!(s, "router:");
     let _ = writeln!(
         s,
-        "UPnP: {}",
-        if view.no_upnp {
-            "off for this run (--no-upnp)"
-        } else {
-            "as in settings"
-        }
+        "  NAT: mapping {:?}, ports {:?}",
+        nat.mapping, nat.port_allocation
     );
+    if let Some(external) = nat.udp_external {
+        let _ = writeln!(s, "  external UDP address: {external}");
+    }
+    for observed in &nat.tcp_observed {
+        let _ = writeln!(s, "  seen over TCP as: {observed}");
+    }
+    let _ = match (&nat.upnp, view.no_upnp) {
+        (Some(m), _) => writeln!(
+            s,
+            "  UPnP: mapped by the gateway {} (udp {:?}, tcp {:?})",
+            m.external_ip, m.udp, m.tcp
+        ),
+        (None, true) => writeln!(s, "  UPnP: off for this run (--no-upnp)"),
+        (None, false) => writeln!(
+            s,
+            "  UPnP: no mapping (off in settings, or no gateway found)"
+        ),
+    };
     s
 }
