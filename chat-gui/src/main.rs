@@ -11,7 +11,7 @@ use clap::Parser;
 
 /// Crust Chat: secure peer-to-peer chat, desktop client.
 #[derive(Debug, Parser)]
-#[command(version = chat_core::VERSION, about)]
+#[command(name = "crust-chat-gui", version = chat_core::VERSION, about)]
 struct Args {
     /// The profile directory (default: $CRUST_CHAT_PROFILE, else the
     /// platform's data directory).
