@@ -4,62 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{RunningNode, start_node};
 use common::{Node, config_with_utp};
-use crust::{ConnectError, Event, PeerId, SecretId};
-
-struct RunningNode {
-    child: Child,
-    id: PeerId,
-    addr: SocketAddr,
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(extra: &[&str]) -> RunningNode {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crust-node"))
-        .args([
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--utp",
-            "127.0.0.1:0",
-        ])
-        .args(["--network", "crust-tests", "--no-upnp"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("crust-node starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut id, mut addr) = (None, None);
-    while id.is_none() || addr.is_none() {
-        let line = lines
-            .next()
-            .expect("crust-node prints its id and address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("peer id: ") {
-            id = Some(rest.parse().unwrap());
-        }
-        if let Some(rest) = line.strip_prefix("listening on tcp:") {
-            addr = Some(rest.parse().unwrap());
-        }
-    }
-    RunningNode {
-        child,
-        id: id.unwrap(),
-        addr: addr.unwrap(),
-    }
-}
+use crust::{ConnectError, Event, SecretId};
 
 async fn two_peers_on(node: &RunningNode) -> (Node, Node) {
     let a = Node::start_with(config_with_utp(), SecretId::generate()).await;

@@ -6,100 +6,20 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Node;
+use common::process::{RunningNode, start_node};
 use crust::{Event, LostReason, PeerId};
 
-struct RunningNode {
-    child: Child,
-    id: PeerId,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(extra: &[&str]) -> RunningNode {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crust-node"))
-        .args([
-            "--ephemeral",
-            "--listen",
-            "127.0.0.1:0",
-            "--utp",
-            "127.0.0.1:0",
-            "--network",
-            "crust-tests",
-        ])
-        .args(["--keepalive", "0.5", "--peer-timeout", "3"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("crust-node starts");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, log) = mpsc::channel();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| drop(tx.send(l)))
-    });
-    std::thread::spawn(move || {
-        stderr
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| drop(tx2.send(l)))
-    });
-    let (mut id, mut addr) = (None, None);
-    while id.is_none() || addr.is_none() {
-        let line = log
-            .recv_timeout(common::PATIENCE)
-            .expect("crust-node prints its id and address");
-        if let Some(rest) = line.strip_prefix("peer id: ") {
-            id = Some(rest.parse().unwrap());
-        }
-        if let Some(rest) = line.strip_prefix("listening on tcp:") {
-            addr = Some(rest.parse().unwrap());
-        }
-    }
-    RunningNode {
-        child,
-        id: id.unwrap(),
-        addr: addr.unwrap(),
-        log,
-    }
-}
-
-impl RunningNode {
-    fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + common::PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("crust-node never logged {needle:?}"),
-            }
-        }
-    }
-}
+/// Keep-alives every half second and a peer lost after 3 s of silence, so a
+/// frozen node is noticed well within the tests' patience.
+const QUICK_TIMEOUTS: &[&str] = &["--keepalive", "0.5", "--peer-timeout", "3"];
 
 #[test]
 fn two_nodes_pointed_at_each_other_connect() {
-    let first = start_node(&[]);
+    let first = start_node(QUICK_TIMEOUTS);
     let contact = format!("{}@{}", first.id, first.addr);
     let second = start_node(&["--bootstrap", &contact]);
     let line = second.wait_for_log("bootstrapped");
@@ -140,7 +60,7 @@ async fn lost_reason(us: &mut Node, id: PeerId) -> LostReason {
 
 #[tokio::test]
 async fn a_killed_node_is_reported_lost() {
-    let mut node = start_node(&[]);
+    let mut node = start_node(QUICK_TIMEOUTS);
     let mut us = connected_to(&node).await;
     node.child.kill().unwrap();
     let reason = lost_reason(&mut us, node.id).await;
@@ -150,7 +70,7 @@ async fn a_killed_node_is_reported_lost() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_frozen_node_is_reported_lost_by_timeout() {
-    let node = start_node(&[]);
+    let node = start_node(QUICK_TIMEOUTS);
     let mut us = connected_to(&node).await;
     // SIGSTOP: the process is alive and its sockets open, but it answers
     // nothing, like a hung machine.
@@ -165,4 +85,35 @@ async fn a_frozen_node_is_reported_lost_by_timeout() {
         .status();
     assert_eq!(reason, LostReason::Timeout);
     tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[test]
+fn a_node_keeps_running_when_its_stdout_is_closed() {
+    // `crust-node | head -1`: the reader goes away before the banner (id,
+    // listeners, contacts) is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crust-node"))
+        .args([
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--utp",
+            "127.0.0.1:0",
+        ])
+        .args(["--network", "crust-tests", "--no-upnp"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // The banner comes right after the listeners are bound; a node that dies
+    // of it is gone long before this.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = child.try_wait().unwrap();
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        status.is_none(),
+        "crust-node exited ({status:?}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -9,6 +9,7 @@
 //! UPnP port mappings unless `--no-upnp`. Prints its id and
 //! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -129,11 +130,22 @@ async fn run(args: Args) -> Result<()> {
     let (service, mut events) = Service::start(config, secret)
         .await
         .context("cannot start the service")?;
-    println!("peer id: {}", service.id());
+    // The banner is for whoever started us; a node must keep running when
+    // that reader has gone away (`crust-node | head -1`, a test that stops
+    // reading), so a closed stdout is not an error.
+    let mut banner = format!("peer id: {}\n", service.id());
     for endpoint in service.listeners().await {
-        println!("listening on {endpoint}");
-        println!("contact: {}@{endpoint}", service.id());
+        banner.push_str(&format!("listening on {endpoint}\n"));
+        banner.push_str(&format!("contact: {}@{endpoint}\n", service.id()));
     }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        tracing::debug!(%error, "stdout is closed; the banner was not printed");
+    }
+    drop(stdout);
     service.bootstrap().context("cannot bootstrap")?;
 
     loop {

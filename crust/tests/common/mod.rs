@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
