@@ -5,12 +5,26 @@
 //! the only place that decides which connection to a peer is kept and which
 //! lifecycle events are emitted.
 //!
-//! Simultaneous dial: when a second connection to a connected peer appears,
-//! both sides keep the one dialled by the peer with the smaller id (or the
-//! newer one if the same side dialled both), so they agree without talking.
-//! The loser finishes what it started and closes with `Superseded`; a side
-//! that sees its only connection superseded waits one handshake timeout for
-//! the winner before reporting the peer lost.
+//! Several connections to one peer (both sides dialled at once, or one side
+//! dialled over TCP and uTP at once, or the peer restarted): the side with
+//! the smaller peer id, the *leader*, decides which one is kept. It prefers
+//! a direct or hole-punched connection to a relayed one, then the newest
+//! connection, except in a race: while the kept connection is
+//! younger than a handshake timeout, a newcomer replaces it only if the
+//! leader dialled the newcomer and not the kept one (so a simultaneous dial
+//! keeps the connection dialled by the smaller id, and a dial over TCP and
+//! uTP at once keeps the first to finish). The
+//! leader retires every other connection: its writer finishes the messages
+//! it started and says `Close(Superseded)`. The *follower* applies the same
+//! preference to choose where it sends meanwhile, but never closes a
+//! connection on its own: it only retires one the leader superseded, and
+//! then sends on its best remaining connection — or, if none is left, waits
+//! one handshake timeout for the leader's choice to arrive. So both sides
+//! end on the same connection, the peer stays connected throughout (no
+//! `LostPeer`, one `ConnectionChanged` per switch), and messages queued
+//! but not yet started move to the new connection; no message is lost, but
+//! messages sent just before and just after a switch may arrive out of
+//! order (they travel on two connections).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,6 +100,10 @@ struct LinkEntry {
     info: ConnectionInfo,
     /// Who dialled this link.
     dialler: PeerId,
+    /// When it was registered.
+    since: Instant,
+    /// Told to finish and close: never chosen again.
+    retiring: bool,
     ctl: Arc<LinkCtl>,
 }
 
@@ -343,7 +361,7 @@ impl Actor {
                 let (inner, limit) = (inner.clone(), limit.clone());
                 dials.spawn(async move {
                     let _slot = limit.acquire_owned().await.ok()?;
-                    super::dial::dial_any(&inner, id, &addrs, Intent::Bootstrap)
+                    super::dial::dial_any(&inner, id, &addrs, Intent::Bootstrap, None)
                         .await
                         .ok()
                 });
@@ -416,10 +434,13 @@ impl Actor {
             id,
             info: info.clone(),
             dialler,
+            since: Instant::now(),
+            retiring: false,
             ctl: ctl.clone(),
         };
 
-        let other_side = self.other(dialler, peer);
+        let leader = self.inner.id < peer;
+        let handshake_timeout = self.inner.config.channel.handshake_timeout;
         let (queue, wins, is_new_peer) = match self.peers.get_mut(&peer) {
             None => {
                 let queue = Arc::new(PeerQueue::default());
@@ -441,14 +462,26 @@ impl Actor {
             }
             Some(entry) => {
                 let wins = match entry.current() {
-                    // The current link already ended; any new one replaces it.
+                    // The current link already ended or was superseded by
+                    // the peer; any new one replaces it.
                     None => true,
-                    // The peer superseded the current link; this is its winner.
-                    Some(_) if entry.replacement_deadline.is_some() => true,
-                    // The same side dialled both: the newer one is likelier alive.
-                    Some(current) if current.dialler == dialler => true,
-                    // Both dialled: keep the one dialled by the smaller id.
-                    Some(_) => dialler < other_side,
+                    Some(current) if current.retiring => true,
+                    // A path of our own beats a relayed circuit.
+                    Some(current) if relayed(&current.info) != relayed(&info) => {
+                        relayed(&current.info)
+                    }
+                    // An older link may be stale (the peer restarted and
+                    // the old path is not known dead yet): the newer wins.
+                    Some(current) if current.since.elapsed() >= handshake_timeout => true,
+                    // Two fresh links: a race. One the leader dialled beats
+                    // one the follower dialled (a simultaneous dial keeps
+                    // the connection dialled by the smaller id); otherwise
+                    // the first stays (one side dialled over two
+                    // transports).
+                    Some(current) => {
+                        let leader_id = if leader { self.inner.id } else { peer };
+                        dialler == leader_id && current.dialler != leader_id
+                    }
                 };
                 (entry.queue.clone(), wins, false)
             }
@@ -463,17 +496,30 @@ impl Actor {
             queue.clone(),
             ctl.clone(),
         ));
-        if wins {
-            queue.set_active(id);
-        } else {
-            tracing::debug!(%peer, "simultaneous dial: closing the duplicate connection");
-        }
-
         let entry = self.peers.get_mut(&peer)?;
         entry.links.push(link);
         if wins {
             entry.current = id;
             entry.replacement_deadline = None;
+            queue.set_active(id);
+        }
+        if leader {
+            // The leader decides: every other link goes.
+            let current = entry.current;
+            for other in entry.links.iter_mut() {
+                if other.id != current && !other.retiring {
+                    tracing::debug!(%peer, link = other.id, "closing a duplicate connection");
+                    other.retiring = true;
+                    queue.retire(other.id);
+                }
+            }
+        }
+        if wins && !is_new_peer {
+            tracing::info!(%peer, %remote_addr, ?direction, ?path, "connection replaced");
+            self.inner.emit(Event::ConnectionChanged {
+                peer,
+                info: info.clone(),
+            });
         }
         if is_new_peer {
             let event = match (direction, intent, bootstrap) {
@@ -528,16 +574,8 @@ impl Actor {
         }
     }
 
-    /// The side of a connection between us and `peer` that is not `dialler`.
-    fn other(&self, dialler: PeerId, peer: PeerId) -> PeerId {
-        if dialler == self.inner.id {
-            peer
-        } else {
-            self.inner.id
-        }
-    }
-
     fn link_ended(&mut self, peer: PeerId, link: LinkId, end: ReaderEnd) {
+        let leader = self.inner.id < peer;
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -545,20 +583,50 @@ impl Actor {
             return;
         };
         let ended = entry.links.remove(position);
-        // Make sure the writer stops too, saying why if it still can.
-        let reason = match &end {
-            ReaderEnd::PeerClosed(CloseReason::Superseded) => CloseReason::Superseded,
-            _ => CloseReason::Disconnect,
-        };
-        entry.queue.close_link(link, reason);
-        ended.ctl.kill();
+        if matches!(end, ReaderEnd::PeerClosed(CloseReason::Superseded)) {
+            // The peer dropped this link: finish what we started on it
+            // (the peer still reads it) and say goodbye.
+            if !ended.retiring {
+                entry.queue.retire(link);
+            }
+        } else {
+            // Make sure the writer stops too.
+            entry.queue.close_link(link, CloseReason::Disconnect);
+            ended.ctl.kill();
+        }
         if entry.current != link {
+            return;
+        }
+        if let ReaderEnd::Killed = end {
+            return;
+        }
+        // Another live link takes over, the newest first.
+        if let Some(next) = entry
+            .links
+            .iter()
+            .filter(|l| !l.retiring)
+            .max_by_key(|l| l.id)
+        {
+            let (next_id, info) = (next.id, next.info.clone());
+            entry.current = next_id;
+            entry.replacement_deadline = None;
+            entry.queue.set_active(next_id);
+            if leader {
+                for other in entry.links.iter_mut() {
+                    if other.id != next_id && !other.retiring {
+                        other.retiring = true;
+                        entry.queue.retire(other.id);
+                    }
+                }
+            }
+            tracing::info!(%peer, remote = %info.remote_addr, "connection replaced");
+            self.inner.emit(Event::ConnectionChanged { peer, info });
             return;
         }
         let lost = match end {
             ReaderEnd::Killed => return,
             ReaderEnd::PeerClosed(CloseReason::Superseded) => {
-                // Our side's winner is still on its way; wait for it.
+                // The peer's choice is still on its way; wait for it.
                 if entry.replacement_deadline.is_none() {
                     entry.replacement_deadline =
                         Some(Instant::now() + self.inner.config.channel.handshake_timeout);
@@ -569,7 +637,7 @@ impl Actor {
             ReaderEnd::PeerClosed(CloseReason::Shutdown) => LostReason::PeerShutdown,
             ReaderEnd::Lost(reason) => reason,
         };
-        // Links still closing after a simultaneous dial go with it.
+        // Links still closing after a switch go with it.
         if let Some(entry) = self.peers.remove(&peer) {
             self.drop_peer(&peer, entry, CloseReason::Disconnect);
         }
@@ -656,6 +724,10 @@ impl Actor {
         .await;
         self.tasks.abort_all();
     }
+}
+
+fn relayed(info: &ConnectionInfo) -> bool {
+    matches!(info.path, ConnectionPath::Relayed { .. })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -72,13 +72,19 @@ pub(super) async fn dial(
     })
 }
 
-/// Dials every endpoint concurrently and returns the first success; the
-/// other attempts are cancelled.
+/// Dials every endpoint concurrently and returns the first success.
+///
+/// With `late`, the other attempts go on in the background and each later
+/// success is registered too: the peer may already have accepted it as a
+/// connection (the initiator finishes the handshake first), so it is not
+/// simply dropped; the actor's duplicate rule retires it on both sides.
+/// Without `late`, the other attempts are cancelled.
 pub(super) async fn dial_any(
     inner: &Arc<Inner>,
     expected: Option<PeerId>,
     endpoints: &[Endpoint],
     intent: Intent,
+    late: Option<tokio::sync::mpsc::UnboundedSender<super::actor::Command>>,
 ) -> Result<Dialled, ConnectError> {
     if endpoints.is_empty() {
         return Err(ConnectError::NoAddresses);
@@ -94,7 +100,23 @@ pub(super) async fn dial_any(
     let mut failures = Vec::new();
     while let Some(joined) = attempts.join_next().await {
         match joined {
-            Ok((_, Ok(dialled))) => return Ok(dialled),
+            Ok((_, Ok(dialled))) => {
+                if let Some(late) = late
+                    && !attempts.is_empty()
+                {
+                    tokio::spawn(async move {
+                        while let Some(joined) = attempts.join_next().await {
+                            if let Ok((_, Ok(dialled))) = joined {
+                                let _ = late.send(super::actor::Command::Register {
+                                    dialled: Box::new(dialled),
+                                    reply: None,
+                                });
+                            }
+                        }
+                    });
+                }
+                return Ok(dialled);
+            }
             Ok((endpoint, Err(e))) => {
                 tracing::debug!(%endpoint, error = %e, "dial failed");
                 failures.push((endpoint, e));

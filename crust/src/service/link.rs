@@ -5,9 +5,11 @@
 //! ("link") runs two tasks: [`run_writer`] takes chunks from the queue, most
 //! urgent lane first, while its link is the queue's active one; [`run_reader`]
 //! turns frames into events. A link that is no longer active finishes the
-//! messages it started, says `Close`, and stops writing.
+//! messages it started and then only sends keep-alives (it may become active
+//! again); a retired link finishes what it started, says
+//! `Close(Superseded)`, and stops writing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +40,8 @@ struct QueueState {
     active: Option<LinkId>,
     /// Links told to close at once, and why.
     closing: HashMap<LinkId, CloseReason>,
+    /// Links told to finish what they started and close with `Superseded`.
+    retiring: HashSet<LinkId>,
     closed: bool,
 }
 
@@ -99,9 +103,16 @@ impl PeerQueue {
     }
 
     /// Makes `link` the one whose writer sends the queue; the previous
-    /// active link finishes what it started and closes.
+    /// active link finishes what it started and then idles.
     pub(super) fn set_active(&self, link: LinkId) {
         self.lock().active = Some(link);
+        self.wake.notify_waiters();
+    }
+
+    /// Tells `link`'s writer to finish the messages it started, say
+    /// `Close(Superseded)` and stop; it takes no new message.
+    pub(super) fn retire(&self, link: LinkId) {
+        self.lock().retiring.insert(link);
         self.wake.notify_waiters();
     }
 
@@ -314,7 +325,7 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
 
         // Fill the output with chunks, most urgent lane first.
         let mut close_now = None;
-        let mut superseded = false;
+        let mut retiring = false;
         while writer.pending() < FLUSH_AT {
             let mut popped = false;
             let next = {
@@ -323,8 +334,8 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
                     close_now = Some(reason);
                     None
                 } else {
-                    let active = state.active == Some(link) && !state.closed;
-                    superseded = !active;
+                    retiring = state.closed || state.retiring.contains(&link);
+                    let active = state.active == Some(link) && !retiring;
                     (0..LANES).find(|&lane| {
                         if in_progress[lane].is_some() {
                             return true;
@@ -377,7 +388,7 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
             }
             continue;
         }
-        if superseded && in_progress.iter().all(Option::is_none) {
+        if retiring && in_progress.iter().all(Option::is_none) {
             break Some(CloseReason::Superseded);
         }
         tokio::select! {
@@ -390,6 +401,11 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
             () = ctl.killed() => {}
         }
     };
+    {
+        let mut state = queue.lock();
+        state.retiring.remove(&link);
+        state.closing.remove(&link);
+    }
     if let Some(reason) = close_reason {
         writer.push_message(CONTROL_LANE, &wire::encode(&Packet::Close(reason)));
         if let Err(e) = writer.shutdown().await {

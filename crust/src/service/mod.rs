@@ -5,7 +5,12 @@
 //! a cheap handle; clones share one service, which shuts down when the last
 //! handle is dropped or [`Service::shutdown`] is called. Everything the
 //! service has to say arrives on [`Events`], in order per peer: a connect
-//! event, then that peer's messages, then `LostPeer`.
+//! event, then that peer's messages (with a `ConnectionChanged` whenever a
+//! duplicate connection replaces the one in use), then `LostPeer`.
+//!
+//! When two connections to one peer exist (both sides dialled at once, one
+//! side dialled over TCP and uTP at once, a restarted peer), both sides end
+//! on the same one without a `LostPeer`; see `actor.rs` for the rule.
 //!
 //! Sending bypasses the actor: [`Service::send`] encodes the message and
 //! puts it in the peer's queue (`link.rs`), from which the connection's
@@ -217,6 +222,18 @@ pub enum Event {
         peer: PeerId,
         /// The bytes, as sent.
         data: Bytes,
+    },
+    /// The connection carrying a peer's messages was replaced by another
+    /// one to the same peer (a duplicate connection was resolved, or the
+    /// one in use failed while another was open). The peer stayed
+    /// connected: no `LostPeer` came before and no `ConnectSuccess` comes
+    /// after. Messages sent just before and just after the switch may
+    /// arrive out of order; none queued is lost.
+    ConnectionChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The connection now in use.
+        info: ConnectionInfo,
     },
     /// The last connection to a peer is gone.
     LostPeer {
@@ -520,22 +537,24 @@ impl Service {
         if let Some(info) = self.connection_info(&peer).await {
             return Ok(info);
         }
-        let result = match dial::dial_any(&self.inner, Some(peer), &addrs, Intent::Connect).await {
-            Ok(dialled) => {
-                let (reply, rx) = oneshot::channel();
-                if self
-                    .command(Command::Register {
-                        dialled: Box::new(dialled),
-                        reply: Some(reply),
-                    })
-                    .is_err()
-                {
-                    return Err(ConnectError::Stopped);
+        let late = Some(self.commands.clone());
+        let result =
+            match dial::dial_any(&self.inner, Some(peer), &addrs, Intent::Connect, late).await {
+                Ok(dialled) => {
+                    let (reply, rx) = oneshot::channel();
+                    if self
+                        .command(Command::Register {
+                            dialled: Box::new(dialled),
+                            reply: Some(reply),
+                        })
+                        .is_err()
+                    {
+                        return Err(ConnectError::Stopped);
+                    }
+                    rx.await.unwrap_or(Err(ConnectError::Stopped))
                 }
-                rx.await.unwrap_or(Err(ConnectError::Stopped))
-            }
-            Err(error) => Err(error),
-        };
+                Err(error) => Err(error),
+            };
         if let Err(error) = &result {
             self.inner.emit(Event::ConnectFailure {
                 peer,
@@ -590,9 +609,13 @@ impl Service {
     }
 
     /// Queues `data` for `peer`. Waits while the peer's queue is over
-    /// [`Config::send_queue_limit`]. Delivery is in order per priority;
-    /// messages still queued when the connection is lost are dropped. The
-    /// bytes are not copied before they are encrypted.
+    /// [`Config::send_queue_limit`]. Delivery is in order per priority
+    /// while one connection carries the peer; when a duplicate connection
+    /// replaces it ([`Event::ConnectionChanged`]) messages already queued
+    /// move to the new one and none is lost, but messages started on the
+    /// old one may arrive after later ones sent on the new one. Messages
+    /// still queued when the peer is lost are dropped. The bytes are not
+    /// copied before they are encrypted.
     pub async fn send(
         &self,
         peer: &PeerId,

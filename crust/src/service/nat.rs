@@ -533,9 +533,8 @@ impl Driver {
                     super::dial::dial(&inner, Some(peer), Endpoint::tcp(addr), Intent::Connect)
                         .await
                 {
-                    if inner.queue(&peer).is_some() {
-                        return;
-                    }
+                    // Registered even if another path won meanwhile: the
+                    // peer may have taken this one (see `dial_any`).
                     dialled.started = Some(started);
                     let _ = commands.send(Command::Register {
                         dialled: Box::new(dialled),
