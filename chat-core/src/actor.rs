@@ -23,6 +23,8 @@ use crate::types::{
 
 /// Most crust events applied in one transaction.
 const BATCH: usize = 1024;
+/// Most rendezvous peers kept per contact (and told to contacts).
+const MAX_RENDEZVOUS: usize = 8;
 /// Most ids in one `Ack` or `Read`.
 const IDS_PER_MESSAGE: usize = 1024;
 
@@ -290,31 +292,60 @@ impl Actor {
         let Some(Some(contact)) = self.store(|s| s.contact(&peer)) else {
             return;
         };
-        if contact.addrs.is_empty() {
+        let via = self.rendezvous_for(&peer);
+        if contact.addrs.is_empty() && via.is_empty() {
             return;
         }
         self.dialling.insert(peer);
         let service = self.service.clone();
         let done = self.dial_done_tx.clone();
-        // TCP first, then uTP. Not both at once: when two dials to one
-        // peer both finish their handshake, crust's `connect` keeps the
-        // first and drops the other, which the peer may already have
-        // chosen as its connection (seen through netsim NATs) — the
-        // session then stalls until a timeout.
-        let (tcp, utp): (Vec<Endpoint>, Vec<Endpoint>) = contact
-            .addrs
-            .iter()
-            .partition(|e| e.transport != crust::Transport::Utp);
+        // Every address and transport at once: the first to finish the
+        // handshake carries the session, and crust resolves any duplicate
+        // without reporting the peer lost.
+        let endpoints = contact.addrs.clone();
         tokio::spawn(async move {
             // Success arrives as a crust event; failure is retried on the
             // next tick.
-            for endpoints in [tcp, utp] {
-                if !endpoints.is_empty() && service.connect(peer, &endpoints).await.is_ok() {
-                    break;
+            let direct = !endpoints.is_empty() && service.connect(peer, &endpoints).await.is_ok();
+            if !direct {
+                // Through a rendezvous peer both sides are connected to:
+                // crust punches holes in both NATs, or relays.
+                let connected: HashSet<PeerId> = service
+                    .connected_peers()
+                    .await
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+                for rendezvous in via.into_iter().filter(|r| connected.contains(r)) {
+                    match service.connect_via(peer, rendezvous).await {
+                        Ok(info) => {
+                            tracing::info!(%peer, %rendezvous, path = ?info.path, "connected through a rendezvous");
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, %rendezvous, error = %e, "rendezvous failed")
+                        }
+                    }
                 }
             }
             let _ = done.send(peer);
         });
+    }
+
+    /// Rendezvous peers to try for `peer`: those it told us it keeps, then
+    /// our own.
+    fn rendezvous_for(&self, peer: &PeerId) -> Vec<PeerId> {
+        let mut via: Vec<PeerId> = lock(&self.shared.their_rendezvous)
+            .get(peer)
+            .cloned()
+            .unwrap_or_default();
+        for own in lock(&self.shared.rendezvous).iter() {
+            if !via.contains(own) {
+                via.push(*own);
+            }
+        }
+        via.retain(|r| r != peer && *r != self.shared.id);
+        via
     }
 
     async fn send(&self, peer: &PeerId, wire: &Wire) -> bool {
@@ -539,10 +570,55 @@ fn apply(
                     friend: contact.is_some_and(|c| c.state == ContactState::Friend),
                 },
             ));
+            let rendezvous = lock(&shared.rendezvous).clone();
+            if !rendezvous.is_empty() {
+                actions.push(Action::Send(peer, rendezvous_message(&rendezvous)));
+            }
+        }
+        CrustEvent::BootstrapConnect { peer, .. } => {
+            // A rendezvous for hole punching: tell everyone in session.
+            let rendezvous = {
+                let mut rendezvous = lock(&shared.rendezvous);
+                if !rendezvous.contains(&peer) {
+                    rendezvous.push(peer);
+                }
+                rendezvous.clone()
+            };
+            for session in sessions.keys() {
+                actions.push(Action::Send(*session, rendezvous_message(&rendezvous)));
+            }
+            actions.push(Action::ReportNetwork);
+        }
+        CrustEvent::ConnectionChanged { peer, info } => {
+            // Crust replaced the connection under a connected peer: no
+            // offline, a new path. The peer may have restarted behind it
+            // (its old connection not yet known dead), so say hello again;
+            // crust lost nothing, so nothing is resent.
+            if !sessions.contains_key(&peer) {
+                return Ok(());
+            }
+            lock(&shared.online).insert(peer, info.clone());
+            actions.push(Action::ReportNetwork);
+            let contact = s.contact(&peer)?;
+            if contact.is_some() {
+                actions.push(Action::Emit(Event::ContactOnline {
+                    contact: peer,
+                    path: info,
+                }));
+            }
+            actions.push(Action::Send(
+                peer,
+                Wire::Hello {
+                    name: shared.name(),
+                    addrs: shared.my_addrs(false),
+                    friend: contact.is_some_and(|c| c.state == ContactState::Friend),
+                },
+            ));
         }
         CrustEvent::LostPeer { peer, reason } => {
             tracing::debug!(%peer, %reason, "lost peer");
             lock(&shared.online).remove(&peer);
+            lock(&shared.rendezvous).retain(|r| *r != peer);
             actions.push(Action::ReportNetwork);
             if sessions.remove(&peer).is_some() && s.contact(&peer)?.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
@@ -693,6 +769,17 @@ fn message(
             state_changes(s, &peer, &ids, MessageState::Delivered, actions)?;
         }
         Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
+        Wire::Rendezvous { peers } => {
+            if s.contact(&peer)?.is_some() {
+                let peers: Vec<PeerId> = peers
+                    .iter()
+                    .filter_map(|bytes| PeerId::from_bytes(*bytes).ok())
+                    .filter(|r| *r != peer && *r != shared.id)
+                    .take(MAX_RENDEZVOUS)
+                    .collect();
+                lock(&shared.their_rendezvous).insert(peer, peers);
+            }
+        }
         Wire::Typing { typing } => {
             if s.contact_state(&peer)? == Some(ContactState::Friend) {
                 actions.push(Action::Emit(Event::Typing {
@@ -787,4 +874,15 @@ fn becomes_friend(
     });
     actions.push(Action::Reads(*peer));
     Ok(())
+}
+
+/// Our rendezvous peers, as told to a contact.
+fn rendezvous_message(peers: &[PeerId]) -> Wire {
+    Wire::Rendezvous {
+        peers: peers
+            .iter()
+            .take(MAX_RENDEZVOUS)
+            .map(|p| *p.as_bytes())
+            .collect(),
+    }
 }

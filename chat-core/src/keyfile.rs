@@ -141,6 +141,12 @@ pub(crate) fn open(text: &str, passphrase: Option<&str>) -> Result<SecretId, Key
                 number(fields.next())?,
                 number(fields.next())?,
             );
+            // Bounds far above what `seal` writes (19 MiB, t=2, p=1), so
+            // files from a future, stronger default still open, but a
+            // hostile file cannot ask for gigabytes or hours.
+            if !(8..=1024 * 1024).contains(&m) || !(1..=16).contains(&t) || !(1..=8).contains(&p) {
+                return Err(KeyError::Malformed("argon2 parameters out of range"));
+            }
             let salt = decode(fields.next())?;
             let nonce = decode(fields.next())?;
             let sealed = decode(fields.next())?;
@@ -200,6 +206,19 @@ mod tests {
             KeyError::WrongPassphrase
         );
         assert_eq!(open(&text, None).unwrap_err(), KeyError::PassphraseRequired);
+    }
+
+    #[test]
+    fn hostile_argon2_parameters_are_refused() {
+        for params in ["268435455 1 1", "8 4294967295 1", "8 1 4294967295", "0 1 1"] {
+            let text = format!(
+                "crust-chat-identity v1\nargon2id {params} AAAA AAAAAAAAAAAAAAAAAAAA AAAA\n"
+            );
+            assert!(
+                matches!(open(&text, Some("pw")), Err(KeyError::Malformed(_))),
+                "{params}"
+            );
+        }
     }
 
     #[test]

@@ -55,3 +55,19 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
     #[allow(clippy::expect_used)]
     getrandom::fill(buf).expect("the operating system's random generator failed");
 }
+
+/// Decoders of untrusted bytes, for the fuzz targets in `fuzz/`; not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes one chat protocol message (network bytes); never panics.
+    pub fn wire_message(bytes: &[u8]) -> bool {
+        crate::proto::Wire::decode(bytes).is_ok()
+    }
+
+    /// Reads an identity key file's text (disk bytes) with an optional
+    /// passphrase.
+    pub fn key_file(text: &str, passphrase: Option<&str>) -> bool {
+        crate::keyfile::open(text, passphrase).is_ok()
+    }
+}

@@ -99,7 +99,10 @@ pub enum Event {
         /// Its new state.
         state: MessageState,
     },
-    /// A contact connected.
+    /// A contact connected; also reported again, without a
+    /// `ContactOffline` before it, when the connection under an online
+    /// contact is replaced (a duplicate connection resolved): the path may
+    /// have changed, the contact never went offline.
     ContactOnline {
         /// Who.
         contact: PeerId,
@@ -253,6 +256,11 @@ pub(crate) struct Shared {
     pub(crate) name: Mutex<String>,
     pub(crate) store: Mutex<Option<Store>>,
     pub(crate) online: Mutex<HashMap<PeerId, ConnectionInfo>>,
+    /// Peers we joined the network through (crust bootstrap connections
+    /// we made): rendezvous for hole punching to contacts.
+    pub(crate) rendezvous: Mutex<Vec<PeerId>>,
+    /// The rendezvous peers each contact said it keeps connections to.
+    pub(crate) their_rendezvous: Mutex<HashMap<PeerId, Vec<PeerId>>>,
     /// Bound TCP listeners and the uTP socket.
     pub(crate) listeners: Mutex<Vec<Endpoint>>,
     pub(crate) address_hints: Vec<Endpoint>,
@@ -428,6 +436,8 @@ impl Node {
             name: Mutex::new(settings.display_name.clone()),
             store: Mutex::new(Some(store)),
             online: Mutex::new(HashMap::new()),
+            rendezvous: Mutex::new(Vec::new()),
+            their_rendezvous: Mutex::new(HashMap::new()),
             listeners: Mutex::new(listeners),
             address_hints: settings.address_hints.clone(),
             profile: Mutex::new(Some(profile)),

@@ -55,6 +55,12 @@ pub(crate) enum Wire {
     Read { ids: Vec<[u8; 16]> },
     /// Typing started or stopped.
     Typing { typing: bool },
+    /// The peer ids of the rendezvous peers (crust bootstrap nodes) the
+    /// sender keeps connections to: when direct dials fail, a connection
+    /// can be set up through one of them (hole punching, or a relayed
+    /// circuit). Added within version 2: older programs cannot decode it
+    /// and ignore it.
+    Rendezvous { peers: Vec<[u8; 32]> },
 }
 
 /// Why bytes from a peer are not a protocol message.
@@ -128,6 +134,9 @@ mod tests {
                 ids: vec![[1; 16], [2; 16]],
             },
             Wire::Typing { typing: true },
+            Wire::Rendezvous {
+                peers: vec![[3; 32]],
+            },
         ];
         for w in samples {
             assert_eq!(Wire::decode(&w.encode()).unwrap(), w);

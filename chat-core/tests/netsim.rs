@@ -329,3 +329,187 @@ fn three_nodes_two_behind_different_nats_chat_with_a_public_one() {
         ["alice done", "carol done", "bob done"].map(String::from)
     );
 }
+
+const RENDEZVOUS_PORT: u16 = 41_000;
+
+/// One NATed friend in `two_nodes_behind_nats_*`: bootstraps to the
+/// rendezvous, then waits until connected to it.
+async fn open_bootstrapped(
+    dir: &std::path::Path,
+    rendezvous: crust::Contact,
+) -> (Node, NodeEvents) {
+    let mut config = NodeConfig::loopback(NETWORK);
+    config.crust.listen = vec![SocketAddr::from(([0, 0, 0, 0], 0))];
+    config.crust.utp = None;
+    config.crust.dial_timeout = Duration::from_secs(3);
+    let id = rendezvous.id.unwrap();
+    config.crust.bootstrap_contacts = vec![rendezvous];
+    config.bootstrap = true;
+    let (node, events) = Node::open(Profile::open(dir, None).unwrap(), config)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !node
+        .network_report()
+        .await
+        .connections
+        .iter()
+        .any(|(p, _)| *p == id)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not connected to the rendezvous"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (node, events)
+}
+
+/// Alice and carol sit behind port-restricted cone NATs of their own; the
+/// only public machine is a plain crust node both bootstrap to. Carol's
+/// invite addresses are unreachable for alice, so chat-core meets her
+/// through the rendezvous: the connection is hole-punched (or relayed),
+/// and they befriend and chat both ways over it.
+#[test]
+fn two_nodes_behind_nats_meet_through_a_rendezvous_and_chat() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let alice_dir = root.path().join("alice");
+    let carol_dir = root.path().join("carol");
+    drop(Profile::create(&alice_dir, "alice", None).unwrap());
+    drop(Profile::create(&carol_dir, "carol", None).unwrap());
+
+    let mut t = Topology::new().seed(13);
+    let home = t.router("home", NatPreset::PortRestrictedCone);
+    let office = t.router("office", NatPreset::PortRestrictedCone);
+    t.host("alice", home);
+    t.host("carol", office);
+    let rv_host = t.public_host("rendezvous");
+    let rv_secret = crust::SecretId::from_bytes(&[7; 32]);
+    let rendezvous = crust::Contact {
+        id: Some(rv_secret.peer_id()),
+        addr: crust::Endpoint::tcp(SocketAddr::from((t.ip(rv_host), RENDEZVOUS_PORT))),
+    };
+
+    let rendezvous_for_carol = rendezvous;
+    let (rv_up_tx, rv_up) = tokio::sync::watch::channel(false);
+    let mut rv_up_carol = rv_up.clone();
+    let mut rv_up_alice = rv_up;
+    let (invite_tx, invite_rx) = oneshot::channel::<String>();
+    let (alice_done_tx, alice_done) = oneshot::channel::<()>();
+    let (carol_done_tx, carol_done) = oneshot::channel::<()>();
+
+    let results = netsim::run(
+        &t,
+        [
+            netsim::host(move || async move {
+                rv_up_alice.wait_for(|up| *up).await.unwrap();
+                let (alice, mut events) = open_bootstrapped(&alice_dir, rendezvous).await;
+                let invite: chat_core::Invite = invite_rx.await.unwrap().parse().unwrap();
+                let carol = invite.peer;
+                alice
+                    .add_contact(&invite, "hi from one NAT to another")
+                    .unwrap();
+                wait("alice", &mut events, |e| {
+                    matches!(e, Event::FriendAccepted { contact } if *contact == carol)
+                        .then_some(())
+                })
+                .await;
+                let path = alice.contact(&carol).unwrap().presence.path().unwrap();
+                assert!(
+                    path.starts_with("hole-punched") || path.starts_with("relayed"),
+                    "alice reaches carol by {path}"
+                );
+                let m = alice.send(&carol, "through the holes").unwrap();
+                let reply = wait("alice", &mut events, |e| match e {
+                    Event::MessageReceived(m) if m.contact == carol => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(reply, "loud and clear");
+                while alice.message(&carol, &m.id).unwrap().unwrap().state < MessageState::Delivered
+                {
+                    wait("alice", &mut events, |e| {
+                        matches!(e, Event::MessageStateChanged { .. }).then_some(())
+                    })
+                    .await;
+                }
+                alice_done_tx.send(()).unwrap();
+                carol_done.await.unwrap();
+                alice.shutdown().await;
+                path
+            }),
+            netsim::host(move || async move {
+                rv_up_carol.wait_for(|up| *up).await.unwrap();
+                let (carol, mut events) = open_bootstrapped(&carol_dir, rendezvous_for_carol).await;
+                invite_tx
+                    .send(carol.my_invite().unwrap().to_string())
+                    .unwrap();
+                let request = wait("carol", &mut events, |e| match e {
+                    Event::FriendRequest(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(request.message, "hi from one NAT to another");
+                carol.accept(&request.from).unwrap();
+                let text = wait("carol", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(text, "through the holes");
+                let reply = carol.send(&request.from, "loud and clear").unwrap();
+                while carol
+                    .message(&request.from, &reply.id)
+                    .unwrap()
+                    .unwrap()
+                    .state
+                    < MessageState::Delivered
+                {
+                    wait("carol", &mut events, |e| {
+                        matches!(e, Event::MessageStateChanged { .. }).then_some(())
+                    })
+                    .await;
+                }
+                let path = carol
+                    .contact(&request.from)
+                    .unwrap()
+                    .presence
+                    .path()
+                    .unwrap();
+                carol_done_tx.send(()).unwrap();
+                carol.shutdown().await;
+                path
+            }),
+            netsim::host(move || async move {
+                let config = crust::Config {
+                    listen: vec![SocketAddr::from(([0, 0, 0, 0], RENDEZVOUS_PORT))],
+                    utp: Some(SocketAddr::from(([0, 0, 0, 0], RENDEZVOUS_PORT))),
+                    upnp: false,
+                    rendezvous: true,
+                    channel: crust::ChannelConfig {
+                        network_id: NETWORK.into(),
+                        ..Default::default()
+                    },
+                    ..crust::Config::default()
+                };
+                let (service, _events) = crust::Service::start(config, rv_secret).await.unwrap();
+                rv_up_tx.send(true).unwrap();
+                alice_done.await.unwrap();
+                service.shutdown().await;
+                "rendezvous done".to_owned()
+            }),
+        ],
+    )
+    .unwrap();
+    assert_eq!(results[2], "rendezvous done");
+    for path in &results[..2] {
+        assert!(
+            path.starts_with("hole-punched") || path.starts_with("relayed"),
+            "{results:?}"
+        );
+    }
+    eprintln!("paths: {results:?}");
+}
