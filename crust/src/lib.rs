@@ -57,6 +57,7 @@ mod config;
 mod fsutil;
 mod id;
 mod nat;
+pub mod probe;
 pub mod secure;
 mod service;
 pub mod utp;

@@ -5,82 +5,86 @@
 //! given contacts. It serves as a rendezvous for NAT traversal (forwarding
 //! connect requests between peers connected to it, and relaying for those
 //! that cannot connect directly, up to `--relay-circuits`) and answers
-//! address echoes, unless `--no-rendezvous`; behind a NAT it asks the gateway for
-//! UPnP port mappings unless `--no-upnp`. Prints its id and
-//! addresses on start; logs with `tracing` (`RUST_LOG`, default `info`).
+//! address echoes, unless `--no-rendezvous`; behind a NAT it asks the
+//! gateway for UPnP port mappings unless `--no-upnp`. With
+//! `--probe-server IP1,IP2` it answers router probes; with `--collector DB`
+//! it stores probe reports peers send it. Any combination; options come
+//! from flags and `--config FILE` (flags win). Prints its id and addresses
+//! on start; logs with `tracing` (`RUST_LOG`, default `info`).
+//!
+//! `crust-node reports summary --db PATH` prints the collected reports'
+//! summary.
+
+mod config;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
-use clap::Parser;
-use crust::{Config, Contact, Event, SecretId, Service};
+use clap::{Parser, Subcommand};
+use crust::probe::{Collector, Envelope, ProbeServer, RateLimit, Rejection, ReportStore};
+use crust::{Config, Event, Priority, SecretId, Service};
+
+use config::Options;
 
 /// Runs a crust peer that others can bootstrap from.
 #[derive(Debug, Parser)]
 #[command(name = "crust-node", version = crust::VERSION, about)]
 struct Args {
-    /// TCP address to listen on; repeat for several.
-    #[arg(long = "listen", value_name = "ADDR", default_value = "0.0.0.0:5483")]
-    listen: Vec<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
 
-    /// UDP address for uTP connections.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        default_value = "0.0.0.0:5483",
-        conflicts_with = "no_utp"
-    )]
-    utp: SocketAddr,
+    /// Read options from this TOML file (same names as the flags, e.g.
+    /// `relay-circuits = 64`); flags given here win.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
 
-    /// Don't open a UDP socket; TCP only.
-    #[arg(long)]
-    no_utp: bool,
+    #[command(flatten)]
+    options: Options,
+}
 
-    /// Peer to bootstrap from, as [ID@]IP:PORT (TCP) or [ID@]utp:IP:PORT;
-    /// repeat for several.
-    #[arg(long = "bootstrap", value_name = "CONTACT")]
-    bootstrap: Vec<Contact>,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with the collected probe reports.
+    Reports {
+        #[command(subcommand)]
+        action: Reports,
+    },
+}
 
-    /// Network id; peers on other networks are refused.
-    #[arg(long, default_value = "crust")]
-    network: String,
-
-    /// Directory for the identity key and the bootstrap cache (default: the
-    /// platform's data directory for crust-node).
-    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
-    data_dir: Option<PathBuf>,
-
-    /// Use a fresh identity and no files at all.
-    #[arg(long)]
-    ephemeral: bool,
-
-    /// Send a keep-alive this often, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
-    keepalive: f64,
-
-    /// Report a peer lost after this many seconds of silence.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
-    peer_timeout: f64,
-
-    /// Don't forward rendezvous signals between peers connected to us.
-    #[arg(long)]
-    no_rendezvous: bool,
-
-    /// Don't ask a UPnP gateway for port mappings.
-    #[arg(long)]
-    no_upnp: bool,
-
-    /// Most relayed circuits carried at once for peers that cannot connect
-    /// directly (0: relay nothing).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    relay_circuits: usize,
+#[derive(Debug, Subcommand)]
+enum Reports {
+    /// Prevalence of each router behaviour and the success of each
+    /// connection technique per NAT pair.
+    Summary {
+        /// The collector's database.
+        #[arg(long, value_name = "PATH")]
+        db: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::Reports {
+        action: Reports::Summary { db },
+    }) = &args.command
+    {
+        if !db.exists() {
+            anyhow::bail!("no report database at {}", db.display());
+        }
+        let store = ReportStore::open(db).context("cannot open the report database")?;
+        let summary = store.summary().context("cannot read the reports")?;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{summary}").context("cannot print the summary")?;
+        return Ok(());
+    }
+    let options = match &args.config {
+        Some(path) => args.options.over(Options::from_file(path)?),
+        None => args.options,
+    };
+    options.check()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -91,15 +95,18 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(run(args))
+        .block_on(run(options))
 }
 
-async fn run(args: Args) -> Result<()> {
-    let (secret, cache) = if args.ephemeral {
+const DEFAULT_PORT: u16 = 5483;
+const DEFAULT_PROBE_PORT: u16 = 3478;
+
+async fn run(o: Options) -> Result<()> {
+    let (secret, cache) = if o.ephemeral {
         (SecretId::generate(), None)
     } else {
-        let dir = match args.data_dir {
-            Some(dir) => dir,
+        let dir = match &o.data_dir {
+            Some(dir) => dir.clone(),
             None => directories::ProjectDirs::from("", "", "crust-node")
                 .context("no data directory on this platform; pass --data-dir or --ephemeral")?
                 .data_dir()
@@ -111,21 +118,52 @@ async fn run(args: Args) -> Result<()> {
             .context("cannot load the identity key")?;
         (key, Some(dir.join("bootstrap-cache.json")))
     };
+    let default_addr = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT));
+    let listen = if o.listen.is_empty() {
+        vec![default_addr]
+    } else {
+        o.listen.clone()
+    };
     let config = Config {
-        listen: args.listen.clone(),
-        utp: (!args.no_utp).then_some(args.utp),
-        bootstrap_contacts: args.bootstrap.clone(),
+        listen,
+        utp: (!o.no_utp).then_some(o.utp.unwrap_or(default_addr)),
+        bootstrap_contacts: o.bootstrap.clone(),
         bootstrap_cache: cache,
-        keepalive_interval: secs(args.keepalive, "--keepalive")?,
-        peer_timeout: secs(args.peer_timeout, "--peer-timeout")?,
-        rendezvous: !args.no_rendezvous,
-        upnp: !args.no_upnp,
-        relay_circuits: args.relay_circuits,
+        keepalive_interval: secs(o.keepalive.unwrap_or(5.0), "--keepalive")?,
+        peer_timeout: secs(o.peer_timeout.unwrap_or(20.0), "--peer-timeout")?,
+        rendezvous: !o.no_rendezvous,
+        upnp: !o.no_upnp,
+        relay_circuits: o.relay_circuits.unwrap_or(64),
         channel: crust::ChannelConfig {
-            network_id: args.network.clone(),
+            network_id: o.network.clone().unwrap_or_else(|| "crust".into()),
             ..Default::default()
         },
         ..Config::default()
+    };
+    // The probe server and the collector's database first: a bad address
+    // or path stops the node before it joins the network.
+    let probe_server = match o.probe_server.as_slice() {
+        [a, b] => {
+            let port = o.probe_port.unwrap_or(DEFAULT_PROBE_PORT);
+            let server =
+                ProbeServer::start(SocketAddr::new(*a, port), SocketAddr::new(*b, port + 1))
+                    .await
+                    .context("cannot start the probe server")?;
+            Some(server)
+        }
+        _ => None,
+    };
+    let mut collector = match &o.collector {
+        Some(path) => {
+            let store = ReportStore::open(path)
+                .with_context(|| format!("cannot open the report database {}", path.display()))?;
+            let limit = RateLimit {
+                burst: o.collector_burst.unwrap_or(5),
+                every: secs(o.collector_every.unwrap_or(60.0), "--collector-every")?,
+            };
+            Some((Collector::new(limit), store))
+        }
+        None => None,
     };
     let (service, mut events) = Service::start(config, secret)
         .await
@@ -137,6 +175,16 @@ async fn run(args: Args) -> Result<()> {
     for endpoint in service.listeners().await {
         banner.push_str(&format!("listening on {endpoint}\n"));
         banner.push_str(&format!("contact: {}@{endpoint}\n", service.id()));
+    }
+    if let Some(server) = &probe_server {
+        banner.push_str(&format!(
+            "probe server on {} and {}\n",
+            server.primary(),
+            server.alternate()
+        ));
+    }
+    if let Some(path) = &o.collector {
+        banner.push_str(&format!("collecting reports into {}\n", path.display()));
     }
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = stdout
@@ -163,7 +211,7 @@ async fn run(args: Args) -> Result<()> {
             Event::BootstrapAccept { peer, addr } => {
                 tracing::info!(%peer, %addr, "peer bootstrapped from us")
             }
-            Event::BootstrapFailed if !args.bootstrap.is_empty() => {
+            Event::BootstrapFailed if !o.bootstrap.is_empty() => {
                 tracing::warn!("no bootstrap peer could be reached")
             }
             Event::ConnectSuccess { peer, info } => {
@@ -177,9 +225,41 @@ async fn run(args: Args) -> Result<()> {
                 "NAT report"
             ),
             Event::LostPeer { peer, reason } => tracing::info!(%peer, %reason, "peer lost"),
-            Event::NewMessage { peer, data } => {
-                tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")
-            }
+            Event::NewMessage { peer, data } => match &mut collector {
+                Some((collector, store)) => {
+                    let answer = match collector.receive(peer, Instant::now(), &data) {
+                        Ok(None) => {
+                            tracing::debug!(%peer, len = data.len(), "message ignored");
+                            continue;
+                        }
+                        Ok(Some(report)) => match store.insert(unix_now(), &report) {
+                            Ok(id) => {
+                                tracing::info!(%peer, id, nat = %report.findings.nat_class(), "report stored");
+                                Envelope::Accepted { id }
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "cannot store a report");
+                                Envelope::Rejected {
+                                    reason: Rejection::Storage.to_string(),
+                                }
+                            }
+                        },
+                        Err(rejection) => {
+                            tracing::info!(%peer, %rejection, "report rejected");
+                            Envelope::Rejected {
+                                reason: rejection.to_string(),
+                            }
+                        }
+                    };
+                    if let Err(error) = service.send(&peer, answer.encode(), Priority::NORMAL).await
+                    {
+                        tracing::debug!(%peer, %error, "cannot answer a report");
+                    }
+                }
+                None => {
+                    tracing::debug!(%peer, len = data.len(), "message (a bare node ignores messages)")
+                }
+            },
             Event::ListenerFailed {
                 endpoint: addr,
                 error,
@@ -189,6 +269,12 @@ async fn run(args: Args) -> Result<()> {
             _ => {}
         }
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn secs(value: f64, flag: &str) -> Result<Duration> {
