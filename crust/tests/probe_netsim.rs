@@ -59,6 +59,9 @@ fn check(name: &str, f: &Findings) {
             assert_eq!(f.behind_nat, Some(true), "{name}");
             assert_eq!(f.tcp.unsolicited_syn, Some(SynAnswer::Dropped), "{name}");
             assert_eq!(f.upnp.present, Some(false), "{name}");
+            if name == "full_cone" {
+                assert_eq!(f.tcp.simultaneous_open, Some(true), "{name}");
+            }
         }
         "rst" => {
             expect(eim, apd, preserved, Some(true));

@@ -421,15 +421,20 @@ async fn filtering(
     Ok(Some((from_other, from_other_port)))
 }
 
-/// A second socket sends to the first one's external address.
+/// Two sockets send to each other's external address (both ways, so that
+/// a filtering NAT has seen each socket send to the other first, as a
+/// hole punch between two peers behind one NAT would).
 async fn hairpin(primary: SocketAddr, ex: Exchange, t: &mut Txids) -> io::Result<Option<bool>> {
     let a = udp_socket().await?;
-    let Some((external, _)) = binding(&a, primary, Change::default(), ex, t).await? else {
+    let b = udp_socket().await?;
+    let Some((external_a, _)) = binding(&a, primary, Change::default(), ex, t).await? else {
         return Ok(None);
     };
-    let b = udp_socket().await?;
+    let Some((external_b, _)) = binding(&b, primary, Change::default(), ex, t).await? else {
+        return Ok(None);
+    };
     let txid = t.next();
-    // A response-shaped datagram, so that `wait_for` on `a` takes it.
+    // A response-shaped datagram, so that `wait_for` takes it.
     let bytes = Response::Tcp {
         txid,
         outcome: TcpOutcome::Connected,
@@ -437,8 +442,13 @@ async fn hairpin(primary: SocketAddr, ex: Exchange, t: &mut Txids) -> io::Result
     .encode();
     for _ in 0..ex.attempts {
         // Some NATs answer hairpinned packets with ICMP; that is a "no".
-        let _ = b.send_to(&bytes, external).await;
-        if wait_for(&a, txid, ex.retransmit).await.is_some() {
+        let _ = a.send_to(&bytes, external_b).await;
+        let _ = b.send_to(&bytes, external_a).await;
+        let (to_a, to_b) = tokio::join!(
+            wait_for(&a, txid, ex.retransmit),
+            wait_for(&b, txid, ex.retransmit)
+        );
+        if to_a.is_some() || to_b.is_some() {
             return Ok(Some(true));
         }
     }
