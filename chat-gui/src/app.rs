@@ -10,8 +10,9 @@ use std::collections::HashSet;
 
 use chat_core::{Contact, ContactState, Event, FriendRequest, PeerId, Presence};
 
-use crate::conversation::{self, Conversation};
+use crate::conversation::{self, Conversation, Zone};
 use crate::dialogs::{self, Dialogs, Kind, Out, View};
+use crate::notify::{DesktopNotifier, Notifier};
 use crate::worker::{Me, Request, Update, Worker};
 
 /// Which screen the window shows.
@@ -130,8 +131,14 @@ pub struct App {
     pub no_upnp: bool,
     title: String,
     theme_applied: Option<Theme>,
-    /// Notifications asked for (messages that arrived while unfocused).
+    /// The contact whose conversation opens once the contacts are known
+    /// (`--open`).
+    pub open_on_start: Option<String>,
+    /// Notifications shown (messages that arrived while unfocused).
     pub notifications: u64,
+    notifier: Box<dyn Notifier>,
+    /// The clock message times are shown in.
+    pub zone: Zone,
 }
 
 impl App {
@@ -152,7 +159,16 @@ impl App {
             title: String::new(),
             theme_applied: None,
             notifications: 0,
+            open_on_start: None,
+            notifier: Box::new(DesktopNotifier),
+            zone: Zone::Local,
         }
+    }
+
+    /// Sends notifications to `notifier` instead of the desktop.
+    pub fn with_notifier(mut self, notifier: impl Notifier + 'static) -> Self {
+        self.notifier = Box::new(notifier);
+        self
     }
 
     /// The window title: the app name, with the unread count.
@@ -193,8 +209,14 @@ impl App {
         }
         let name = dialogs::contact_name(&self.contacts, &contact);
         self.conversation = Conversation::open(contact, &name);
+        self.conversation.zone = self.zone;
         self.conversation.typing = self.typing.contains(&contact);
-        self.send(Request::OpenConversation(contact));
+        let unread = self
+            .contacts
+            .iter()
+            .find(|c| c.id == contact)
+            .map_or(0, |c| c.unread);
+        self.send(Request::OpenConversation { contact, unread });
     }
 
     /// Applies one update from the worker.
@@ -219,6 +241,12 @@ impl App {
             Update::Failed(e) => self.screen = Screen::Failed(e),
             Update::Contacts(contacts) => {
                 self.contacts = contacts;
+                if let Some(name) = self.open_on_start.take() {
+                    match self.contact_named(&name).map(|c| c.id) {
+                        Some(peer) => self.select(peer),
+                        None => self.set_status(format!("No contact named {name}."), true),
+                    }
+                }
                 if let Some(peer) = self.conversation.contact {
                     match self.contacts.iter().find(|c| c.id == peer) {
                         Some(c) => self.conversation.contact_name = c.name.clone(),
@@ -227,17 +255,30 @@ impl App {
                 }
             }
             Update::Requests(requests) => self.requests = requests,
-            Update::History { contact, messages } => {
+            Update::History {
+                contact,
+                messages,
+                older,
+            } => {
                 if self.conversation.contact == Some(contact) {
                     let unread = self
                         .contacts
                         .iter()
                         .find(|c| c.id == contact)
                         .map_or(0, |c| c.unread);
-                    self.conversation.set_history(messages, unread);
+                    self.conversation.set_history(messages, older, unread);
                     if focused {
                         self.send(Request::MarkRead(contact));
                     }
+                }
+            }
+            Update::Older {
+                contact,
+                messages,
+                older,
+            } => {
+                if self.conversation.contact == Some(contact) {
+                    self.conversation.prepend(messages, older);
                 }
             }
             Update::Sent(message) => {
@@ -296,7 +337,7 @@ impl App {
                     self.notifications += 1;
                     let title = dialogs::contact_name(&self.contacts, &from);
                     let body: String = message.text.chars().take(200).collect();
-                    self.send(Request::Notify { title, body });
+                    self.notifier.notify(&title, &body);
                     ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(
                         egui::UserAttentionType::Informational,
                     ));
@@ -591,6 +632,10 @@ impl App {
                 out.requests.push(match action {
                     conversation::Action::Send(text) => Request::Send { to: peer, text },
                     conversation::Action::Typing(typing) => Request::Typing { to: peer, typing },
+                    conversation::Action::LoadOlder(before) => Request::LoadOlder {
+                        contact: peer,
+                        before,
+                    },
                 });
             }
         });

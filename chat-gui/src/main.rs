@@ -27,6 +27,9 @@ struct Args {
     /// Do not ask the router for a port mapping in this run.
     #[arg(long)]
     no_upnp: bool,
+    /// Open the conversation with the contact of this name at start.
+    #[arg(long, value_name = "NAME")]
+    open: Option<String>,
     /// Print the time from start to the first frame on stderr and quit
     /// (for the start-up benchmark and the Xvfb test).
     #[arg(long, hide = true)]
@@ -104,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         ..eframe::NativeOptions::default()
     };
     let no_upnp = args.no_upnp;
+    let open = args.open.clone();
     let report = args.report_first_frame || args.exit_after_first_frame;
     let exit = args.exit_after_first_frame;
     eframe::run_native(
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
         Box::new(move |cc| {
             let mut app = App::new(worker);
             app.no_upnp = no_upnp;
+            app.open_on_start = open;
             if let Some(storage) = cc.storage
                 && let Some(theme) = storage.get_string(Theme::KEY)
             {

@@ -13,14 +13,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, mpsc as std_mpsc};
 
 use chat_core::{
-    Contact, Event, FriendRequest, Invite, KeyError, Message, NetworkReport, Node, NodeConfig,
-    PeerId, Profile, ProfileError, QrMatrix, Settings,
+    Contact, Cursor, Event, FriendRequest, Invite, KeyError, Message, NetworkReport, Node,
+    NodeConfig, PeerId, Profile, ProfileError, QrMatrix, Settings,
 };
 use tokio::sync::mpsc;
 
-/// Most messages loaded when a conversation opens (the whole of any
-/// realistic conversation; the view lays out only what is visible).
-pub(crate) const HISTORY_LIMIT: usize = 1_000_000;
+/// Messages loaded when a conversation opens (more if more are unread),
+/// and per older page as the user scrolls up.
+pub const HISTORY_PAGE: usize = 200;
 /// Most search results shown.
 pub(crate) const SEARCH_LIMIT: usize = 200;
 
@@ -41,8 +41,21 @@ pub enum Request {
     },
     /// Reload contacts and requests.
     Refresh,
-    /// Load a conversation.
-    OpenConversation(PeerId),
+    /// Load the newest page of a conversation.
+    OpenConversation {
+        /// Whose.
+        contact: PeerId,
+        /// How many messages are unread (all of them are loaded, so the
+        /// unread marker has its place).
+        unread: u64,
+    },
+    /// Load the page of a conversation before a cursor.
+    LoadOlder {
+        /// Whose.
+        contact: PeerId,
+        /// Where the loaded part starts.
+        before: Cursor,
+    },
     /// Send a message.
     Send {
         /// To whom.
@@ -99,13 +112,6 @@ pub enum Request {
     SaveSettings(Settings),
     /// Seal the key with a new passphrase, or unseal it.
     ChangePassphrase(Option<String>),
-    /// A desktop notification (the window is not focused).
-    Notify {
-        /// Title.
-        title: String,
-        /// Body.
-        body: String,
-    },
 }
 
 /// Who we are, once the node runs.
@@ -137,12 +143,23 @@ pub enum Update {
     Contacts(Vec<Contact>),
     /// Pending friend requests.
     Requests(Vec<FriendRequest>),
-    /// A conversation's history, oldest first.
+    /// The newest page of a conversation, oldest first.
     History {
         /// Whose.
         contact: PeerId,
         /// The messages.
         messages: Vec<Message>,
+        /// Where the older page starts; `None` when this is all.
+        older: Option<Cursor>,
+    },
+    /// An older page of a conversation, oldest first.
+    Older {
+        /// Whose.
+        contact: PeerId,
+        /// The messages.
+        messages: Vec<Message>,
+        /// Where the next older page starts; `None` at the beginning.
+        older: Option<Cursor>,
     },
     /// A message we sent, as stored.
     Sent(Message),
@@ -394,13 +411,31 @@ async fn handle(node: &Node, request: Request, out: &Outbox) {
     match request {
         Request::Create { .. } | Request::Unlock { .. } => {}
         Request::Refresh => refresh(node, out),
-        Request::OpenConversation(contact) => match node.history(&contact, None, HISTORY_LIMIT) {
-            Ok(page) => out.send(Update::History {
-                contact,
-                messages: page.messages,
-            }),
-            Err(e) => out.send(Update::Error(format!("history: {e}"))),
-        },
+        Request::OpenConversation { contact, unread } => {
+            let limit = HISTORY_PAGE.max(
+                usize::try_from(unread)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(HISTORY_PAGE / 4),
+            );
+            match node.history(&contact, None, limit) {
+                Ok(page) => out.send(Update::History {
+                    contact,
+                    messages: page.messages,
+                    older: page.older,
+                }),
+                Err(e) => out.send(Update::Error(format!("history: {e}"))),
+            }
+        }
+        Request::LoadOlder { contact, before } => {
+            match node.history(&contact, Some(before), HISTORY_PAGE) {
+                Ok(page) => out.send(Update::Older {
+                    contact,
+                    messages: page.messages,
+                    older: page.older,
+                }),
+                Err(e) => out.send(Update::Error(format!("history: {e}"))),
+            }
+        }
         Request::Send { to, text } => match node.send(&to, &text) {
             Ok(message) => {
                 out.send(Update::Sent(message));
@@ -467,9 +502,6 @@ async fn handle(node: &Node, request: Request, out: &Outbox) {
                 Err(e) => out.send(Update::Error(format!("passphrase not changed: {e}"))),
             }
         }
-        Request::Notify { title, body } => {
-            tokio::task::spawn_blocking(move || notify(&title, &body));
-        }
     }
 }
 
@@ -481,16 +513,4 @@ fn send_invite(out: &Outbox, invite: Result<Invite, chat_core::NodeError>) {
         }),
         Err(e) => out.send(Update::Error(format!("invite: {e}"))),
     }
-}
-
-/// A desktop notification through the freedesktop `notify-send` tool when
-/// it is installed (a D-Bus client library would add a large dependency
-/// tree for one call); without it the window's attention request is all.
-fn notify(title: &str, body: &str) {
-    let _ = std::process::Command::new("notify-send")
-        .args(["--app-name=Crust Chat", "--icon=crust-chat", title, body])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
 }

@@ -5,10 +5,11 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_core::{ContactState, MessageState, NodeConfig, Profile};
-use chat_gui::{App, Kind, Screen, Worker};
+use chat_gui::{App, Kind, Notifier, Screen, Worker};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -19,6 +20,37 @@ fn app(dir: &Path) -> App {
     App::new(Worker::spawn(dir.to_owned(), NodeConfig::loopback(NETWORK)).unwrap())
 }
 
+/// Notifications the app showed: (title, body).
+#[derive(Debug, Clone, Default)]
+struct Shown(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Notifier for Shown {
+    fn notify(&mut self, title: &str, body: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((title.to_owned(), body.to_owned()));
+    }
+}
+
+impl Shown {
+    fn list(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Tells the window whether it has the keyboard focus, as the window
+/// system does.
+fn set_focused(h: &mut Harness<'static, App>, focused: bool) {
+    let input = h.input_mut();
+    input.focused = focused;
+    input
+        .viewports
+        .get_mut(&egui::ViewportId::ROOT)
+        .unwrap()
+        .focused = Some(focused);
+}
+
 fn harness(app: App) -> Harness<'static, App> {
     Harness::builder()
         .with_size([1000.0, 700.0])
@@ -27,9 +59,14 @@ fn harness(app: App) -> Harness<'static, App> {
 
 /// A window whose profile already exists, past the welcome screen.
 fn running(root: &Path, name: &str) -> Harness<'static, App> {
+    running_with(root, name, Shown::default())
+}
+
+/// [`running`], with notifications going to `shown`.
+fn running_with(root: &Path, name: &str, shown: Shown) -> Harness<'static, App> {
     let dir = root.join(name);
     drop(Profile::create(&dir, name, None).unwrap());
-    let mut h = harness(app(&dir));
+    let mut h = harness(app(&dir).with_notifier(shown));
     wait(&mut h, "the main screen", |a| {
         matches!(a.screen, Screen::Main)
     });
@@ -145,8 +182,10 @@ fn first_run_creates_a_profile_and_explains_how_to_add_a_friend() {
 #[test]
 fn two_windows_befriend_chat_and_see_delivery() {
     let root = tempfile::tempdir().unwrap();
-    let mut alice = running(root.path(), "Alice");
-    let mut bob = running(root.path(), "Bob");
+    let alice_shown = Shown::default();
+    let bob_shown = Shown::default();
+    let mut alice = running_with(root.path(), "Alice", alice_shown.clone());
+    let mut bob = running_with(root.path(), "Bob", bob_shown.clone());
 
     // Alice shows her invite, with a QR code image.
     menu(&mut alice, "Chat", "My invite…");
@@ -212,6 +251,9 @@ fn two_windows_befriend_chat_and_see_delivery() {
             .is_some_and(|c| c.state == ContactState::Friend)
     });
 
+    // Alice's window is in the background when Bob writes.
+    set_focused(&mut alice, false);
+
     // Bob writes; the message shows in his window and becomes delivered.
     let input = |h: &Harness<'static, App>| {
         h.get_by_role(Role::MultilineTextInput).click();
@@ -238,6 +280,13 @@ fn two_windows_befriend_chat_and_see_delivery() {
         a.contact_named("Bob").is_some_and(|c| c.unread == 1)
     });
     assert_eq!(alice.state().title(), "Crust Chat (1)");
+    // Unfocused: one desktop notification, with Bob's name and the text.
+    assert_eq!(
+        alice_shown.list(),
+        [("Bob".to_owned(), "hello Alice\nsecond line".to_owned())]
+    );
+    assert_eq!(alice.state().notifications, 1);
+    set_focused(&mut alice, true);
     // She opens the conversation: the marker, the text, and it is read.
     alice.get_by_label_contains("Bob  (1)").click();
     wait(&mut alice, "the history", |a| a.conversation.loaded);
@@ -272,6 +321,9 @@ fn two_windows_befriend_chat_and_see_delivery() {
     });
     assert_eq!(bob.state().conversation.messages()[1].text, "hi");
     assert!(!bob.state().conversation.typing);
+    // Bob's window has the focus: no notification, for either message.
+    assert!(bob_shown.list().is_empty());
+    assert_eq!(alice_shown.list().len(), 1);
 
     // Search finds both messages, in all conversations.
     menu(&mut bob, "Chat", "Search…");
@@ -392,4 +444,98 @@ fn every_dialog_opens_from_the_menus_and_closes() {
             .is_some_and(|d| d.error.is_some())
     });
     assert!(h.state().contacts.is_empty());
+}
+
+/// A profile `name` with `n` messages ("message 0" oldest) sent to a
+/// friend who is away (they wait in the outbox). Returns the friend's id.
+fn with_history(root: &Path, name: &str, n: usize) -> chat_core::PeerId {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (friend, _events) = chat_core::Node::open(
+            Profile::create(&root.join("away"), "Away", None).unwrap(),
+            NodeConfig::loopback(NETWORK),
+        )
+        .await
+        .unwrap();
+        let invite = friend.my_invite().unwrap();
+        friend.shutdown().await;
+        let (node, _events) = chat_core::Node::open(
+            Profile::create(&root.join(name), name, None).unwrap(),
+            NodeConfig::loopback(NETWORK),
+        )
+        .await
+        .unwrap();
+        node.add_contact(&invite, "hi").unwrap();
+        let texts: Vec<String> = (0..n).map(|i| format!("message {i}")).collect();
+        node.send_many(&invite.peer, &texts).unwrap();
+        node.shutdown().await;
+        invite.peer
+    })
+}
+
+#[test]
+fn a_long_conversation_opens_with_its_newest_page_and_pages_in_older_ones_on_scrolling_up() {
+    let root = tempfile::tempdir().unwrap();
+    let page = chat_gui::HISTORY_PAGE;
+    let total = 2 * page + 50;
+    let away = with_history(root.path(), "Dave", total);
+    let mut h = harness(app(&root.path().join("Dave")).with_notifier(Shown::default()));
+    wait(&mut h, "the contact", |a| {
+        matches!(a.screen, Screen::Main) && !a.contacts.is_empty()
+    });
+    h.get_by_label_contains("Away").click();
+    wait(&mut h, "the history", |a| a.conversation.row_count() > 0);
+    assert_eq!(h.state().selected(), Some(away));
+    // Only the newest page, and the view at its bottom.
+    let loaded = |h: &Harness<'static, App>| h.state().conversation.messages().len();
+    assert_eq!(loaded(&h), page);
+    assert!(h.state().conversation.has_older());
+    assert_eq!(
+        h.state().conversation.messages()[0].text,
+        format!("message {}", total - page)
+    );
+    h.get_by_label(&format!("message {}", total - 1));
+
+    // Page Up, a page at a time, until the view nears the top of what is
+    // loaded and the next page is asked for: it comes, and the view stays
+    // on the message it showed.
+    let scroll_until = |h: &mut Harness<'static, App>, what: &str, done: &dyn Fn(&App) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(h.state()) {
+            // One frame with the key in it (`key_press` would take two:
+            // a page could then arrive between them, unseen).
+            h.input_mut().events.push(egui::Event::Key {
+                key: egui::Key::PageUp,
+                physical_key: None,
+                pressed: true,
+                repeat: false,
+                modifiers: egui::Modifiers::NONE,
+            });
+            h.step();
+            assert!(Instant::now() < deadline, "timed out scrolling to {what}");
+        }
+    };
+    scroll_until(&mut h, "the top of the page", &|a| {
+        a.conversation.loading_older()
+    });
+    assert_eq!(loaded(&h), page);
+    let top = h.state().conversation.top_text().unwrap().to_owned();
+    let n: usize = top.strip_prefix("message ").unwrap().parse().unwrap();
+    assert!((total - page..total - page + 60).contains(&n), "{top}");
+    wait(&mut h, "the older page", |a| {
+        a.conversation.messages().len() == 2 * page
+    });
+    h.step();
+    assert_eq!(h.state().conversation.top_text(), Some(top.as_str()));
+    h.get_by_label(&top);
+    assert!(h.state().conversation.has_older());
+
+    // Scrolling on reaches the start; nothing more is asked for then.
+    scroll_until(&mut h, "the start", &|a| {
+        a.conversation.top_text() == Some("message 0")
+    });
+    assert_eq!(loaded(&h), total);
+    assert!(!h.state().conversation.has_older());
+    assert!(!h.state().conversation.loading_older());
+    h.get_by_label("message 0");
 }
