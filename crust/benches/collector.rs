@@ -167,7 +167,10 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = if quick { 200 } else { 20_000 };
     let runs = if quick { 1 } else { 3 };
-    println!("collector ingestion, {n} reports of ~1.3 KB JSON each, {runs} runs");
+    println!(
+        "collector ingestion, {n} reports of {} bytes of JSON each, {runs} runs",
+        report(0).len()
+    );
     for run in 0..runs {
         let a = in_process(n);
         let b = end_to_end(n);
