@@ -207,3 +207,59 @@ async fn collector_round_trip_and_rejections() {
     assert!(text.starts_with("1 reports"), "{text}");
     assert!(text.contains("eim-apdf"), "{text}");
 }
+
+/// The whole chain with the real binaries: one `crust-node` is probe
+/// server and collector at once; `crust-node probe --yes` probes against it
+/// (loopback: no NAT), shows the masked report and sends it; the summary
+/// counts it.
+#[test]
+fn crust_node_probe_submits_to_a_node_that_serves_and_collects() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reports.db");
+    let db_arg = db.to_str().unwrap();
+    // A free port for the probe server (and the next one for its second
+    // address); a race with another process is possible but unlikely.
+    let port = loop {
+        let p = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < u16::MAX {
+            break p;
+        }
+    };
+    let port_arg = port.to_string();
+    let node = start_node(&[
+        "--collector",
+        db_arg,
+        "--probe-server",
+        "127.0.0.1,127.0.0.2",
+        "--probe-port",
+        &port_arg,
+    ]);
+    node.wait_for_log("probe server on 127.0.0.1:");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_crust-node"))
+        .args([
+            "probe",
+            "--no-upnp",
+            "--yes",
+            "--collector-network",
+            "crust-tests",
+        ])
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--collector", &format!("{}@{}", node.id, node.addr)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(text.contains("NAT class:           none"), "{text}");
+    assert!(text.contains("\"network\": \"127.0.0.0/24\""), "{text}");
+    assert!(text.contains("stored it as report 1"), "{text}");
+    drop(node);
+    let store = ReportStore::open(&db).unwrap();
+    let stored = store.all().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].findings.nat_class(), "none");
+    assert_eq!(stored[0].addresses, None, "masked unless opted in");
+}
