@@ -22,8 +22,9 @@ use chrono::{DateTime, FixedOffset, Local, Offset, TimeZone, Utc};
 /// Older history is asked for when the view's top is this many rows from
 /// the first loaded row.
 const LOAD_OLDER_WITHIN: usize = 60;
-/// Most time a frame spends re-wrapping rows after a resize.
-const REWRAP_BUDGET: Duration = Duration::from_millis(3);
+/// Most time a frame spends re-wrapping rows after a resize (give or
+/// take 64 messages).
+const REWRAP_BUDGET: Duration = Duration::from_millis(2);
 
 /// The next conversation view's number.
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(1);
@@ -138,6 +139,8 @@ pub struct Conversation {
     rows: VecDeque<Row>,
     rows_width_chars: usize,
     rewrap: Option<Rewrap>,
+    /// The frame that had its slice of re-wrapping.
+    rewrapped_in: Option<u64>,
     /// Rows added above the view since the last frame.
     rows_added_above: usize,
     /// A scroll offset to apply in the next frame.
@@ -379,7 +382,16 @@ impl Conversation {
         let width_chars = ((ui.available_width() / char_width) as usize)
             .saturating_sub(prefix_chars + 6)
             .max(16);
-        self.fit_width(width_chars, Instant::now() + REWRAP_BUDGET, stride);
+        // One slice of re-wrapping a frame, however many passes egui makes
+        // of it (a resize takes two).
+        let frame = ui.ctx().cumulative_frame_nr();
+        let deadline = if self.rewrapped_in == Some(frame) {
+            Instant::now()
+        } else {
+            self.rewrapped_in = Some(frame);
+            Instant::now() + REWRAP_BUDGET
+        };
+        self.fit_width(width_chars, deadline, stride);
         let prefix_width = char_width * prefix_chars as f32;
 
         let added = std::mem::take(&mut self.rows_added_above);
