@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 /// Messages loaded when a conversation opens (more if more are unread),
 /// and per older page as the user scrolls up.
 pub const HISTORY_PAGE: usize = 200;
+/// Most messages loaded when a conversation opens, however many are
+/// unread (the unread marker then sits before the oldest one loaded).
+pub(crate) const HISTORY_FIRST_MAX: usize = 5_000;
 /// Most search results shown.
 pub(crate) const SEARCH_LIMIT: usize = 200;
 
@@ -412,11 +415,10 @@ async fn handle(node: &Node, request: Request, out: &Outbox) {
         Request::Create { .. } | Request::Unlock { .. } => {}
         Request::Refresh => refresh(node, out),
         Request::OpenConversation { contact, unread } => {
-            let limit = HISTORY_PAGE.max(
-                usize::try_from(unread)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(HISTORY_PAGE / 4),
-            );
+            let limit = usize::try_from(unread)
+                .unwrap_or(usize::MAX)
+                .saturating_add(HISTORY_PAGE / 4)
+                .clamp(HISTORY_PAGE, HISTORY_FIRST_MAX);
             match node.history(&contact, None, limit) {
                 Ok(page) => out.send(Update::History {
                     contact,
