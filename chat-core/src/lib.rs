@@ -21,6 +21,8 @@
 //! See [`Node`] for an example of two nodes chatting.
 
 mod actor;
+/// A small Kademlia DHT (sans-IO) saying where peers can be reached.
+pub mod dht;
 pub mod headless;
 mod invite;
 mod keyfile;
