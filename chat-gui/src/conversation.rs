@@ -47,12 +47,20 @@ impl Zone {
 
     /// "HH:MM" of a time in ms since the epoch, in this zone.
     pub fn clock(self, ms: i64) -> String {
+        self.local(ms).format("%H:%M").to_string()
+    }
+
+    /// "Sat 28 Nov 2026, 14:03" of a time in ms since the epoch.
+    pub fn date_time(self, ms: i64) -> String {
+        self.local(ms).format("%a %-d %b %Y, %H:%M").to_string()
+    }
+
+    fn local(self, ms: i64) -> chrono::NaiveDateTime {
         let utc = DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
-        let time = match self {
+        match self {
             Zone::Local => Local.from_utc_datetime(&utc.naive_utc()).naive_local(),
             Zone::Fixed(offset) => offset.from_utc_datetime(&utc.naive_utc()).naive_local(),
-        };
-        time.format("%H:%M").to_string()
+        }
     }
 }
 
@@ -540,7 +548,7 @@ impl Conversation {
                 // selection stays with its message while rows scroll by.
                 ui.push_id((msg, start), |ui| {
                     ui.horizontal(|ui| {
-                        let (rect, _) = ui.allocate_exact_size(
+                        let (rect, response) = ui.allocate_exact_size(
                             egui::vec2(prefix_width, ui.spacing().interact_size.y.min(18.0)),
                             egui::Sense::hover(),
                         );
@@ -560,6 +568,13 @@ impl Conversation {
                                 egui::TextStyle::Body.resolve(ui.style()),
                                 color,
                             );
+                            // The day, and when it arrived, on hover.
+                            response.on_hover_ui(|ui| {
+                                ui.label(self.zone.date_time(m.sent_at_ms));
+                                if let Some(at) = m.received_at_ms {
+                                    ui.weak(format!("received {}", self.zone.date_time(at)));
+                                }
+                            });
                         }
                         ui.add(egui::Label::new(text).truncate());
                         if first && m.outgoing {
@@ -790,6 +805,12 @@ mod tests {
         assert_eq!(Zone::utc().clock(ms), "22:13");
         let plus_two = FixedOffset::east_opt(2 * 3600).unwrap();
         assert_eq!(Zone::Fixed(plus_two).clock(ms), "00:13");
+        // The next day there.
+        assert_eq!(
+            Zone::Fixed(plus_two).date_time(ms),
+            "Wed 15 Nov 2023, 00:13"
+        );
+        assert_eq!(Zone::utc().date_time(ms), "Tue 14 Nov 2023, 22:13");
         let minus_five_thirty = FixedOffset::west_opt(5 * 3600 + 1800).unwrap();
         assert_eq!(Zone::Fixed(minus_five_thirty).clock(ms), "16:43");
         assert_eq!(Conversation::default().zone, Zone::Local);
