@@ -557,10 +557,14 @@ async fn simultaneous(
     while tokio::time::Instant::now() < deadline {
         let socket = reusable_tcp(addr.is_ipv6())?;
         socket.bind(SocketAddr::new(unspecified(addr), local.port()))?;
-        match tokio::time::timeout_at(deadline, socket.connect(addr)).await {
+        // Short attempts: each sends a fresh SYN, so one of them meets the
+        // server's own attempt (the kernel would wait a second before
+        // sending the SYN again).
+        let attempt = (tokio::time::Instant::now() + Duration::from_millis(400)).min(deadline);
+        match tokio::time::timeout_at(attempt, socket.connect(addr)).await {
             Ok(Ok(_stream)) => return Ok(Some(true)),
             Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(_) => break,
+            Err(_) => {}
         }
     }
     Ok(Some(false))
