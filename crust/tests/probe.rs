@@ -136,3 +136,42 @@ async fn server_ignores_junk_and_refuses_to_send_elsewhere() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// The IPv6 step: a server on `[::1]` that answers binding requests makes
+/// it "yes"; none makes it "no". Skipped where the host has no IPv6.
+#[tokio::test]
+async fn ipv6_is_tested_against_the_ipv6_server() {
+    use crust::probe::wire::{Request, Response};
+    let Ok(v6) = tokio::net::UdpSocket::bind("[::1]:0").await else {
+        eprintln!("skipping: no IPv6 loopback");
+        return;
+    };
+    let v6_addr = v6.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        while let Ok((n, from)) = v6.recv_from(&mut buf).await {
+            if let Ok(Request::Binding { txid, .. }) = Request::decode(&buf[..n]) {
+                let answer = Response::Binding {
+                    txid,
+                    observed: from,
+                    origin: v6_addr,
+                    other: v6_addr,
+                };
+                let _ = v6.send_to(&answer.encode(), from).await;
+            }
+        }
+    });
+    let server = server().await;
+    let mut config = ProbeConfig::new(vec![server.primary()]);
+    config.upnp = false;
+    config.tcp = false;
+    config.ipv6_server = Some(v6_addr);
+    let report = probe(&config).await.unwrap();
+    assert_eq!(report.findings.ipv6, Some(true));
+    // A silent IPv6 address: no.
+    let silent = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    config.ipv6_server = Some(silent.local_addr().unwrap());
+    config.retransmit = Duration::from_millis(100);
+    let report = probe(&config).await.unwrap();
+    assert_eq!(report.findings.ipv6, Some(false));
+}
