@@ -437,3 +437,119 @@ fn a_lookup_keeps_at_most_alpha_requests_out() {
     let out = dht.handle_timeout(now + Config::default().lookup_timeout + Duration::from_secs(1));
     assert!(out.iter().any(|o| matches!(o, Output::Event(Event::RecordFound { query, record: None, .. }) if *query == q)));
 }
+
+#[test]
+fn the_wire_format_is_stable() {
+    // Version byte, variant index, then the fields (varints, raw keys).
+    assert_eq!(Message::Ping { id: 5 }.encode(), vec![1, 0, 5]);
+    let mut find = vec![1, 2, 1];
+    find.extend([0xab; 32]);
+    assert_eq!(
+        Message::FindNode {
+            id: 1,
+            target: Key([0xab; 32])
+        }
+        .encode(),
+        find
+    );
+    // A record body starts with the raw 32-byte peer id, then the version.
+    let s = secret(1);
+    let signed = record(&s, 300).sign(&s).unwrap();
+    assert_eq!(&signed.body()[..32], s.peer_id().as_bytes());
+    assert_eq!(&signed.body()[32..34], &[0xac, 0x02]);
+}
+
+/// Answers every `FindNode` to `peer` with no contacts until the engine
+/// stops asking; returns the records it was asked to store.
+fn answer_lookups(
+    dht: &mut Dht,
+    now: Instant,
+    peer: &Contact,
+    mut out: Vec<Output>,
+) -> Vec<(SignedRecord, Vec<Event>)> {
+    let mut stored = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let mut next = Vec::new();
+        for o in out {
+            match o {
+                Output::Send {
+                    message: Message::FindNode { id, .. },
+                    ..
+                } => next.extend(dht.handle(now, peer, Message::Nodes { id, nodes: vec![] })),
+                Output::Send {
+                    message: Message::Store { record },
+                    ..
+                } => stored.push((record, Vec::new())),
+                Output::Event(e) => events.push(e),
+                Output::Send { .. } => {}
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        out = next;
+    }
+    if let Some(last) = stored.last_mut() {
+        last.1 = events;
+    }
+    stored
+}
+
+#[test]
+fn our_record_is_published_served_and_republished_newer() {
+    let now = Instant::now();
+    let config = Config::default();
+    let me = secret(0);
+    let my_id = me.peer_id();
+    let mut dht = Dht::new(config.clone(), me, now, NOW);
+    let peer = Contact::new(secret_peer(1));
+    dht.handle(now, &peer, Message::Ping { id: 1 });
+    let endpoint = Endpoint::tcp("198.51.100.7:5483".parse::<SocketAddr>().unwrap());
+    let (q, out) = dht
+        .publish(now, vec![endpoint], vec![secret_peer(1)])
+        .unwrap();
+    let stored = answer_lookups(&mut dht, now, &peer, out);
+    assert_eq!(stored.len(), 1, "stored on the one node known");
+    let first = stored[0].0.verify(NOW).unwrap();
+    assert_eq!(first.peer, my_id);
+    assert_eq!(first.endpoints, vec![endpoint]);
+    assert!(
+        stored[0]
+            .1
+            .iter()
+            .any(|e| matches!(e, Event::Published { query, stored_at: 1, .. } if *query == q))
+    );
+    // Served to whoever asks.
+    let out = dht.handle(
+        now,
+        &peer,
+        Message::FindValue {
+            id: 8,
+            target: Key::from(my_id),
+        },
+    );
+    assert!(matches!(
+        &sends(&out)[..],
+        [(_, Message::Value { id: 8, .. })]
+    ));
+    // Re-signed with a newer version after the republish interval.
+    let later = now + config.republish_interval;
+    let out = dht.handle_timeout(later);
+    let stored = answer_lookups(&mut dht, later, &peer, out);
+    let again = stored.last().unwrap().0.verify(NOW + 1800).unwrap();
+    assert!(again.version > first.version);
+    assert_eq!(again.issued_at, NOW + 1800);
+    // A peer cannot store a record of ours (only we publish it).
+    let out = dht.handle(
+        later,
+        &peer,
+        Message::Store {
+            record: stored[0].0.clone(),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::Event(Event::RecordRejected { .. })]
+    ));
+}
