@@ -40,23 +40,25 @@ fn run(n: usize) {
     let mut hops = Vec::new();
     let mut messages = Vec::new();
     let mut latency = Vec::new();
-    let mut found = 0;
+    let mut found = 0u32;
     let t = Instant::now();
     for _ in 0..lookups {
         let me = sim.ids[sim.rng.below(n)];
         let target = publishers[sim.rng.below(publishers.len())];
         let (record, stats) = sim.find(me, target);
-        found += usize::from(record.is_some_and(|r| r.peer == target));
+        found += u32::from(record.is_some_and(|r| r.peer == target));
         hops.push(stats.hops);
         messages.push(stats.messages);
         latency.push(stats.elapsed);
     }
     let lookup_time = t.elapsed();
+    let rejected = sim.rejected_since_last();
     let median_hops = percentile(&mut hops, 50);
     println!(
         "dht n={n}: join {:.1?} ({} msgs), publish {} in {:.1?}; {lookups} lookups, {found} found: \
          hops median {median_hops} p90 {} max {}; requests median {} p90 {}; \
-         simulated latency median {:.0?} p90 {:.0?}; engine wall time {:.0?}/lookup",
+         simulated latency median {:.0?} p90 {:.0?}; engine wall time {:.0?}/lookup; \
+         {rejected} records refused; simulated time {:.0?}",
         join_time,
         joined_messages,
         publishers.len(),
@@ -68,7 +70,11 @@ fn run(n: usize) {
         percentile(&mut latency, 50),
         percentile(&mut latency, 90),
         lookup_time / lookups,
+        sim.elapsed(),
     );
+    if found < lookups {
+        println!("  {} lookups did not find the record", lookups - found);
+    }
     if n >= 10_000 && median_hops >= 6 {
         println!("  goal missed: median {median_hops} hops at {n} nodes (goal < 6)");
     }

@@ -73,6 +73,7 @@ pub enum Malice {
 
 pub struct Sim {
     pub now: Instant,
+    start: Instant,
     pub nodes: HashMap<PeerId, Dht>,
     pub ids: Vec<PeerId>,
     contacts: HashMap<PeerId, Contact>,
@@ -101,8 +102,10 @@ impl Sim {
             record_ttl: Duration::from_secs(48 * 3600),
             ..Config::default()
         };
+        let now = Instant::now();
         Self {
-            now: Instant::now(),
+            now,
+            start: now,
             nodes: HashMap::new(),
             ids: Vec::new(),
             contacts: HashMap::new(),
@@ -181,7 +184,9 @@ impl Sim {
             rng_seed: self.rng.next_u64(),
             ..self.config.clone()
         };
-        let mut dht = Dht::new(config, secret, self.now, UNIX_START);
+        // Every node's Unix clock agrees with the simulation's.
+        let unix_now = UNIX_START + (self.now - self.start).as_secs();
+        let mut dht = Dht::new(config, secret, self.now, unix_now);
         let seeds: Vec<Contact> = if self.ids.is_empty() {
             Vec::new()
         } else {
@@ -386,6 +391,11 @@ impl Sim {
     /// Records refused (by anyone) since the last call.
     pub fn rejected_since_last(&mut self) -> usize {
         std::mem::take(&mut self.rejected)
+    }
+
+    /// The simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
     }
 
     /// Removes a node (it crashes: nothing is said).
