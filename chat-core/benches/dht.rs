@@ -22,7 +22,11 @@ fn percentile<T: Copy + Ord>(values: &mut [T], p: usize) -> T {
 
 fn run(n: usize) {
     let wall = Instant::now();
-    let mut sim = Sim::network(42, n);
+    let mut sim = Sim::new(42);
+    sim.wire = true;
+    for _ in 0..n {
+        sim.join();
+    }
     let join_time = wall.elapsed();
     let joined_messages = sim.delivered;
     // Publishers: everyone up to 1,000 nodes, a random 1,000 beyond.
@@ -58,7 +62,7 @@ fn run(n: usize) {
         "dht n={n}: join {:.1?} ({} msgs), publish {} in {:.1?}; {lookups} lookups, {found} found: \
          hops median {median_hops} p90 {} max {}; requests median {} p90 {}; \
          simulated latency median {:.0?} p90 {:.0?}; engine wall time {:.0?}/lookup; \
-         {rejected} records refused; simulated time {:.0?}",
+         {rejected} records refused; simulated time {:.0?}; {} messages, {} bytes/message",
         join_time,
         joined_messages,
         publishers.len(),
@@ -71,6 +75,8 @@ fn run(n: usize) {
         percentile(&mut latency, 90),
         lookup_time / lookups,
         sim.elapsed(),
+        sim.delivered,
+        sim.bytes / sim.delivered.max(1),
     );
     if found < lookups {
         println!("  {} lookups did not find the record", lookups - found);

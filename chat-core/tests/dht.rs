@@ -99,7 +99,8 @@ fn churn_of_a_fifth_does_not_break_lookups() {
     assert_eq!(timed_out, 0);
 }
 
-/// With 10 % of messages lost, lookups still succeed.
+/// With 10 % of messages lost, lookups still succeed (messages in wire
+/// form).
 #[test]
 fn lookups_survive_message_loss() {
     let mut sim = Sim::network(4, N);
@@ -108,6 +109,7 @@ fn lookups_survive_message_loss() {
         sim.publish(id);
     }
     sim.drop_rate = 0.10;
+    sim.wire = true;
     for i in 0..N {
         let me = sim.ids[i];
         let target = sim.ids[(i + 101) % N];
@@ -127,6 +129,7 @@ fn malicious_nodes_do_not_break_lookups() {
         let id = sim.ids[i];
         sim.publish(id);
     }
+    sim.wire = true;
     let malice = [Malice::Junk, Malice::Huge, Malice::WrongRecord];
     for i in 0..30 {
         let bad = sim.ids[i * 6];
@@ -151,4 +154,5 @@ fn malicious_nodes_do_not_break_lookups() {
         rejected += sim.rejected_since_last();
     }
     assert!(rejected > 0, "the malicious nodes were never asked");
+    assert!(sim.undecodable > 0, "the huge records never arrived");
 }

@@ -50,11 +50,17 @@ impl SimRng {
     }
 }
 
+/// A message as sent: decoded, or (with [`Sim::wire`]) in its wire form.
+enum Wire {
+    Decoded(Message),
+    Encoded(Vec<u8>),
+}
+
 enum Ev {
     Deliver {
         from: Contact,
         to: PeerId,
-        message: Message,
+        message: Wire,
     },
     Timer(PeerId),
 }
@@ -87,6 +93,13 @@ pub struct Sim {
     pub drop_rate: f64,
     pub malicious: HashMap<PeerId, Malice>,
     pub delivered: u64,
+    /// Send every message through `Message::encode` and `decode` (slower
+    /// in a debug build; on for the bench and the tests of hostile input).
+    pub wire: bool,
+    /// Bytes of all messages delivered in wire form.
+    pub bytes: u64,
+    /// Messages dropped because they did not decode.
+    pub undecodable: u64,
     pub config: Config,
     pub reports: Vec<(PeerId, Event)>,
     rejected: usize,
@@ -119,6 +132,9 @@ impl Sim {
             drop_rate: 0.0,
             malicious: HashMap::new(),
             delivered: 0,
+            wire: false,
+            bytes: 0,
+            undecodable: 0,
             config,
             reports: Vec::new(),
             rejected: 0,
@@ -158,7 +174,11 @@ impl Sim {
                         Ev::Deliver {
                             from,
                             to: to.id,
-                            message,
+                            message: if self.wire {
+                                Wire::Encoded(message.encode())
+                            } else {
+                                Wire::Decoded(message)
+                            },
                         },
                     );
                 }
@@ -228,6 +248,19 @@ impl Sim {
             }
             Ev::Deliver { from, to, message } => {
                 self.delivered += 1;
+                let message = match message {
+                    Wire::Decoded(message) => message,
+                    Wire::Encoded(bytes) => {
+                        self.bytes += bytes.len() as u64;
+                        match Message::decode(&bytes) {
+                            Ok(message) => message,
+                            Err(_) => {
+                                self.undecodable += 1;
+                                return true;
+                            }
+                        }
+                    }
+                };
                 if let Some(&malice) = self.malicious.get(&to) {
                     self.misbehave(to, malice, &from, &message);
                     return true;
