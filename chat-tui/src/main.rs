@@ -51,6 +51,13 @@ struct Cli {
     /// profile's passphrase comes from $CRUST_CHAT_PASSPHRASE.
     #[arg(long)]
     headless: bool,
+    /// No chat: probe the router in front of this computer against a probe
+    /// server (`--server`), print what was found and the exact report, and
+    /// send it to a collector (`--collector`) if you agree.
+    #[arg(long)]
+    probe: bool,
+    #[command(flatten, next_help_heading = "Router probe (with --probe)")]
+    tester: crust::probe::TesterArgs,
 }
 
 /// An error already explained to the user: exit with this status.
@@ -82,6 +89,23 @@ fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// `crust-chat --probe`: the tester's flow, as `crust-node probe` runs it.
+fn probe(cli: &Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let mut stdout = std::io::stdout();
+    runtime
+        .block_on(crust::probe::run_tester(
+            &cli.tester,
+            !cli.no_upnp,
+            &mut stdout,
+            &mut crust::probe::ask_on_stdin,
+        ))
+        .map_err(fail)
 }
 
 fn now_ms() -> i64 {
@@ -222,6 +246,9 @@ fn open_error(e: OpenError) -> anyhow::Error {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.probe {
+        return probe(&cli);
+    }
     let dir = Profile::resolve_dir(cli.profile.as_deref()).map_err(fail)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| fail(format_args!("cannot create {}: {e}", dir.display())))?;

@@ -19,6 +19,7 @@ mod run;
 mod server;
 #[cfg(feature = "node")]
 mod store;
+mod tester;
 pub mod wire;
 
 pub use classify::{Observations, UpnpSeen, classify, predict};
@@ -35,3 +36,4 @@ pub use run::{ProbeError, probe};
 pub use server::{MAX_TCP_TASKS, ProbeServer, ServerError};
 #[cfg(feature = "node")]
 pub use store::{ReportStore, StoreError};
+pub use tester::{TesterArgs, TesterError, ask_on_stdin, run_tester};

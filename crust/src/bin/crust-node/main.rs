@@ -27,10 +27,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use crust::probe::{
-    Collector, Envelope, Plan, ProbeConfig, ProbeServer, RateLimit, Rejection, ReportStore, probe,
-    submit,
+    Collector, Envelope, ProbeServer, RateLimit, Rejection, ReportStore, TesterArgs, ask_on_stdin,
+    run_tester,
 };
-use crust::{Config, Contact, Event, Priority, SecretId, Service};
+use crust::{Config, Event, Priority, SecretId, Service};
 
 use config::Options;
 
@@ -65,32 +65,11 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ProbeArgs {
-    /// A probe server's primary address (`crust-node --probe-server`'s
-    /// first IP and --probe-port); repeat for fallbacks.
-    #[arg(long = "server", value_name = "IP:PORT", required = true)]
-    servers: Vec<SocketAddr>,
-    /// A probe server's IPv6 address, for the IPv6 test.
-    #[arg(long, value_name = "[IP]:PORT")]
-    server_v6: Option<SocketAddr>,
-    /// Offer the report to this collector, ID@IP:PORT (asks first).
-    #[arg(long, value_name = "CONTACT")]
-    collector: Option<Contact>,
-    /// The collector's network id [default: crust].
-    #[arg(long, value_name = "ID")]
-    collector_network: Option<String>,
-    /// Show and send full addresses instead of masked ones.
-    #[arg(long)]
-    share_addresses: bool,
-    /// Also measure how long idle UDP mappings live (30, 60, 120 and 240
-    /// s: takes four minutes more).
-    #[arg(long)]
-    lifetime: bool,
+    #[command(flatten)]
+    tester: TesterArgs,
     /// Don't test UPnP.
     #[arg(long)]
     no_upnp: bool,
-    /// Send without asking (for scripts).
-    #[arg(long)]
-    yes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,81 +298,9 @@ async fn run(o: Options) -> Result<()> {
 
 /// `crust-node probe`: probe, show, ask, submit.
 async fn probe_command(args: ProbeArgs) -> Result<()> {
-    let mut config = ProbeConfig::new(args.servers.clone());
-    config.upnp = !args.no_upnp;
-    config.ipv6_server = args.server_v6;
-    if args.lifetime {
-        config.lifetime = [30, 60, 120, 240].map(Duration::from_secs).to_vec();
-    }
-    if let Some(collector) = &args.collector
-        && collector.id.is_none()
-    {
-        anyhow::bail!("the collector contact needs its peer id: ID@IP:PORT");
-    }
-    eprintln!(
-        "probing the router (at most {} s)...",
-        Plan::new(&config).budget.as_secs()
-    );
-    let report = probe(&config).await.context("the probe could not run")?;
-    let json = report.render_submission(args.share_addresses);
-    let mut shown = format!(
-        "{}\n\nThe report that would be sent",
-        report.summary(args.share_addresses)
-    );
-    if !args.share_addresses {
-        shown.push_str(" (addresses masked; --share-addresses sends them in full)");
-    }
-    shown.push_str(&format!(":\n{json}\n"));
-    print(&shown)?;
-    let Some(collector) = args.collector else {
-        print("No --collector given: nothing was sent.\n")?;
-        return Ok(());
-    };
-    let Some(id) = collector.id else {
-        return Ok(());
-    };
-    if !args.yes {
-        print(&format!("Send this report to {collector}? [y/N] "))?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .context("cannot read the answer")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            print("Not sent.\n")?;
-            return Ok(());
-        }
-    }
-    let config = Config {
-        listen: Vec::new(),
-        utp: None,
-        upnp: false,
-        channel: crust::ChannelConfig {
-            network_id: args.collector_network.unwrap_or_else(|| "crust".into()),
-            ..Default::default()
-        },
-        ..Config::default()
-    };
-    let (service, mut events) = Service::start(config, SecretId::generate())
-        .await
-        .context("cannot start the service")?;
-    service
-        .connect(id, &[collector.addr])
-        .await
-        .with_context(|| format!("cannot reach the collector {collector}"))?;
-    let verdict = submit(&service, &mut events, id, json, Duration::from_secs(20)).await;
-    service.shutdown().await;
-    let stored = verdict.context("the report was not stored")?;
-    print(&format!(
-        "Sent: the collector stored it as report {stored}.\n"
-    ))
-}
-
-fn print(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")
+    let mut stdout = std::io::stdout();
+    run_tester(&args.tester, !args.no_upnp, &mut stdout, &mut ask_on_stdin).await?;
+    Ok(())
 }
 
 fn unix_now() -> i64 {
