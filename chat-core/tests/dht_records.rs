@@ -553,3 +553,29 @@ fn our_record_is_published_served_and_republished_newer() {
         [Output::Event(Event::RecordRejected { .. })]
     ));
 }
+
+#[test]
+fn a_lookup_goes_no_further_than_max_hops() {
+    let now = Instant::now();
+    let config = Config {
+        max_hops: 1,
+        ..Config::default()
+    };
+    let mut dht = Dht::new(config, secret(0), now, NOW);
+    let peer = Contact::new(secret_peer(1));
+    dht.handle(now, &peer, Message::Ping { id: 1 });
+    let (q, out) = dht.start_lookup(now, Key([9; 32]));
+    let id = match &sends(&out)[..] {
+        [(to, Message::FindNode { id, .. })] if *to == peer.id => *id,
+        other => panic!("expected one FindNode, got {other:?}"),
+    };
+    // It names five nodes at hop 2: none is asked, the lookup ends.
+    let nodes = (2..7).map(|n| Contact::new(secret_peer(n))).collect();
+    let out = dht.handle(now, &peer, Message::Nodes { id, nodes });
+    assert!(sends(&out).is_empty());
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::NodesFound { query, closest, stats, .. })
+            if *query == q && closest.len() == 1 && stats.hops == 1
+    )));
+}
