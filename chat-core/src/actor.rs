@@ -23,6 +23,11 @@ use crate::types::{
 
 /// Most crust events applied in one transaction.
 const BATCH: usize = 1024;
+/// The first quick reconnection attempt after a drop comes this long after
+/// it; each next one twice as long after the previous one.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+/// Quick reconnection attempts after a drop.
+const RECONNECT_ATTEMPTS: u32 = 6;
 /// Most rendezvous peers kept per contact (and told to contacts).
 const MAX_RENDEZVOUS: usize = 8;
 /// Most ids in one `Ack` or `Read`.
@@ -72,6 +77,8 @@ enum Action {
     },
     Reads(PeerId),
     Disconnect(PeerId),
+    /// The connection to this contact dropped: dial it again soon.
+    Reconnect(PeerId),
     Emit(Event),
     /// Connectivity changed: emit a fresh network report.
     ReportNetwork,
@@ -95,6 +102,7 @@ pub(crate) fn spawn(
         out,
         sessions: HashMap::new(),
         dialling: HashSet::new(),
+        reconnecting: HashMap::new(),
         dial_done_tx,
         dial_done,
         resend_interval,
@@ -111,6 +119,8 @@ struct Actor {
     out: mpsc::UnboundedSender<Event>,
     sessions: HashMap<PeerId, Session>,
     dialling: HashSet<PeerId>,
+    /// Contacts whose connection dropped: attempts made, next attempt.
+    reconnecting: HashMap<PeerId, (u32, Instant)>,
     dial_done_tx: mpsc::UnboundedSender<PeerId>,
     dial_done: mpsc::UnboundedReceiver<PeerId>,
     resend_interval: Duration,
@@ -141,6 +151,9 @@ impl Actor {
                 },
                 Some(peer) = self.dial_done.recv() => {
                     self.dialling.remove(&peer);
+                }
+                () = sleep_until(self.reconnecting.values().map(|(_, at)| *at).min()) => {
+                    self.reconnect_due();
                 }
                 _ = tick.tick() => {
                     self.redial();
@@ -270,6 +283,43 @@ impl Actor {
             }
             Command::Reads(peer) => self.send_reads(peer).await,
             Command::Shutdown(_) => {}
+        }
+    }
+
+    /// Makes the reconnection attempts that are due.
+    fn reconnect_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .reconnecting
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            if self.sessions.contains_key(&peer) {
+                self.stop_reconnecting(&peer, false);
+                continue;
+            }
+            let Some((attempts, at)) = self.reconnecting.get_mut(&peer) else {
+                continue;
+            };
+            if *attempts >= RECONNECT_ATTEMPTS {
+                self.stop_reconnecting(&peer, true);
+                continue;
+            }
+            *at = now + RECONNECT_FIRST * 2u32.pow(*attempts);
+            *attempts += 1;
+            // A dial still running from the previous attempt counts.
+            self.dial(peer);
+        }
+    }
+
+    fn stop_reconnecting(&mut self, peer: &PeerId, failed: bool) {
+        if self.reconnecting.remove(peer).is_some() {
+            lock(&self.shared.connecting).remove(peer);
+            if failed {
+                self.emit(Event::ContactReconnectFailed { contact: *peer });
+            }
         }
     }
 
@@ -459,6 +509,14 @@ impl Actor {
                 Action::Disconnect(peer) => {
                     self.service.disconnect(&peer).await;
                 }
+                // Back already (a connection in the same batch).
+                Action::Reconnect(peer) if self.sessions.contains_key(&peer) => {}
+                Action::Reconnect(peer) => {
+                    self.reconnecting
+                        .insert(peer, (0, Instant::now() + RECONNECT_FIRST));
+                    lock(&self.shared.connecting).insert(peer);
+                    self.emit(Event::ContactConnecting { contact: peer });
+                }
                 Action::Emit(event) => self.emit(event),
                 Action::ReportNetwork if Some(i) != last_report => {}
                 Action::ReportNetwork => {
@@ -552,6 +610,7 @@ fn apply(
                 return Ok(());
             }
             lock(&shared.online).insert(peer, info.clone());
+            lock(&shared.connecting).remove(&peer);
             sessions.insert(peer, Session::default());
             actions.push(Action::ReportNetwork);
             let contact = s.contact(&peer)?;
@@ -623,6 +682,9 @@ fn apply(
             if sessions.remove(&peer).is_some() && s.contact(&peer)?.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
                 actions.push(Action::Emit(Event::ContactOffline { contact: peer }));
+                if s.contact_state(&peer)? == Some(ContactState::Friend) {
+                    actions.push(Action::Reconnect(peer));
+                }
             }
         }
         CrustEvent::NewMessage { peer, data } => {
@@ -884,5 +946,12 @@ fn rendezvous_message(peers: &[PeerId]) -> Wire {
             .take(MAX_RENDEZVOUS)
             .map(|p| *p.as_bytes())
             .collect(),
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

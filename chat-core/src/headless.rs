@@ -41,7 +41,8 @@
 //!
 //! `message` (a [`Message`], incoming), `state` (`contact`, `id`, `state`:
 //! `queued`/`sent`/`delivered`/`read`), `online` (`contact`, `path`),
-//! `offline`, `request` (a friend request), `accepted`, `declined`,
+//! `offline`, `connecting` (a dropped friend is being dialled again),
+//! `reconnect_failed`, `request` (a friend request), `accepted`, `declined`,
 //! `key_changed` (`contact`, `new_key`), `typing` (`contact`, `typing`),
 //! `listening` (`endpoint`), `problem` (`message`), `network` (a report:
 //! `listeners`, `invite_addrs`, `connections` with their paths, and what
@@ -531,6 +532,10 @@ fn event_json(event: &Event) -> Json {
             ],
         ),
         Event::ContactOffline { contact } => obj("offline", vec![("contact", peer(contact))]),
+        Event::ContactConnecting { contact } => obj("connecting", vec![("contact", peer(contact))]),
+        Event::ContactReconnectFailed { contact } => {
+            obj("reconnect_failed", vec![("contact", peer(contact))])
+        }
         Event::FriendRequest(r) => {
             let Json::Obj(mut fields) = request_json(r) else {
                 return Json::Null;

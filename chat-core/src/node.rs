@@ -114,6 +114,21 @@ pub enum Event {
         /// Who.
         contact: PeerId,
     },
+    /// The connection to a contact dropped and the node is dialling it
+    /// again (with backoff, through the same paths: its addresses, then
+    /// rendezvous peers); follows a `ContactOffline`. Ends with a
+    /// `ContactOnline`, or with `ContactReconnectFailed` after the last
+    /// quick attempt (the contact is then dialled at the usual reconnect
+    /// interval). See [`Node::is_connecting`].
+    ContactConnecting {
+        /// Who.
+        contact: PeerId,
+    },
+    /// The quick reconnection attempts after a drop all failed.
+    ContactReconnectFailed {
+        /// Who.
+        contact: PeerId,
+    },
     /// Someone asks to be our friend; see [`Node::accept`].
     FriendRequest(FriendRequest),
     /// A request we sent was accepted (or they asked us at the same time).
@@ -261,6 +276,8 @@ pub(crate) struct Shared {
     pub(crate) rendezvous: Mutex<Vec<PeerId>>,
     /// The rendezvous peers each contact said it keeps connections to.
     pub(crate) their_rendezvous: Mutex<HashMap<PeerId, Vec<PeerId>>>,
+    /// Contacts being reconnected after a drop.
+    pub(crate) connecting: Mutex<std::collections::HashSet<PeerId>>,
     /// Bound TCP listeners and the uTP socket.
     pub(crate) listeners: Mutex<Vec<Endpoint>>,
     pub(crate) address_hints: Vec<Endpoint>,
@@ -438,6 +455,7 @@ impl Node {
             online: Mutex::new(HashMap::new()),
             rendezvous: Mutex::new(Vec::new()),
             their_rendezvous: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(std::collections::HashSet::new()),
             listeners: Mutex::new(listeners),
             address_hints: settings.address_hints.clone(),
             profile: Mutex::new(Some(profile)),
@@ -838,6 +856,14 @@ impl Node {
                 nat: crust::NatReport::default(),
             },
         }
+    }
+
+    /// Whether the connection to `peer` dropped and the node is dialling it
+    /// again right now (between [`Event::ContactConnecting`] and a
+    /// `ContactOnline` or `ContactReconnectFailed`): a contact list shows
+    /// such a contact as "connecting" rather than offline.
+    pub fn is_connecting(&self, peer: &PeerId) -> bool {
+        lock(&self.shared.connecting).contains(peer)
     }
 
     /// Closes every connection, stops the node and releases the profile

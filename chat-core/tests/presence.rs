@@ -157,3 +157,75 @@ async fn a_contact_never_flaps_offline_while_connections_are_switched() {
         b.stop().await;
     }
 }
+
+/// When a friend's connection drops, the node shows it as connecting and
+/// dials it again with backoff, without waiting for the (here: hour-long)
+/// reconnect interval. Bob comes back knowing only a wrong address for
+/// alice, so the connection that returns is alice's reconnection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_friend_is_reconnected_with_backoff_and_shown_connecting() {
+    let root = tempfile::tempdir().unwrap();
+    let mut config_a = fixed_port_config();
+    config_a.reconnect_interval = Duration::from_secs(3600);
+    let config_b = fixed_port_config();
+    let (dir_a, dir_b) = (root.path().join("alice"), root.path().join("bob"));
+    drop(Profile::create(&dir_a, "alice", None).unwrap());
+    drop(Profile::create(&dir_b, "bob", None).unwrap());
+    let mut a = common::open_with(&dir_a, config_a).await;
+    let mut b = common::open_with(&dir_b, config_b.clone()).await;
+    common::befriend(&mut a, &mut b).await;
+    let (a_id, b_id) = (a.id(), b.id());
+    let dir_b = b.stop().await;
+
+    let mut log = Vec::new();
+    pump(
+        &mut a,
+        &mut log,
+        |_, e| matches!(e, Event::ContactOffline { contact } if *contact == b_id),
+    )
+    .await;
+    pump(
+        &mut a,
+        &mut log,
+        |_, e| matches!(e, Event::ContactConnecting { contact } if *contact == b_id),
+    )
+    .await;
+    assert!(a.node.is_connecting(&b_id));
+
+    // Bob forgets where alice is, and comes back where he was.
+    let db = rusqlite::Connection::open(dir_b.join("history.sqlite")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE contacts SET addrs = 'tcp:127.0.0.1:9' WHERE peer = ?1",
+            [a_id.as_bytes().as_slice()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let mut b = common::open_with(&dir_b, config_b).await;
+
+    // Online again, and no longer connecting.
+    pump(&mut a, &mut log, |peer, e| {
+        matches!(e, Event::ContactOnline { contact, .. } if *contact == b_id)
+            && !peer.node.is_connecting(&b_id)
+            && matches!(
+                peer.node.contact(&b_id).unwrap().presence,
+                Presence::Online(_)
+            )
+    })
+    .await;
+    assert!(
+        !log.iter()
+            .any(|e| matches!(e, Event::ContactReconnectFailed { .. })),
+        "{log:?}"
+    );
+    let m = a.node.send(&b_id, "welcome back").unwrap();
+    assert_eq!(common::receive(&mut b, a_id, 1).await, ["welcome back"]);
+    a.wait_for("delivered", |e| {
+        matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == m.id)
+            .then_some(())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -133,6 +133,10 @@ struct Actor {
     bootstrap_running: bool,
     /// The UDP socket's address, once its uTP accept loop runs.
     utp_bound: Option<SocketAddr>,
+    /// The uTP accept loop: stopped first on shutdown, like the TCP
+    /// listeners, so no peer finishes a handshake with a service going
+    /// away (the dialler would report a connection that dies at once).
+    utp_accept: Option<JoinHandle<()>>,
     tasks: JoinSet<()>,
 }
 
@@ -153,6 +157,7 @@ pub(super) fn spawn(
         bootstrap_kept: 0,
         bootstrap_running: false,
         utp_bound: None,
+        utp_accept: None,
         tasks: JoinSet::new(),
     };
     tokio::spawn(actor.run(commands_rx, internal_rx));
@@ -319,11 +324,11 @@ impl Actor {
             return;
         };
         self.utp_bound = Some(bound);
-        self.tasks.spawn(utp_accept_loop(
+        self.utp_accept = Some(tokio::spawn(utp_accept_loop(
             socket,
             self.inner.clone(),
             self.internal_tx.clone(),
-        ));
+        )));
         tracing::info!(%bound, "listening on utp");
         self.inner
             .emit(Event::ListenerStarted(Endpoint::utp(bound)));
@@ -705,13 +710,17 @@ impl Actor {
     }
 
     async fn shutdown(&mut self) {
+        // No new connections from here on.
+        for (_, task) in self.listeners.drain() {
+            task.abort();
+        }
+        if let Some(task) = self.utp_accept.take() {
+            task.abort();
+        }
         // UPnP mappings go first, while the network is still ours.
         let (reply, done) = oneshot::channel();
         if self.inner.nat.send(NatInput::Shutdown { reply }).is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(4), done).await;
-        }
-        for (_, task) in self.listeners.drain() {
-            task.abort();
         }
         let peers: Vec<(PeerId, PeerEntry)> = self.peers.drain().collect();
         for (peer, entry) in peers {
