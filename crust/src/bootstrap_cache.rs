@@ -83,14 +83,13 @@ impl BootstrapCache {
             entries: Vec::new(),
         };
         let problem = match std::fs::read(path) {
-            Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
-                Ok(file) if file.version == FORMAT_VERSION => {
-                    cache.entries = file.peers;
+            Ok(bytes) => match parse(&bytes) {
+                Ok(peers) => {
+                    cache.entries = peers;
                     cache.normalise();
                     None
                 }
-                Ok(file) => Some(format!("unknown format version {}", file.version)),
-                Err(e) => Some(e.to_string()),
+                Err(reason) => Some(reason),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => Some(e.to_string()),
@@ -176,6 +175,16 @@ impl BootstrapCache {
         self.entries
             .retain(|e| seen.insert(e.id) && !e.addrs.is_empty());
         self.entries.truncate(self.capacity);
+    }
+}
+
+/// Parses a cache file's bytes (read from disk: untrusted). The error is a
+/// reason for the log.
+pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<CacheEntry>, String> {
+    match serde_json::from_slice::<CacheFile>(bytes) {
+        Ok(file) if file.version == FORMAT_VERSION => Ok(file.peers),
+        Ok(file) => Err(format!("unknown format version {}", file.version)),
+        Err(e) => Err(e.to_string()),
     }
 }
 

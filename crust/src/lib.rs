@@ -55,6 +55,10 @@
 mod bootstrap_cache;
 mod config;
 mod fsutil;
+/// Entry points of the fuzz targets in `fuzz/`: every decoder of untrusted
+/// bytes. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod nat;
 pub mod probe;

@@ -3,7 +3,7 @@
 //! addresses, the UPnP client, and the hole-punching plan. The driver that
 //! does the I/O is `service/nat.rs`.
 
-mod datagram;
+pub(crate) mod datagram;
 mod local;
 mod punch;
 mod report;

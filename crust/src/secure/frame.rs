@@ -48,6 +48,9 @@ const SIZED: u8 = 0x02;
 const RESERVED_BITS: u8 = 0x0c;
 /// Bytes of the total length a SIZED chunk carries.
 const SIZE_LEN: usize = 4;
+/// What a multi-chunk message reserves at its first chunk (at most its
+/// declared size); the buffer grows as the rest arrives.
+const INITIAL_RESERVE: usize = 64 * 1024;
 
 /// What is wrong with an incoming frame. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +196,20 @@ struct Partial {
     total: usize,
 }
 
+impl Partial {
+    /// Appends received bytes, doubling the reservation as needed but never
+    /// past the declared total, so the buffer ends as one exact allocation
+    /// and what is reserved stays within twice what was received.
+    fn extend(&mut self, data: &[u8]) {
+        let need = self.buf.len() + data.len();
+        if need > self.buf.capacity() {
+            let want = need.max(self.buf.capacity() * 2).min(self.total);
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(data);
+    }
+}
+
 /// Decrypts frames and reassembles messages for one direction.
 pub(crate) struct FrameDecoder {
     cipher: RecvCipher,
@@ -273,7 +290,11 @@ impl FrameDecoder {
                         "message longer than its declared size",
                     ));
                 }
-                let mut buf = Vec::with_capacity(total);
+                // The declared size is only a claim: reserve for what has
+                // arrived and grow as the rest does (see `Partial::extend`),
+                // so a few small frames declaring huge messages on every
+                // lane cannot make us reserve 16 × max_message_len.
+                let mut buf = Vec::with_capacity(total.min(rest.len().max(INITIAL_RESERVE)));
                 buf.extend_from_slice(&rest);
                 *slot = Some(Partial { buf, total });
                 Ok(None)
@@ -293,7 +314,7 @@ impl FrameDecoder {
                         "message shorter than its declared size",
                     ));
                 }
-                partial.buf.extend_from_slice(&data);
+                partial.extend(&data);
                 if !fin {
                     return Ok(None);
                 }
@@ -306,6 +327,15 @@ impl FrameDecoder {
     /// Bytes held in partly received messages.
     pub(crate) fn buffered(&self) -> usize {
         self.partial.iter().flatten().map(|p| p.buf.len()).sum()
+    }
+
+    /// Bytes reserved for partly received messages.
+    pub(crate) fn reserved(&self) -> usize {
+        self.partial
+            .iter()
+            .flatten()
+            .map(|p| p.buf.capacity())
+            .sum()
     }
 }
 

@@ -252,7 +252,7 @@ where
 }
 
 /// Checks a peer's payload against its Noise static key and our settings.
-fn verify(
+pub(crate) fn verify(
     payload: &[u8],
     remote_static: Option<&[u8]>,
     params: &ChannelConfig,

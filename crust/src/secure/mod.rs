@@ -8,7 +8,7 @@
 //! format). The service drives one of these per connection; they work over
 //! TCP today and over any other `AsyncRead + AsyncWrite` transport.
 
-mod cipher;
+pub(crate) mod cipher;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 #[cfg(test)]

@@ -244,10 +244,23 @@ impl Endpoint {
     }
 
     fn handle_syn(&mut self, now: Instant, remote: SocketAddr, p: &Packet<'_>) -> DatagramOutcome {
-        if !self.config.accept_incoming
-            || self.incoming.len() + self.half_open >= self.config.accept_queue
+        if !self.config.accept_incoming || self.by_id.contains_key(&(remote, p.header.conn_id)) {
+            return DatagramOutcome::Refused;
+        }
+        // A full half-open table makes room by dropping its oldest entry
+        // (a BSD-style SYN cache): SYNs from spoofed addresses cost an
+        // attacker nothing, and refusing new ones would lock real peers
+        // out for the ten seconds a half-open entry lives. A real initiator
+        // sends its first DATA one round trip after its SYN, so it leaves
+        // the table long before a flood can push it out.
+        while self.half_open > 0
+            && (self.half_open >= self.config.max_half_open
+                || self.incoming.len() + self.half_open >= self.config.accept_queue)
+        {
+            self.evict_oldest_half_open();
+        }
+        if self.incoming.len() + self.half_open >= self.config.accept_queue
             || self.half_open >= self.config.max_half_open
-            || self.by_id.contains_key(&(remote, p.header.conn_id))
         {
             return DatagramOutcome::Refused;
         }
@@ -272,6 +285,21 @@ impl Endpoint {
         );
         self.half_open += 1;
         DatagramOutcome::Incoming(h)
+    }
+
+    /// Forgets the oldest half-open connection (handles grow with time).
+    fn evict_oldest_half_open(&mut self) {
+        let Some(h) = self
+            .conns
+            .iter()
+            .find(|(_, e)| e.half_open)
+            .map(|(h, _)| *h)
+        else {
+            // The count and the flags disagree; trust the flags.
+            self.half_open = 0;
+            return;
+        };
+        self.remove(h);
     }
 
     /// Token bucket: a flood of stray packets gets only a trickle of RESETs.

@@ -280,14 +280,66 @@ fn half_open_table_and_accept_queue_are_bounded() {
             refused += 1;
         }
     }
+    // The table stays at its bound: each SYN past it pushes out the
+    // oldest half-open entry rather than being refused (a flood must not
+    // lock real peers out), and only the newest eight remain.
     assert_eq!(b.half_open_count(), 8);
-    assert_eq!(refused, 92);
+    assert_eq!(b.connection_count(), 8);
+    assert_eq!(refused, 0);
     // Half-open connections expire, freeing the table.
     let later = now + Duration::from_secs(11);
     b.handle_timeout(later);
     assert_eq!(b.half_open_count(), 0);
     assert_eq!(b.connection_count(), 0);
     assert_eq!(b.accept(), None);
+}
+
+#[test]
+fn a_real_peer_gets_in_during_a_syn_flood() {
+    // A flood of SYNs that never send DATA (spoofed sources) fills the
+    // half-open table; a real initiator's SYN still gets an answer, and
+    // its first DATA, a round trip later (a few more flood SYNs later),
+    // completes the connection.
+    let now = Instant::now();
+    let mut ec = EndpointConfig::default();
+    ec.max_half_open = 8;
+    let mut b = Endpoint::new(ec, 1);
+    let mut flood_port = 0u16;
+    let mut flood = |b: &mut Endpoint, n: u16| {
+        for _ in 0..n {
+            flood_port += 1;
+            let mut a = Endpoint::new(EndpointConfig::default(), u64::from(flood_port));
+            a.connect(now, addr(B_ADDR));
+            let syn = a.poll_transmit(now).expect("syn");
+            let from = std::net::SocketAddr::from(([10, 0, 0, 1], flood_port));
+            let _ = b.handle_datagram(now, from, &syn.contents);
+            while b.poll_transmit(now).is_some() {}
+        }
+    };
+    flood(&mut b, 100);
+    let real = std::net::SocketAddr::from(([127, 0, 0, 1], 5000));
+    let mut a = Endpoint::new(EndpointConfig::default(), 999);
+    let h = a.connect(now, addr(B_ADDR));
+    let syn = a.poll_transmit(now).expect("syn");
+    assert!(matches!(
+        b.handle_datagram(now, real, &syn.contents),
+        Ok(DatagramOutcome::Incoming(_))
+    ));
+    let reply = b.poll_transmit(now).expect("reply");
+    flood(&mut b, 5);
+    a.handle_datagram(now, addr(B_ADDR), &reply.contents)
+        .expect("decode");
+    a.connection_mut(h).expect("a").write(b"hello");
+    let data = a.poll_transmit(now).expect("data");
+    b.handle_datagram(now, real, &data.contents).expect("decode");
+    let accepted = b.accept().expect("the real peer is accepted");
+    let mut buf = [0u8; 16];
+    let n = b.connection_mut(accepted).expect("b").read(&mut buf).expect("read");
+    assert_eq!(&buf[..n], b"hello");
+    assert!(b.half_open_count() <= 8);
+    flood(&mut b, 100);
+    assert!(b.half_open_count() <= 8);
+    assert!(b.connection(accepted).is_some(), "an accepted connection is never evicted");
 }
 
 #[test]
