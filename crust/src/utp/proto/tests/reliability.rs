@@ -331,15 +331,23 @@ fn a_real_peer_gets_in_during_a_syn_flood() {
         .expect("decode");
     a.connection_mut(h).expect("a").write(b"hello");
     let data = a.poll_transmit(now).expect("data");
-    b.handle_datagram(now, real, &data.contents).expect("decode");
+    b.handle_datagram(now, real, &data.contents)
+        .expect("decode");
     let accepted = b.accept().expect("the real peer is accepted");
     let mut buf = [0u8; 16];
-    let n = b.connection_mut(accepted).expect("b").read(&mut buf).expect("read");
+    let n = b
+        .connection_mut(accepted)
+        .expect("b")
+        .read(&mut buf)
+        .expect("read");
     assert_eq!(&buf[..n], b"hello");
     assert!(b.half_open_count() <= 8);
     flood(&mut b, 100);
     assert!(b.half_open_count() <= 8);
-    assert!(b.connection(accepted).is_some(), "an accepted connection is never evicted");
+    assert!(
+        b.connection(accepted).is_some(),
+        "an accepted connection is never evicted"
+    );
 }
 
 #[test]
