@@ -254,7 +254,11 @@ mod linux {
                             }
                             connected = true;
                         }
-                        Event::LostPeer { peer, reason } if peer == a_id => {
+                        // Once every byte is in, a shuts down: that loss
+                        // is the end of the run, not a drop.
+                        Event::LostPeer { peer, reason }
+                            if peer == a_id && !b_progress.done.load(Ordering::Acquire) =>
+                        {
                             b_progress.drops.fetch_add(1, Ordering::AcqRel);
                             *b_progress.error.lock().unwrap() = Some(format!("lost: {reason}"));
                         }
