@@ -44,6 +44,10 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Most incoming handshakes in progress at once; more are refused.
     pub max_pending_handshakes: usize,
+    /// Most of those from one source (an IPv4 address or an IPv6 /64), so
+    /// one host holding connections open without a word (slow-loris)
+    /// cannot take every slot.
+    pub max_pending_handshakes_per_source: usize,
     /// Bytes queued for one peer before `send` waits.
     pub send_queue_limit: usize,
     /// Bytes received from one peer and not yet taken from [`Events`]
@@ -84,6 +88,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             peer_timeout: Duration::from_secs(20),
             max_pending_handshakes: 128,
+            max_pending_handshakes_per_source: 16,
             send_queue_limit: 8 * 1024 * 1024,
             receive_buffer_limit: 4 * 1024 * 1024,
             upnp: true,

@@ -5,6 +5,9 @@
 //! the state it can make us hold stays bounded, and real peers are not
 //! disturbed.
 //!
+//! One address holding many silent connections (slow-loris) gets only its
+//! per-source quota of handshake slots.
+//!
 //! Covered elsewhere, not repeated here: a peer claiming someone else's id
 //! (`secure::tests::an_identity_signature_by_another_key_is_refused`,
 //! `service::connecting_to_the_wrong_id_fails_clearly`), junk and oversized
@@ -164,6 +167,48 @@ async fn half_open_tcp_connections_are_capped_and_time_out() {
     assert_eq!(a.message_from(b_id).await, &b"still here"[..]);
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();
+}
+
+#[tokio::test]
+async fn one_address_holding_silent_connections_cannot_lock_others_out() {
+    // Slots enough for everyone, a quota of 4 per source, and a handshake
+    // timeout longer than the test: the attacker's connections stay open.
+    let mut cfg = config();
+    cfg.max_pending_handshakes = 32;
+    cfg.max_pending_handshakes_per_source = 4;
+    cfg.channel.handshake_timeout = Duration::from_secs(60);
+    let a = Node::start_with(cfg, SecretId::generate()).await;
+
+    // 100 silent connections from 127.0.0.2 (slow-loris): without the
+    // quota they would hold all 32 slots.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(a.addr).await.unwrap());
+    }
+    // All but the quota are closed at once.
+    let mut open = 0;
+    for s in &mut idle {
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            Err(_) => open += 1,
+            Ok(r) => assert!(matches!(r, Ok(0) | Err(_)), "closed, not answered: {r:?}"),
+        }
+    }
+    assert_eq!(open, 4, "the source keeps exactly its quota of handshakes");
+
+    // A real peer from another address connects and talks while the
+    // attacker still holds its connections.
+    let b = Node::start().await;
+    b.service.connect(a.id(), &[a.addr]).await.unwrap();
+    let mut a = a;
+    b.service
+        .send(&a.id(), &b"hello"[..], Priority::NORMAL)
+        .await
+        .unwrap();
+    assert_eq!(a.message_from(b.id()).await, &b"hello"[..]);
+    drop(idle);
 }
 
 /// The hostile peer's side of a TCP connection: the secure channel writes

@@ -762,9 +762,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = inner.handshake_slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote_addr, "too many handshakes in progress; refusing connection");
-            continue;
+        let ticket = match inner.admission.admit(remote_addr.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                tracing::warn!(%remote_addr, "{refusal}; refusing connection");
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().unwrap_or(bound);
@@ -774,7 +777,7 @@ async fn accept_loop(
             remote_addr,
             local_addr,
         };
-        tokio::spawn(accepted.handshake(slot, inner.clone(), internal.clone()));
+        tokio::spawn(accepted.handshake(ticket, inner.clone(), internal.clone()));
     }
 }
 
@@ -799,9 +802,12 @@ async fn utp_accept_loop(
         let Ok(remote_addr) = stream.peer_addr() else {
             continue;
         };
-        let Ok(slot) = inner.handshake_slots.clone().try_acquire_owned() else {
-            tracing::warn!(%remote_addr, "too many handshakes in progress; refusing uTP connection");
-            continue;
+        let ticket = match inner.admission.admit(remote_addr.ip()) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                tracing::warn!(%remote_addr, "{refusal}; refusing uTP connection");
+                continue;
+            }
         };
         let accepted = Accepted {
             stream: Box::new(stream),
@@ -809,7 +815,7 @@ async fn utp_accept_loop(
             remote_addr,
             local_addr,
         };
-        tokio::spawn(accepted.handshake(slot, inner.clone(), internal.clone()));
+        tokio::spawn(accepted.handshake(ticket, inner.clone(), internal.clone()));
     }
 }
 
@@ -822,11 +828,11 @@ struct Accepted {
 }
 
 impl Accepted {
-    /// Runs the responder's handshake, holding a handshake slot meanwhile,
-    /// and hands a success to the actor.
+    /// Runs the responder's handshake, holding its admission ticket
+    /// meanwhile, and hands a success to the actor.
     async fn handshake(
         self,
-        _slot: tokio::sync::OwnedSemaphorePermit,
+        _ticket: super::admission::Ticket,
         inner: Arc<Inner>,
         internal: mpsc::UnboundedSender<Internal>,
     ) {

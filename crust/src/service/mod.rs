@@ -17,6 +17,7 @@
 //! writer task takes it chunk by chunk, most urgent lane first.
 
 mod actor;
+mod admission;
 mod dial;
 mod link;
 mod nat;
@@ -367,6 +368,8 @@ pub(crate) struct Inner {
     queues: RwLock<HashMap<PeerId, Arc<PeerQueue>>>,
     events: mpsc::UnboundedSender<EventItem>,
     handshake_slots: Arc<Semaphore>,
+    /// Incoming handshakes per source (`admission.rs`), on top of the slots.
+    admission: admission::Admission,
     /// The service's UDP socket, carrying every uTP connection.
     utp: Option<UtpSocket>,
     /// To the NAT driver (`nat.rs`).
@@ -449,13 +452,18 @@ impl Service {
             .bootstrap_cache
             .as_ref()
             .map(|path| BootstrapCache::open(path, config.bootstrap_cache_capacity).0);
+        let handshake_slots = Arc::new(Semaphore::new(config.max_pending_handshakes.max(1)));
         let inner = Arc::new(Inner {
             id: secret.peer_id(),
             secret,
             epoch: Instant::now(),
             queues: RwLock::new(HashMap::new()),
             events: events_tx,
-            handshake_slots: Arc::new(Semaphore::new(config.max_pending_handshakes.max(1))),
+            handshake_slots: handshake_slots.clone(),
+            admission: admission::Admission::new(
+                handshake_slots,
+                config.max_pending_handshakes_per_source,
+            ),
             config,
             utp,
             nat: nat_tx.clone(),
