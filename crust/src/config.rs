@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{ParsePeerIdError, PeerId};
 use crate::secure::ChannelConfig;
-use crate::service::Transport;
+use crate::service::{LanDiscovery, Transport};
 
 /// How a service behaves. `Config::default()` suits a real deployment; tests
 /// shorten the timers.
@@ -71,6 +71,10 @@ pub struct Config {
     /// A traversal attempt opens a relayed circuit through the rendezvous
     /// if no direct path works this long after punching started.
     pub relay_after: Duration,
+    /// Announce ourselves on the LAN and report peers that do
+    /// ([`Event::LanPeer`](crate::Event::LanPeer)); `None` (the default)
+    /// sends and hears no beacons.
+    pub lan_discovery: Option<LanDiscovery>,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             punch_timeout: Duration::from_secs(10),
             relay_circuits: 64,
             relay_after: Duration::from_secs(3),
+            lan_discovery: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 mod actor;
 mod admission;
 mod dial;
+mod discovery;
 mod link;
 mod nat;
 mod relay;
@@ -42,6 +43,7 @@ use crate::utp::UtpSocket;
 use crate::wire;
 use actor::Command;
 use link::PeerQueue;
+pub use discovery::LanDiscovery;
 pub(crate) use nat::NatInput;
 
 /// How a connection is carried.
@@ -246,6 +248,16 @@ pub enum Event {
     /// What we know about our addresses and NAT changed; also available
     /// from [`Service::nat_report`].
     NatReport(NatReport),
+    /// A peer of our network announced itself on the LAN
+    /// ([`Config::lan_discovery`]): dial `endpoints` to reach it (the
+    /// handshake proves the id). Reported again when its endpoints change
+    /// and now and then while it keeps announcing itself.
+    LanPeer {
+        /// The peer, as its signed beacon says.
+        peer: PeerId,
+        /// Its listeners, at the address its beacon came from.
+        endpoints: Vec<Endpoint>,
+    },
 }
 
 /// Why one address could not be dialled.
@@ -474,6 +486,7 @@ impl Service {
         });
         let commands = actor::spawn(inner.clone(), cache);
         nat::spawn(inner.clone(), commands.clone(), nat_tx, nat_rx, datagrams);
+        discovery::spawn(&inner, &commands);
         let service = Self { inner, commands };
         if let Some(bound) = utp_bound {
             service.command(Command::ListenUtp { bound })?;
