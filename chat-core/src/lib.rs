@@ -21,6 +21,8 @@
 //! See [`Node`] for an example of two nodes chatting.
 
 mod actor;
+/// The command-line options every client takes.
+pub mod cli;
 /// A small Kademlia DHT (sans-IO) saying where peers can be reached.
 pub mod dht;
 pub mod headless;

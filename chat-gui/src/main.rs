@@ -1,11 +1,9 @@
 //! `crust-chat-gui`: the desktop client.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, anyhow};
-use chat_core::{NodeConfig, Profile};
+use chat_core::Profile;
 use chat_gui::{App, Theme, Worker};
 use clap::Parser;
 
@@ -13,20 +11,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "crust-chat-gui", version = chat_core::VERSION, about)]
 struct Args {
-    /// The profile directory (default: $CRUST_CHAT_PROFILE, else the
-    /// platform's data directory).
-    #[arg(long, value_name = "DIR")]
-    profile: Option<PathBuf>,
-    /// Listen on this TCP address instead of the profile's (repeatable).
-    #[arg(long, value_name = "IP:PORT")]
-    listen: Vec<SocketAddr>,
-    /// Bootstrap from this peer, `ID@IP:PORT` or `IP:PORT`, besides the
-    /// profile's (repeatable).
-    #[arg(long, value_name = "PEER")]
-    bootstrap: Vec<String>,
-    /// Do not ask the router for a port mapping in this run.
-    #[arg(long)]
-    no_upnp: bool,
+    #[command(flatten)]
+    node: chat_core::cli::NodeArgs,
     /// Open the conversation with the contact of this name at start.
     #[arg(long, value_name = "NAME")]
     open: Option<String>,
@@ -82,18 +68,8 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let dir = Profile::resolve_dir(args.profile.as_deref()).context("choosing a profile")?;
-    let mut config = NodeConfig::default();
-    config.crust.listen = args.listen.clone();
-    // Off here wins; on here still needs the profile's setting (chat-core
-    // ANDs the two).
-    config.crust.upnp = !args.no_upnp;
-    for entry in &args.bootstrap {
-        let contact = entry
-            .parse()
-            .map_err(|e| anyhow!("--bootstrap {entry:?}: {e}"))?;
-        config.crust.bootstrap_contacts.push(contact);
-    }
+    let dir = Profile::resolve_dir(args.node.profile.as_deref()).context("choosing a profile")?;
+    let config = args.node.node_config();
     let worker = Worker::spawn(dir, config).context("starting the chat worker")?;
     let viewport = egui::ViewportBuilder::default()
         .with_title("Crust Chat")
@@ -106,7 +82,7 @@ fn main() -> anyhow::Result<()> {
         persist_window: true,
         ..eframe::NativeOptions::default()
     };
-    let no_upnp = args.no_upnp;
+    let no_upnp = args.node.no_upnp;
     let open = args.open.clone();
     let report = args.report_first_frame || args.exit_after_first_frame;
     let exit = args.exit_after_first_frame;

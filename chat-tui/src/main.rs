@@ -2,12 +2,11 @@
 //! the node, and runs one loop: event → update the app → draw.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use chat_core::{KeyError, Node, NodeConfig, OpenError, Profile, ProfileError};
+use chat_core::{KeyError, Node, OpenError, Profile, ProfileError};
 use chat_tui::{App, AppConfig, Effect, Zone};
 use clap::Parser;
 use crossterm::event::{
@@ -25,20 +24,8 @@ use tokio::sync::mpsc;
 #[derive(Debug, Parser)]
 #[command(name = "crust-chat", version = chat_core::VERSION, about)]
 struct Cli {
-    /// Profile directory (default: $CRUST_CHAT_PROFILE, else the platform's
-    /// data directory). Created on first use.
-    #[arg(long, value_name = "DIR")]
-    profile: Option<PathBuf>,
-    /// Listen on this TCP address instead of the profile's (repeatable),
-    /// e.g. 127.0.0.1:0 for loopback only.
-    #[arg(long, value_name = "IP:PORT")]
-    listen: Vec<SocketAddr>,
-    /// Bootstrap from this peer, ID@IP:PORT or IP:PORT (repeatable).
-    #[arg(long, value_name = "PEER")]
-    bootstrap: Vec<String>,
-    /// Do not ask the router for a port mapping this time.
-    #[arg(long)]
-    no_upnp: bool,
+    #[command(flatten)]
+    node: chat_core::cli::NodeArgs,
     /// Write logs here (default: crust-chat.log in the profile directory).
     /// Logs never go to the screen; RUST_LOG sets the level.
     #[arg(long, value_name = "FILE")]
@@ -101,7 +88,7 @@ fn probe(cli: &Cli) -> anyhow::Result<()> {
     runtime
         .block_on(crust::probe::run_tester(
             &cli.tester,
-            !cli.no_upnp,
+            !cli.node.no_upnp,
             &mut stdout,
             &mut crust::probe::ask_on_stdin,
         ))
@@ -249,7 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.probe {
         return probe(&cli);
     }
-    let dir = Profile::resolve_dir(cli.profile.as_deref()).map_err(fail)?;
+    let dir = Profile::resolve_dir(cli.node.profile.as_deref()).map_err(fail)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| fail(format_args!("cannot create {}: {e}", dir.display())))?;
     let log_path = cli
@@ -258,18 +245,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(|| dir.join("crust-chat.log"));
     setup_logging(&log_path).map_err(|e| fail(format_args!("{e:#}")))?;
     let profile = open_profile(&dir, &cli)?;
-    let upnp = profile.settings().upnp && !cli.no_upnp;
-    let mut config = NodeConfig::default();
-    config.crust.listen = cli.listen.clone();
-    // Off here wins; on here still needs the profile's setting (chat-core
-    // ANDs the two).
-    config.crust.upnp = !cli.no_upnp;
-    for entry in &cli.bootstrap {
-        let contact = entry
-            .parse()
-            .map_err(|e| fail(format_args!("--bootstrap {entry:?}: {e}")))?;
-        config.crust.bootstrap_contacts.push(contact);
-    }
+    let upnp = profile.settings().upnp && !cli.node.no_upnp;
+    let config = cli.node.node_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
