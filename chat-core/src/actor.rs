@@ -80,6 +80,8 @@ enum Action {
     /// The connection to this contact dropped: dial it again soon.
     Reconnect(PeerId),
     Emit(Event),
+    /// A contact announced itself on the LAN at these endpoints: dial them.
+    DialLan(PeerId, Vec<Endpoint>),
     /// Connectivity changed: emit a fresh network report.
     ReportNetwork,
 }
@@ -335,6 +337,22 @@ impl Actor {
         }
     }
 
+    /// Dials a contact at endpoints it announced on the LAN (the
+    /// handshake proves its id).
+    fn dial_at(&mut self, peer: PeerId, endpoints: Vec<Endpoint>) {
+        if self.sessions.contains_key(&peer) || !self.dialling.insert(peer) {
+            return;
+        }
+        let service = self.service.clone();
+        let done = self.dial_done_tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.connect(peer, &endpoints).await {
+                tracing::debug!(%peer, error = %e, "LAN dial failed");
+            }
+            let _ = done.send(peer);
+        });
+    }
+
     fn dial(&mut self, peer: PeerId) {
         if self.sessions.contains_key(&peer) || self.dialling.contains(&peer) {
             return;
@@ -518,6 +536,7 @@ impl Actor {
                     self.emit(Event::ContactConnecting { contact: peer });
                 }
                 Action::Emit(event) => self.emit(event),
+                Action::DialLan(peer, endpoints) => self.dial_at(peer, endpoints),
                 Action::ReportNetwork if Some(i) != last_report => {}
                 Action::ReportNetwork => {
                     let report = crate::node::network_report(&self.service, &self.shared).await;
@@ -697,6 +716,14 @@ fn apply(
             }
         }
         CrustEvent::NatReport(_) => actions.push(Action::ReportNetwork),
+        CrustEvent::LanPeer { peer, endpoints } => {
+            // A contact on our LAN: dial it there, with no server between.
+            if !sessions.contains_key(&peer) && !s.is_blocked(&peer)? && s.contact(&peer)?.is_some()
+            {
+                tracing::debug!(%peer, ?endpoints, "contact found on the LAN");
+                actions.push(Action::DialLan(peer, endpoints));
+            }
+        }
         other => tracing::debug!(?other, "crust event"),
     }
     Ok(())

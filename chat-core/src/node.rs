@@ -50,9 +50,15 @@ pub struct NodeConfig {
 }
 
 impl Default for NodeConfig {
+    /// Also turns crust's LAN discovery on (`crust.lan_discovery`): contacts
+    /// on the same network are found and dialled with no server; set it to
+    /// `None` to send and hear no beacons.
     fn default() -> Self {
         Self {
-            crust: crust::Config::default(),
+            crust: crust::Config {
+                lan_discovery: Some(crust::LanDiscovery::default()),
+                ..crust::Config::default()
+            },
             reconnect_interval: Duration::from_secs(10),
             resend_interval: Duration::from_secs(30),
             bootstrap: true,

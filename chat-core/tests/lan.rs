@@ -1,0 +1,179 @@
+//! LAN discovery in netsim: two friends on one LAN, with no bootstrap peer
+//! and no internet (the LAN's router leads nowhere), both restart on new
+//! ports, so the addresses each has for the other are stale. Only their
+//! LAN beacons bring them together again, and they chat.
+//!
+//! Needs root and `ip` (network namespaces, TUN); skips without them,
+//! except under `CI=true`.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use chat_core::{Event, MessageState, Node, NodeConfig, NodeEvents, Profile};
+use netsim::{NatPreset, Topology};
+use tokio::sync::{mpsc, oneshot};
+
+const NETWORK: &str = "chat-core-lan";
+
+fn prerequisites() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    let ip = std::process::Command::new("sh")
+        .args(["-c", "command -v ip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if root && ip && std::path::Path::new("/dev/net/tun").exists() {
+        return true;
+    }
+    let msg = "missing prerequisites: root, /dev/net/tun and `ip` (network namespaces)";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{msg} (CI=true: a missing prerequisite is a failure)"
+    );
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// A node listening on `port` (TCP and uTP), beaconing to the LAN's
+/// broadcast address five times a second, with no bootstrap.
+async fn open(dir: &std::path::Path, port: u16, discovery: bool) -> (Node, NodeEvents) {
+    let mut config = NodeConfig::loopback(NETWORK);
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    config.crust.listen = vec![addr];
+    config.crust.utp = Some(addr);
+    config.crust.dial_timeout = Duration::from_secs(2);
+    config.reconnect_interval = Duration::from_secs(1);
+    if discovery {
+        config.crust.lan_discovery = Some(crust::LanDiscovery {
+            targets: vec![IpAddr::V4(Ipv4Addr::BROADCAST)],
+            interval: Duration::from_millis(200),
+            ..crust::LanDiscovery::default()
+        });
+    }
+    Node::open(Profile::open(dir, None).unwrap(), config)
+        .await
+        .unwrap()
+}
+
+async fn wait<T>(
+    who: &str,
+    events: &mut NodeEvents,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(e)) => {
+                if let Some(found) = pick(&e) {
+                    return found;
+                }
+            }
+            Ok(None) => panic!("{who}: node stopped"),
+            Err(_) => panic!("{who}: timed out"),
+        }
+    }
+}
+
+#[test]
+fn friends_on_one_lan_with_no_server_find_each_other_and_chat() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let alice_dir = root.path().join("alice");
+    let bob_dir = root.path().join("bob");
+    drop(Profile::create(&alice_dir, "alice", None).unwrap());
+    drop(Profile::create(&bob_dir, "bob", None).unwrap());
+
+    // One LAN behind a router, and nothing beyond it.
+    let mut t = Topology::new().seed(21);
+    let lan = t.router("lan", NatPreset::FullCone);
+    t.host("alice", lan);
+    t.host("bob", lan);
+
+    let (invite_tx, invite_rx) = oneshot::channel::<String>();
+    let (alice_says, mut bob_hears) = mpsc::unbounded_channel::<&'static str>();
+    let (bob_says, mut alice_hears) = mpsc::unbounded_channel::<&'static str>();
+
+    let results = netsim::run(
+        &t,
+        [
+            netsim::host(move || async move {
+                // Become friends (through bob's invite), then go away.
+                let (alice, mut events) = open(&alice_dir, 41_001, false).await;
+                let invite: chat_core::Invite = invite_rx.await.unwrap().parse().unwrap();
+                let bob = invite.peer;
+                alice.add_contact(&invite, "hi").unwrap();
+                wait("alice", &mut events, |e| matches!(e, Event::FriendAccepted { .. }).then_some(())).await;
+                alice.shutdown().await;
+                drop(events);
+                alice_says.send("down").unwrap();
+                assert_eq!(alice_hears.recv().await, Some("down"));
+
+                // Back on another port; bob too: neither's stored
+                // addresses for the other work any more.
+                let (alice, mut events) = open(&alice_dir, 42_001, true).await;
+                wait("alice", &mut events, |e| matches!(e, Event::ContactOnline { contact, .. } if *contact == bob).then_some(())).await;
+                let m = alice.send(&bob, "found you on the LAN").unwrap();
+                wait("alice", &mut events, |e| {
+                    matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == m.id)
+                        .then_some(())
+                })
+                .await;
+                let reply = wait("alice", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(reply, "no server needed");
+                alice_says.send("done").unwrap();
+                assert_eq!(alice_hears.recv().await, Some("done"));
+                alice.shutdown().await;
+                "alice done".to_owned()
+            }),
+            netsim::host(move || async move {
+                let (bob, mut events) = open(&bob_dir, 41_002, false).await;
+                invite_tx.send(bob.my_invite().unwrap().to_string()).unwrap();
+                let request = wait("bob", &mut events, |e| match e {
+                    Event::FriendRequest(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .await;
+                let alice = request.from;
+                bob.accept(&alice).unwrap();
+                assert_eq!(bob_hears.recv().await, Some("down"));
+                bob.shutdown().await;
+                drop(events);
+                bob_says.send("down").unwrap();
+
+                let (bob, mut events) = open(&bob_dir, 42_002, true).await;
+                let text = wait("bob", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(text, "found you on the LAN");
+                let reply = bob.send(&alice, "no server needed").unwrap();
+                wait("bob", &mut events, |e| {
+                    matches!(e, Event::MessageStateChanged { id, state: MessageState::Delivered, .. } if *id == reply.id)
+                        .then_some(())
+                })
+                .await;
+                assert_eq!(bob_hears.recv().await, Some("done"));
+                bob_says.send("done").unwrap();
+                bob.shutdown().await;
+                "bob done".to_owned()
+            }),
+        ],
+    )
+    .unwrap();
+    assert_eq!(results, ["alice done".to_owned(), "bob done".to_owned()]);
+}
