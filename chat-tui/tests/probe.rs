@@ -9,24 +9,11 @@ use std::process::Output;
 
 use crust::probe::ProbeServer;
 
-/// A probe server with free ports on both addresses.
+/// A probe server with free ports on both loopback addresses.
 async fn server() -> (ProbeServer, SocketAddr) {
-    for _ in 0..50 {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port == u16::MAX {
-            continue;
-        }
-        let primary = SocketAddr::from(([127, 0, 0, 1], port));
-        let alternate = SocketAddr::from(([127, 0, 0, 2], port + 1));
-        if let Ok(s) = ProbeServer::start(primary, alternate).await {
-            return (s, primary);
-        }
-    }
-    panic!("no free port pair for the probe server");
+    let server = ProbeServer::start_on_loopback().await.unwrap();
+    let primary = server.primary();
+    (server, primary)
 }
 
 /// Runs the real binary on a blocking thread, so the probe server keeps

@@ -28,7 +28,7 @@ use common::{Node, PATIENCE, config};
 use crust::secure::SecureChannel;
 use crust::utp::UtpSocket;
 use crust::utp::proto::{Endpoint, EndpointConfig};
-use crust::{ChannelConfig, Event, Intent, LostReason, Priority, SecretId};
+use crust::{ChannelConfig, Event, Intent, LostReason, SecretId};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -159,12 +159,7 @@ async fn half_open_tcp_connections_are_capped_and_time_out() {
     );
 
     // The established connection never noticed, and a new peer connects.
-    let b_id = b.id();
-    b.service
-        .send(&a.id(), &b"still here"[..], Priority::NORMAL)
-        .await
-        .unwrap();
-    assert_eq!(a.message_from(b_id).await, &b"still here"[..]);
+    b.says(&mut a, b"still here").await;
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();
 }
@@ -203,11 +198,7 @@ async fn one_address_holding_silent_connections_cannot_lock_others_out() {
     let b = Node::start().await;
     b.service.connect(a.id(), &[a.addr]).await.unwrap();
     let mut a = a;
-    b.service
-        .send(&a.id(), &b"hello"[..], Priority::NORMAL)
-        .await
-        .unwrap();
-    assert_eq!(a.message_from(b.id()).await, &b"hello"[..]);
+    b.says(&mut a, b"hello").await;
     drop(idle);
 }
 
@@ -321,7 +312,6 @@ async fn run_attack(attack: Attack) {
     let mut a = Node::start_with(cfg, SecretId::generate()).await;
     let b = Node::start().await;
     b.service.connect(a.id(), &[a.addr]).await.unwrap();
-    let b_id = b.id();
 
     let mallory = SecretId::generate();
     let (tap, Controls { raw, log, hold }) = Tap::new(TcpStream::connect(a.addr).await.unwrap());
@@ -390,11 +380,7 @@ async fn run_attack(attack: Attack) {
         "{attack:?}: {reason:?}"
     );
 
-    b.service
-        .send(&a.id(), &b"unaffected"[..], Priority::NORMAL)
-        .await
-        .unwrap();
-    assert_eq!(a.message_from(b_id).await, &b"unaffected"[..]);
+    b.says(&mut a, b"unaffected").await;
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();
 }

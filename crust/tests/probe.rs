@@ -10,25 +10,9 @@ use crust::probe::{
     Behaviour, Ports, ProbeConfig, ProbeServer, ServerError, SynAnswer, UdpReach, probe,
 };
 
-/// A server on two loopback addresses with free ports (retrying when a
-/// guessed port pair is taken).
+/// A server on two loopback addresses with free ports.
 async fn server() -> ProbeServer {
-    for _ in 0..50 {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if port == u16::MAX {
-            continue;
-        }
-        let primary = SocketAddr::from(([127, 0, 0, 1], port));
-        let alternate = SocketAddr::from(([127, 0, 0, 2], port + 1));
-        if let Ok(s) = ProbeServer::start(primary, alternate).await {
-            return s;
-        }
-    }
-    panic!("no free port pair for the probe server");
+    ProbeServer::start_on_loopback().await.unwrap()
 }
 
 #[tokio::test]

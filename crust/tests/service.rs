@@ -166,11 +166,7 @@ async fn simultaneous_dial_ends_with_one_connection_on_both_sides() {
                 "round {round}: {events:?}"
             );
         }
-        a.service
-            .send(&b_id, &b"still here"[..], Priority::NORMAL)
-            .await
-            .unwrap();
-        assert_eq!(b.message_from(a_id).await, &b"still here"[..]);
+        a.says(&mut b, b"still here").await;
     }
 }
 
@@ -467,7 +463,6 @@ async fn garbage_on_the_listener_does_not_disturb_real_peers() {
     let mut a = Node::start().await;
     let b = Node::start().await;
     b.service.connect(a.id(), &[a.addr]).await.unwrap();
-    let b_id = b.id();
     // Junk, an oversized handshake frame, and a half-open connection.
     let mut junk = tokio::net::TcpStream::connect(a.addr).await.unwrap();
     junk.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -476,11 +471,7 @@ async fn garbage_on_the_listener_does_not_disturb_real_peers() {
     let mut oversized = tokio::net::TcpStream::connect(a.addr).await.unwrap();
     oversized.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
     let _half_open = tokio::net::TcpStream::connect(a.addr).await.unwrap();
-    b.service
-        .send(&a.id(), &b"unaffected"[..], Priority::NORMAL)
-        .await
-        .unwrap();
-    assert_eq!(a.message_from(b_id).await, &b"unaffected"[..]);
+    b.says(&mut a, b"unaffected").await;
     let c = Node::start().await;
     c.service.connect(a.id(), &[a.addr]).await.unwrap();
     assert_eq!(a.service.connected_peers().await.len(), 2);

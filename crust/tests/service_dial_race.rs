@@ -130,16 +130,8 @@ async fn both_dial_at_once(how: Dial, rounds: usize) {
         }
 
         // And it carries messages after the dust settled.
-        a.service
-            .send(&b_id, &b"still here"[..], Priority::NORMAL)
-            .await
-            .unwrap();
-        assert_eq!(b.message_from(a_id).await, &b"still here"[..]);
-        b.service
-            .send(&a_id, &b"me too"[..], Priority::NORMAL)
-            .await
-            .unwrap();
-        assert_eq!(a.message_from(b_id).await, &b"me too"[..]);
+        a.says(&mut b, b"still here").await;
+        b.says(&mut a, b"me too").await;
     }
 }
 

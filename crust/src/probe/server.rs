@@ -107,6 +107,34 @@ impl ProbeServer {
         })
     }
 
+    /// A server on two loopback addresses, 127.0.0.1 and 127.0.0.2, with
+    /// free ports, for tests and for checking the probe on one machine
+    /// (no NAT between them, so everything reads as open). Retries when a
+    /// guessed port pair turns out to be taken; the last error if none
+    /// works.
+    pub async fn start_on_loopback() -> Result<Self, ServerError> {
+        let mut last = None;
+        for _ in 0..50 {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| ServerError::Bind(SocketAddr::from(([127, 0, 0, 1], 0)), e))?
+                .port();
+            let Some(next) = port.checked_add(1) else {
+                continue;
+            };
+            let primary = SocketAddr::from(([127, 0, 0, 1], port));
+            let alternate = SocketAddr::from(([127, 0, 0, 2], next));
+            match ProbeServer::start(primary, alternate).await {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ServerError::Addresses(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SocketAddr::from(([127, 0, 0, 2], 0)),
+        )))
+    }
+
     /// The primary address (what clients are given).
     pub fn primary(&self) -> SocketAddr {
         self.primary

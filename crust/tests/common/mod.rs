@@ -8,7 +8,7 @@ pub mod process;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crust::{Config, Event, Events, SecretId, Service};
+use crust::{Config, Event, Events, Priority, SecretId, Service};
 
 /// A deadline that fails a test rather than hanging it; generous, since CI
 /// machines are slow and shared.
@@ -109,5 +109,14 @@ impl Node {
             _ => None,
         })
         .await
+    }
+
+    /// Sends `data` to `to` at normal priority and checks that it arrives.
+    pub async fn says(&self, to: &mut Node, data: &'static [u8]) {
+        self.service
+            .send(&to.id(), data, Priority::NORMAL)
+            .await
+            .unwrap();
+        assert_eq!(to.message_from(self.id()).await, data);
     }
 }
