@@ -117,19 +117,23 @@ enum Transport {
     Tcp,
     Crust,
     Librqbit,
-    /// crust with `mtu_from_interface`: its DF probes find loopback's
-    /// 64 KiB MTU, so packets are ~45 times larger than on an Ethernet path.
-    CrustLargeMtu,
+    /// crust with its hello off (`Config::crust_hello = false`): the MTU
+    /// search stays Ethernet-sized (1472-byte datagrams), as it does towards
+    /// libutp or any other implementation. The default (`Crust`) announces
+    /// the hello on both ends, so its DF probes find loopback's 64 KiB MTU.
+    CrustNoHello,
 }
 
 impl Transport {
     fn name(self) -> &'static str {
         match self {
             Transport::Tcp => "kernel TCP",
-            Transport::Crust => "crust::utp (LEDBAT)",
+            Transport::Crust => {
+                "crust::utp (LEDBAT, defaults: both ends crust, 64 KiB packets on loopback)"
+            }
             Transport::Librqbit => "librqbit-utp 0.7",
-            Transport::CrustLargeMtu => {
-                "crust::utp (LEDBAT, MTU from the interface: 64 KiB packets on loopback)"
+            Transport::CrustNoHello => {
+                "crust::utp (LEDBAT, hello off: Ethernet-sized packets, as towards libutp)"
             }
         }
     }
@@ -165,9 +169,9 @@ async fn loopback_transfer(t: Transport, total: usize, limit: Duration) -> Trans
             });
             (rx, tx)
         }
-        Transport::Crust | Transport::CrustLargeMtu => {
+        Transport::Crust | Transport::CrustNoHello => {
             let mut config = endpoint_config(CongestionMode::Ledbat);
-            config.connection.mtu_from_interface = t == Transport::CrustLargeMtu;
+            config.connection.crust_hello = t == Transport::Crust;
             let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
             let (server, _o1) = UtpSocket::bind(loopback, config.clone()).await.unwrap();
             let (client, _o2) = UtpSocket::bind(loopback, config).await.unwrap();
@@ -244,7 +248,7 @@ fn loopback(quick: bool) -> Vec<LoopbackResult> {
         Transport::Tcp,
         Transport::Crust,
         Transport::Librqbit,
-        Transport::CrustLargeMtu,
+        Transport::CrustNoHello,
     ];
     let mut results: Vec<LoopbackResult> = transports
         .iter()

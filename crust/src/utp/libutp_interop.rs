@@ -70,6 +70,10 @@ async fn our_initiator_to_libutp_acceptor() {
         .expect("in time")
         .expect("read");
     assert_eq!(reply, b"thanks");
+    // libutp skipped our hello and announced none: the MTU search stayed
+    // under the Ethernet-sized ceiling although loopback carries 64 KiB.
+    let mtu = stream.path_mtu().expect("mtu");
+    assert!(mtu <= 1472, "path MTU {mtu} towards libutp");
     let (got, _ctx) = tokio::time::timeout(LIMIT, server)
         .await
         .expect("in time")
@@ -92,9 +96,9 @@ async fn libutp_initiator_to_our_acceptor() {
             .expect("libutp bind");
         let mut s = ctx.connect(our_addr).await.expect("libutp connect");
         s.write_all(&payload).await.expect("libutp write");
-        let mut reply = [0u8; 6];
+        let mut reply = vec![0u8; 2 << 20];
         s.read_exact(&mut reply).await.expect("libutp read");
-        assert_eq!(&reply, b"thanks");
+        assert!(reply == data(2 << 20, 3), "reply corrupted");
         drop(s);
         ctx
     });
@@ -108,11 +112,17 @@ async fn libutp_initiator_to_our_acceptor() {
         .expect("in time")
         .expect("read");
     assert!(got == expected);
-    stream.write_all(b"thanks").await.expect("write");
+    // 2 MiB back, enough for the MTU search to finish; libutp's SYN had no
+    // hello, so it stays under the Ethernet-sized ceiling (libutp-rs2
+    // reads into 16 KiB buffers and would cut anything larger).
+    stream.write_all(&data(2 << 20, 3)).await.expect("write");
+    stream.flush().await.expect("flush");
     let _ctx = tokio::time::timeout(LIMIT, client)
         .await
         .expect("in time")
         .expect("join");
+    let mtu = stream.path_mtu().expect("mtu");
+    assert!(mtu <= 1472, "path MTU {mtu} towards libutp");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

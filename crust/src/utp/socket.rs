@@ -42,9 +42,13 @@
 //! goes as one GSO send (`UDP_SEGMENT`) where the path supports it (turned
 //! off for the socket at the first failure). Not done: GRO on receive.
 //!
-//! Path MTU: with `Config::mtu_from_interface` the driver seeds each
-//! connection's MTU search with the route's MTU (`IP_MTU` of a connected
-//! probe socket), so the DF probes can find e.g. loopback's 64 KiB.
+//! Path MTU: the driver tells each connection the route's MTU (`IP_MTU` of
+//! a connected probe socket, `Connection::set_interface_mtu`): for an
+//! outgoing connection at `connect`, for an incoming one when its SYN
+//! carried crust's hello. When both ends announce the hello (the default,
+//! `Config::crust_hello`), or with `Config::mtu_from_interface`, the MTU
+//! search starts from it, so the DF probes can find e.g. loopback's 64 KiB;
+//! against other implementations it stays under `Config::mtu_ceiling`.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -141,8 +145,8 @@ struct Shared {
     /// Held for every send on the socket, so that a per-send socket option
     /// (a low TTL, the don't-fragment mode) applies to that datagram only.
     send: tokio::sync::Mutex<SendOptions>,
-    /// `Config::mtu_from_interface`: seed each connection's MTU search
-    /// from the route's interface MTU.
+    /// `Config::mtu_from_interface` or `Config::crust_hello`: tell each
+    /// connection the route's interface MTU (it decides whether to use it).
     mtu_from_interface: bool,
     /// Whether GSO sends (`UDP_SEGMENT`) work on this socket; turned off at
     /// the first failure.
@@ -210,7 +214,8 @@ impl UtpSocket {
                 ipv6,
                 fragmentation: Fragmentation::Allowed,
             }),
-            mtu_from_interface: config.connection.mtu_from_interface,
+            mtu_from_interface: config.connection.mtu_from_interface
+                || config.connection.crust_hello,
             gso: AtomicBool::new(cfg!(target_os = "linux")),
             inner: Mutex::new(Inner {
                 endpoint: Endpoint::new(config, seed),
@@ -287,7 +292,8 @@ impl UtpSocket {
             if let Some(ceiling) = ceiling
                 && let Some(conn) = inner.endpoint.connection_mut(handle)
             {
-                conn.set_mtu_ceiling(ceiling);
+                // Used once the reply shows a crust peer (or if forced).
+                conn.set_interface_mtu(ceiling);
             }
             handle
         };
@@ -663,12 +669,15 @@ fn handle_datagram(
     if looks_like_utp(data) {
         // Malformed uTP is dropped; the error only says why.
         let outcome = inner.endpoint.handle_datagram(now, from, data);
+        // Ask the OS only for a peer that can use it (one syscall set per
+        // accepted SYN, under the half-open limit).
         if mtu_from_interface
             && let Ok(DatagramOutcome::Incoming(h)) = outcome
-            && let Ok(ceiling) = sys::route_udp_payload(from)
             && let Some(conn) = inner.endpoint.connection_mut(h)
+            && (conn.peer_is_crust() || conn.forces_interface_mtu())
+            && let Ok(ceiling) = sys::route_udp_payload(from)
         {
-            conn.set_mtu_ceiling(ceiling);
+            conn.set_interface_mtu(ceiling);
         }
     } else {
         let _ = other.try_send((data.to_vec(), from));

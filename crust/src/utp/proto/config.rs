@@ -39,11 +39,20 @@ pub struct Config {
     /// Let the driver raise `mtu_ceiling` to what the local interface
     /// towards the peer carries (as libtorrent seeds its search): 65507 on
     /// loopback, 8972 on a jumbo-frame LAN; the DF probes then find what the
-    /// path really passes. Off by default: the peer must be able to take
-    /// such datagrams, and other implementations read into fixed buffers
-    /// (libutp-rs2: 16 KiB), so a probe above that would be truncated at
-    /// every resend.
+    /// path really passes. This forces it for every peer; without it the
+    /// same happens only when the peer is crust (see `crust_hello`). Off by
+    /// default: other implementations read into fixed buffers (libutp-rs2:
+    /// 16 KiB), so a probe above that would be truncated at every resend.
     pub mtu_from_interface: bool,
+    /// Announce crust's hello extension in the SYN and in the SYN reply:
+    /// "crust, and I can receive datagrams of `max_datagram` bytes". When
+    /// both ends announce it, the path-MTU search starts from the route's
+    /// MTU, capped at the smaller of the two `max_datagram`s; against any
+    /// other implementation nothing changes. On by default.
+    pub crust_hello: bool,
+    /// The largest UDP payload this end can receive, announced in the hello
+    /// (crust's driver reads into 64 KiB buffers).
+    pub max_datagram: u16,
     /// Redo MTU discovery this often.
     pub mtu_reprobe_interval: Duration,
     /// RTO before any RTT sample (also the SYN's).
@@ -86,6 +95,8 @@ impl Default for Config {
             mtu_ceiling: 1472,
             mtu_probing: true,
             mtu_from_interface: false,
+            crust_hello: true,
+            max_datagram: 65507,
             mtu_reprobe_interval: Duration::from_secs(30 * 60),
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(500),

@@ -125,6 +125,10 @@ pub struct ConnectionStats {
     pub window_cuts: u64,
     /// Path-MTU probes sent.
     pub mtu_probes: u64,
+    /// Losses that could have cut the window (none in the last RTT) but
+    /// were not read as congestion: the queue was far below its recent
+    /// peak and below half the target.
+    pub random_losses: u64,
     /// Loss cuts undone because the "lost" packet was only reordered.
     pub spurious_retransmits: u64,
     /// Datagrams received.

@@ -20,6 +20,9 @@ use super::config::{Config, CongestionMode};
 use super::packet::ts_lt;
 
 const BUCKET: Duration = Duration::from_secs(60);
+/// Length of one epoch of the queuing-delay peak (the peak is the larger of
+/// this epoch's and the last one's).
+const PEAK_EPOCH: Duration = Duration::from_secs(30);
 /// libutp never corrects more than this much drift at once.
 const MAX_DRIFT_STEP: u32 = 10_000;
 
@@ -140,6 +143,9 @@ pub(crate) struct Ledbat {
     /// Window, threshold and phase before the last loss cut.
     undo: Option<(f64, f64, bool)>,
     slowdown: Slowdown,
+    /// Largest queuing delay seen in the previous and the current epoch, µs.
+    peak_qd_us: [f64; 2],
+    peak_epoch: Option<Instant>,
 }
 
 impl Ledbat {
@@ -157,6 +163,8 @@ impl Ledbat {
             last_cut: None,
             undo: None,
             slowdown: Slowdown::NotScheduled,
+            peak_qd_us: [0.0; 2],
+            peak_epoch: None,
         }
     }
 
@@ -234,6 +242,7 @@ impl Ledbat {
         let qd = self
             .queuing_delay(latest)
             .map_or(0.0, |d| d.as_micros() as f64);
+        self.note_peak(now, qd);
         let off_target = (self.target_us - qd) / self.target_us;
         match self.mode {
             CongestionMode::Ledbat => {
@@ -356,6 +365,42 @@ impl Ledbat {
         matches!(self.slowdown, Slowdown::Frozen { .. })
     }
 
+    fn note_peak(&mut self, now: Instant, qd_us: f64) {
+        if self
+            .peak_epoch
+            .is_none_or(|t| now.saturating_duration_since(t) >= PEAK_EPOCH)
+        {
+            self.peak_qd_us = [self.peak_qd_us[1], 0.0];
+            self.peak_epoch = Some(now);
+        }
+        self.peak_qd_us[1] = self.peak_qd_us[1].max(qd_us);
+    }
+
+    /// Whether a loss seen now should be read as congestion. A drop from a
+    /// full queue comes when the queuing delay is at its peak; a loss while
+    /// the queue is less than half as deep as the deepest it has been in
+    /// the last 30–60 s, and below half the target, is read as random (a
+    /// lossy link: radio, a policer, netsim's `loss`) and costs no window.
+    /// Without delay samples every loss is congestion. The queue that
+    /// overflows under our own or a competing flow's load is at its peak
+    /// then, so on shallow buffers we still halve, and on deep ones the
+    /// delay signal acts before any drop (RFC 6817's premise).
+    pub(crate) fn loss_is_congestion(&self, latest_rtt: Option<Duration>) -> bool {
+        let Some(qd) = self.queuing_delay(latest_rtt) else {
+            return true;
+        };
+        let qd = qd.as_micros() as f64;
+        let peak = self.peak_qd_us[0].max(self.peak_qd_us[1]);
+        qd >= 0.5 * self.target_us || qd >= 0.5 * peak
+    }
+
+    /// Whether a loss now could cut the window: not within an RTT of the
+    /// last cut.
+    pub(crate) fn may_cut(&self, now: Instant, rtt: Duration) -> bool {
+        self.last_cut
+            .is_none_or(|last| now.saturating_duration_since(last) >= rtt)
+    }
+
     /// A packet was lost. Halves the window at most once per RTT; returns
     /// whether it did.
     pub(crate) fn on_loss(&mut self, now: Instant, rtt: Duration) -> bool {
@@ -418,6 +463,50 @@ mod tests {
             latest,
             min: latest,
         }
+    }
+
+    /// Feeds one delay sample `qd_us` above a 10 ms base, three times (the
+    /// filter's length), and one ACK so the peak sees it.
+    fn settle(l: &mut Ledbat, now: Instant, qd_us: u32) {
+        for _ in 0..3 {
+            l.on_delay_sample(now, 10_000 + qd_us);
+        }
+        l.on_ack(now, MSS, 0, info(rtt(), None));
+    }
+
+    #[test]
+    fn a_loss_with_the_queue_far_below_its_peak_is_not_congestion() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        // No delay samples yet: every loss is congestion.
+        assert!(l.loss_is_congestion(None));
+        settle(&mut l, t0, 0);
+        // No queue ever seen (peak 0): still congestion, the safe side.
+        assert!(l.loss_is_congestion(None));
+        // The queue reached 30 ms (a shallow buffer overflowing) ...
+        settle(&mut l, t0, 30_000);
+        assert!(l.loss_is_congestion(None));
+        // ... and drained to 5 ms: a loss now is random.
+        settle(&mut l, t0 + Duration::from_secs(1), 5_000);
+        assert!(!l.loss_is_congestion(None));
+        // Half the peak is congestion again.
+        settle(&mut l, t0 + Duration::from_secs(2), 15_000);
+        assert!(l.loss_is_congestion(None));
+        // The peak is forgotten after one to two epochs of 30 s.
+        settle(&mut l, t0 + Duration::from_secs(40), 2_000);
+        settle(&mut l, t0 + Duration::from_secs(70), 2_000);
+        assert!(l.loss_is_congestion(None));
+    }
+
+    #[test]
+    fn a_loss_at_half_the_target_is_congestion_whatever_the_peak() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        settle(&mut l, t0, 0);
+        settle(&mut l, t0, 400_000);
+        settle(&mut l, t0, 60_000);
+        // 60 ms is far below the 400 ms peak but over half of 100 ms.
+        assert!(l.loss_is_congestion(None));
     }
 
     #[test]

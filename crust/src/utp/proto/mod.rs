@@ -39,6 +39,6 @@ pub use connection::{
 };
 pub use endpoint::{ConnectionHandle, DatagramOutcome, Endpoint};
 pub use packet::{
-    DecodeError, EXT_BITS, EXT_CLOSE_REASON, EXT_SACK, HEADER_LEN, Header, Packet, PacketType,
-    VERSION, encode, looks_like_utp,
+    DecodeError, EXT_BITS, EXT_CLOSE_REASON, EXT_CRUST, EXT_SACK, HEADER_LEN, Header, Packet,
+    PacketType, VERSION, encode, encode_with, looks_like_utp,
 };

@@ -19,6 +19,24 @@ pub const EXT_SACK: u8 = 1;
 pub const EXT_BITS: u8 = 2;
 /// Extension type of libtorrent's 4-byte close reason.
 pub const EXT_CLOSE_REASON: u8 = 3;
+/// Extension type of crust's hello: "this end is crust and can receive
+/// datagrams up to N bytes". Sent in the SYN and in the acceptor's SYN
+/// reply only; other implementations skip it by its length (libutp's
+/// `utp_process_incoming` and libtorrent's `incoming_packet` both walk
+/// unknown extensions), and only when both ends announce it does the
+/// path-MTU search start from the route's MTU.
+///
+/// It never comes first in the chain: libutp's `UTP_Version` calls a
+/// packet whose *first* extension type is 3 or more a version-0 packet and
+/// drops it silently. So the chain starts with libutp's own "extension
+/// bits" (type 2, eight zero bytes: no extensions), which libutp requires
+/// to be eight bytes long and otherwise only logs, then the hello.
+pub const EXT_CRUST: u8 = 0x63;
+/// The hello's payload: this magic, a version (`u16`, 1) and the largest
+/// UDP payload the sender can receive (`u16`), big-endian. Later versions
+/// may append fields; a reader takes the first eight bytes.
+const CRUST_MAGIC: [u8; 4] = *b"crst";
+const CRUST_HELLO_LEN: usize = 8;
 /// The most extensions we walk before calling the chain malformed.
 const MAX_EXTENSIONS: usize = 16;
 
@@ -112,6 +130,9 @@ pub struct Packet<'a> {
     pub sack: Option<&'a [u8]>,
     /// libtorrent's close reason, if present.
     pub close_reason: Option<u16>,
+    /// The peer's crust hello ([`EXT_CRUST`]), if present: the largest UDP
+    /// payload it can receive.
+    pub crust_max_datagram: Option<u16>,
     /// Payload after the extensions.
     pub payload: &'a [u8],
 }
@@ -145,6 +166,7 @@ impl<'a> Packet<'a> {
         let mut rest = &bytes[HEADER_LEN..];
         let mut sack = None;
         let mut close_reason = None;
+        let mut crust_max_datagram = None;
         let mut walked = 0;
         while next != 0 {
             walked += 1;
@@ -169,6 +191,12 @@ impl<'a> Packet<'a> {
                 EXT_CLOSE_REASON if len >= 4 => {
                     close_reason = Some(u16::from_be_bytes([data[2], data[3]]));
                 }
+                EXT_CRUST if len >= CRUST_HELLO_LEN && data[..4] == CRUST_MAGIC => {
+                    let version = u16::from_be_bytes([data[4], data[5]]);
+                    if version >= 1 {
+                        crust_max_datagram = Some(u16::from_be_bytes([data[6], data[7]]));
+                    }
+                }
                 _ => {}
             }
             next = *following;
@@ -178,6 +206,7 @@ impl<'a> Packet<'a> {
             header,
             sack,
             close_reason,
+            crust_max_datagram,
             payload: rest,
         })
     }
@@ -186,16 +215,47 @@ impl<'a> Packet<'a> {
 /// Appends one packet to `out`: header, an optional SACK extension and the
 /// payload. The SACK mask is written as given (its length must fit a u8).
 pub fn encode(header: &Header, sack: Option<&[u8]>, payload: &[u8], out: &mut Vec<u8>) {
+    encode_with(header, sack, None, payload, out);
+}
+
+/// [`encode`] with crust's hello ([`EXT_CRUST`]) announcing
+/// `crust_max_datagram` when it is given; the hello comes first in the
+/// chain, the SACK after it.
+pub fn encode_with(
+    header: &Header,
+    sack: Option<&[u8]>,
+    crust_max_datagram: Option<u16>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
     let sack = sack.filter(|s| !s.is_empty() && s.len() <= usize::from(u8::MAX));
-    out.reserve(HEADER_LEN + sack.map_or(0, |s| 2 + s.len()) + payload.len());
+    out.reserve(
+        HEADER_LEN
+            + sack.map_or(0, |s| 2 + s.len())
+            + crust_max_datagram.map_or(0, |_| 10 + 2 + CRUST_HELLO_LEN)
+            + payload.len(),
+    );
     out.push(((header.ty as u8) << 4) | VERSION);
-    out.push(if sack.is_some() { EXT_SACK } else { 0 });
+    let sack_type = if sack.is_some() { EXT_SACK } else { 0 };
+    out.push(if crust_max_datagram.is_some() {
+        EXT_BITS
+    } else {
+        sack_type
+    });
     out.extend_from_slice(&header.conn_id.to_be_bytes());
     out.extend_from_slice(&header.timestamp.to_be_bytes());
     out.extend_from_slice(&header.timestamp_diff.to_be_bytes());
     out.extend_from_slice(&header.wnd_size.to_be_bytes());
     out.extend_from_slice(&header.seq_nr.to_be_bytes());
     out.extend_from_slice(&header.ack_nr.to_be_bytes());
+    if let Some(max) = crust_max_datagram {
+        out.extend_from_slice(&[EXT_CRUST, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.push(sack_type);
+        out.push(CRUST_HELLO_LEN as u8);
+        out.extend_from_slice(&CRUST_MAGIC);
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&max.to_be_bytes());
+    }
     if let Some(mask) = sack {
         out.push(0);
         // Checked by the filter above.
@@ -292,6 +352,63 @@ mod tests {
         assert_eq!(p.sack.map(<[u8]>::len), Some(5));
         assert_eq!(p.close_reason, Some(42));
         assert_eq!(p.payload, b"payload");
+    }
+
+    #[test]
+    fn crust_hello_round_trips_alone_and_before_a_sack() {
+        let mut buf = Vec::new();
+        encode_with(&header(PacketType::Syn), None, Some(65507), &[], &mut buf);
+        // Zeroed extension bits first (libutp drops a packet whose first
+        // extension type is 3 or more), then the hello.
+        assert_eq!(buf[1], EXT_BITS);
+        assert_eq!(
+            &buf[20..],
+            &[
+                EXT_CRUST, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, b'c', b'r', b's', b't', 0, 1, 0xff,
+                0xe3
+            ]
+        );
+        let p = Packet::decode(&buf).unwrap();
+        assert_eq!(p.crust_max_datagram, Some(65507));
+        assert_eq!(p.header, header(PacketType::Syn));
+        assert!(p.payload.is_empty());
+
+        let mut buf = Vec::new();
+        encode_with(
+            &header(PacketType::State),
+            Some(&[1, 0, 0, 0]),
+            Some(9000),
+            b"x",
+            &mut buf,
+        );
+        let p = Packet::decode(&buf).unwrap();
+        assert_eq!(p.crust_max_datagram, Some(9000));
+        assert_eq!(p.sack, Some(&[1u8, 0, 0, 0][..]));
+        assert_eq!(p.payload, b"x");
+
+        let mut plain = Vec::new();
+        encode(&header(PacketType::Syn), None, &[], &mut plain);
+        assert_eq!(Packet::decode(&plain).unwrap().crust_max_datagram, None);
+    }
+
+    #[test]
+    fn a_foreign_extension_63_is_not_a_crust_hello() {
+        // Same type number, wrong magic or too short: skipped by length.
+        for data in [
+            &b"xxxx\0\x01\x10\x00"[..],
+            &b"crst\0\x01"[..],
+            &b"crst\0\0\x10\0"[..],
+        ] {
+            let mut buf = Vec::new();
+            encode(&header(PacketType::Syn), None, &[], &mut buf);
+            buf[1] = EXT_CRUST;
+            buf.push(0);
+            buf.push(data.len() as u8);
+            buf.extend_from_slice(data);
+            let p = Packet::decode(&buf).unwrap();
+            assert_eq!(p.crust_max_datagram, None, "{data:?}");
+            assert!(p.payload.is_empty());
+        }
     }
 
     #[test]

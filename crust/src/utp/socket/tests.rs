@@ -296,14 +296,10 @@ async fn the_socket_is_fragmentable_between_mtu_probes() {
     assert_eq!(mode, libc::IP_PMTUDISC_DONT);
 }
 
+/// Sends 8 MiB from `a` to `b` over loopback with `config` on both ends;
+/// returns the sender's path MTU.
 #[cfg(target_os = "linux")]
-#[tokio::test]
-async fn mtu_from_interface_finds_loopbacks_large_mtu() {
-    // Loopback carries 65535-byte packets: seeded from the interface, the
-    // DF probes find far more than the 1472 bytes of an Ethernet path, and
-    // the big datagrams arrive intact (the driver's receive slots grow).
-    let mut config = EndpointConfig::default();
-    config.connection.mtu_from_interface = true;
+async fn loopback_path_mtu(config: EndpointConfig) -> u16 {
     let (a, _) = UtpSocket::bind(loopback(), config.clone())
         .await
         .expect("bind a");
@@ -325,8 +321,30 @@ async fn mtu_from_interface_finds_loopbacks_large_mtu() {
         .expect("read");
     assert!(got == data, "corrupted");
     let client = writer.await.expect("writer");
-    let mtu = client.path_mtu().expect("mtu");
+    client.path_mtu().expect("mtu")
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn two_crust_ends_find_loopbacks_large_mtu_by_default() {
+    // Both ends announce crust's hello, so the MTU search starts from the
+    // route's MTU: loopback carries 65535-byte packets, the DF probes find
+    // far more than an Ethernet path's 1472 bytes, and the big datagrams
+    // arrive intact (the driver's receive slots grow).
+    let mtu = loopback_path_mtu(EndpointConfig::default()).await;
     println!("path MTU over loopback: {mtu}");
+    assert!(mtu > 16_000, "path MTU {mtu}");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn without_the_hello_loopback_stays_ethernet_sized_unless_forced() {
+    let mut config = EndpointConfig::default();
+    config.connection.crust_hello = false;
+    let mtu = loopback_path_mtu(config.clone()).await;
+    assert!(mtu <= 1472, "path MTU {mtu}");
+    config.connection.mtu_from_interface = true;
+    let mtu = loopback_path_mtu(config).await;
     assert!(mtu > 16_000, "path MTU {mtu}");
 }
 

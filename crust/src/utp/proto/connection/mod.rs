@@ -40,13 +40,16 @@ use super::packet::{DecodeError, HEADER_LEN, Header, Packet, PacketType, seq_lt,
 use super::recv::{Inserted, RecvBuffer};
 use super::rng::SplitMix64;
 use super::rtt::RttEstimator;
-use recovery::{Mtu, Sent};
+use recovery::{Mtu, Rack, Sent};
 
 const HALF_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// SACKed packets sent later than a hole before it counts as lost; grows
 /// when reordering fooled us.
 const INITIAL_REORDER_THRESHOLD: usize = 3;
 const MAX_REORDER_THRESHOLD: usize = 512;
+/// The RACK reordering window grows to at most this many quarters of
+/// min_rtt (and never past srtt).
+const MAX_REO_WND_MULT: u32 = 16;
 
 /// A uTP connection; see the module docs for the call order.
 #[derive(Debug)]
@@ -76,9 +79,14 @@ pub struct Connection {
     rtt: RttEstimator,
     cc: Ledbat,
     mtu: Mtu,
+    /// The UDP payload the route towards the peer carries, from the driver.
+    interface_mtu: Option<u16>,
+    /// The peer's crust hello: the largest datagram it can receive.
+    peer_max_datagram: Option<u16>,
     dup_acks: u32,
     last_peer_ts: Option<u32>,
     reorder_threshold: usize,
+    rack: Rack,
     ack_now: bool,
     unacked_packets: u32,
     ack_deadline: Option<Instant>,
@@ -175,6 +183,7 @@ impl Connection {
         );
         c.state = State::SynRecv;
         c.peer_syn_seq = syn.header.seq_nr;
+        c.peer_max_datagram = syn.crust_max_datagram;
         c.note_timestamps(now, &syn.header);
         c.peer_wnd = syn.header.wnd_size as usize;
         c.ack_now = true;
@@ -227,9 +236,12 @@ impl Connection {
                 probe_seq: None,
                 next_search: None,
             },
+            interface_mtu: None,
+            peer_max_datagram: None,
             dup_acks: 0,
             last_peer_ts: None,
             reorder_threshold: INITIAL_REORDER_THRESHOLD,
+            rack: Rack::default(),
             ack_now: false,
             unacked_packets: 0,
             ack_deadline: None,
@@ -289,6 +301,49 @@ impl Connection {
         if self.mtu.probe_seq.is_none() {
             self.mtu.ceiling = ceiling;
         }
+    }
+
+    /// Tells the connection the largest UDP payload the local route towards
+    /// the peer carries (the driver asks the OS). The path-MTU search then
+    /// starts from it if `Config::mtu_from_interface` is on, or once the
+    /// peer has announced crust's hello (both ends crust); it is capped at
+    /// the peer's announced `max_datagram` and ours. Otherwise it is kept
+    /// and unused, and the search stays under `Config::mtu_ceiling`.
+    pub fn set_interface_mtu(&mut self, payload: u16) {
+        self.interface_mtu = Some(payload);
+        self.apply_interface_mtu();
+    }
+
+    fn apply_interface_mtu(&mut self) {
+        let Some(iface) = self.interface_mtu else {
+            return;
+        };
+        let negotiated = self.config.crust_hello && self.peer_max_datagram.is_some();
+        if !(self.config.mtu_from_interface || negotiated) {
+            return;
+        }
+        let mut ceiling = iface.min(self.config.max_datagram);
+        if let Some(peer) = self.peer_max_datagram {
+            ceiling = ceiling.min(peer);
+        }
+        self.set_mtu_ceiling(ceiling);
+    }
+
+    /// The peer announced crust's hello (and we announce ours): both ends
+    /// are crust.
+    pub fn peer_is_crust(&self) -> bool {
+        self.config.crust_hello && self.peer_max_datagram.is_some()
+    }
+
+    /// `Config::mtu_from_interface` is on: the interface MTU is used
+    /// whatever the peer is.
+    pub fn forces_interface_mtu(&self) -> bool {
+        self.config.mtu_from_interface
+    }
+
+    /// The largest UDP payload the path-MTU search may probe for now.
+    pub fn mtu_ceiling(&self) -> u16 {
+        self.mtu.max
     }
 
     // ----- accessors -----
@@ -493,6 +548,8 @@ impl Connection {
             // libutp/libtorrent: the reply's seq_nr is the acceptor's next
             // sequence number, not yet used, so we have received up to seq−1.
             self.recv.set_ack_nr(h.seq_nr.wrapping_sub(1));
+            self.peer_max_datagram = p.crust_max_datagram;
+            self.apply_interface_mtu();
             self.state = State::Connected;
             self.events.push_back(Event::Connected);
         }
@@ -609,6 +666,7 @@ impl Connection {
             .then(|| self.last_sent + self.config.keepalive_interval);
         [
             self.rto_deadline,
+            self.rack.deadline,
             self.ack_deadline,
             self.zero_window_deadline,
             idle,
@@ -639,6 +697,9 @@ impl Connection {
         if self.state != State::SynSent && now >= self.last_recv + self.idle_timeout() {
             self.die(ConnectionError::IdleTimeout);
             return;
+        }
+        if self.rack.deadline.is_some_and(|d| now >= d) {
+            self.detect_losses(now);
         }
         if self.rto_deadline.is_some_and(|d| now >= d) {
             self.on_rto(now);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::super::ledbat::RttInfo;
 use super::super::packet::{HEADER_LEN, PacketType, seq_lt};
-use super::{Connection, Event, MAX_REORDER_THRESHOLD, State};
+use super::{Connection, Event, MAX_REO_WND_MULT, MAX_REORDER_THRESHOLD, State};
 use crate::utp::proto::connection::ConnectionError;
 
 #[derive(Debug)]
@@ -45,6 +45,8 @@ pub(super) struct Delivered {
     pub(super) ambiguous: bool,
     /// Fast-retransmitted, at this time.
     pub(super) fast_resent_at: Option<Instant>,
+    /// Order of its last transmission.
+    pub(super) tx_order: u64,
     pub(super) mtu_probe: bool,
     pub(super) in_network: bool,
 }
@@ -61,8 +63,36 @@ impl Delivered {
                 .then_some(s.sent_at)
                 .flatten()
                 .filter(|_| s.transmissions > 1),
+            tx_order: s.tx_order,
             mtu_probe: s.mtu_probe,
             in_network: s.in_network(),
+        }
+    }
+}
+
+/// The smallest RACK reordering window: timer and clock granularity.
+const MIN_REO_WND: Duration = Duration::from_millis(1);
+
+/// RACK state: the latest-sent packet known delivered.
+#[derive(Debug)]
+pub(super) struct Rack {
+    /// Its transmission order.
+    pub(super) tx_order: u64,
+    /// How long it took from its sending to its ack.
+    pub(super) rtt: Option<Duration>,
+    /// The reordering window in quarters of min_rtt.
+    pub(super) reo_wnd_mult: u32,
+    /// When the earliest packet not yet overdue becomes lost.
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Default for Rack {
+    fn default() -> Self {
+        Self {
+            tx_order: 0,
+            rtt: None,
+            reo_wnd_mult: 1,
+            deadline: None,
         }
     }
 }
@@ -175,8 +205,8 @@ impl Connection {
                 self.mark_lost(now, 0);
             }
         }
-        if newly_sacked > 0 {
-            self.detect_sack_losses(now);
+        if newly_sacked > 0 || count > 0 {
+            self.detect_losses(now);
         }
         if bytes_acked > 0 {
             let info = RttInfo {
@@ -210,6 +240,18 @@ impl Connection {
         {
             *rtt_sample = Some(now.saturating_duration_since(at));
         }
+        // RACK (RFC 8985): remember the latest-sent packet known delivered
+        // and how long it took. An ambiguous one counts only if its ack
+        // cannot be for an earlier transmission (it took at least min_rtt).
+        if let Some(at) = s.sent_at
+            && s.tx_order > self.rack.tx_order
+        {
+            let rtt = now.saturating_duration_since(at);
+            if !s.ambiguous || self.rtt.min_rtt().is_some_and(|m| rtt >= m) {
+                self.rack.tx_order = s.tx_order;
+                self.rack.rtt = Some(rtt);
+            }
+        }
         if s.mtu_probe && self.mtu.probe_seq == Some(s.seq) {
             self.mtu.probe_seq = None;
             self.mtu.floor = u16::try_from(s.len + HEADER_LEN)
@@ -218,8 +260,11 @@ impl Connection {
             self.cc.set_mss(self.mss());
             self.finish_mtu_search_if_done(now);
         }
+        // No ack of the retransmission can come back sooner than a round
+        // trip: an earlier one was for the original. (Three quarters of
+        // min_rtt leaves a margin for a min_rtt measured a little high.)
         if let (Some(at), Some(min_rtt)) = (s.fast_resent_at, self.rtt.min_rtt())
-            && now.saturating_duration_since(at) < min_rtt / 2
+            && now.saturating_duration_since(at) < min_rtt * 3 / 4
         {
             self.on_spurious_retransmit();
         }
@@ -237,8 +282,51 @@ impl Connection {
         }
     }
 
-    /// A packet is lost when three packets sent after its last transmission
-    /// have been selectively acknowledged.
+    /// Time-based loss detection (RACK, RFC 8985): a packet in the network
+    /// is lost once a packet sent after it has been delivered and it has
+    /// been out for longer than that packet's round trip plus a reordering
+    /// window (a quarter of min_rtt, doubled each time reordering fooled
+    /// us, at most srtt, at least 1 ms). Packets not yet overdue arm the loss timer. Before
+    /// any RTT sample, the packet-count rule of [`Self::detect_sack_losses`]
+    /// applies.
+    pub(super) fn detect_losses(&mut self, now: Instant) {
+        self.rack.deadline = None;
+        let (Some(rack_rtt), Some(min_rtt)) = (self.rack.rtt, self.rtt.min_rtt()) else {
+            self.detect_sack_losses(now);
+            return;
+        };
+        let reo_wnd = (min_rtt / 4 * self.rack.reo_wnd_mult)
+            .min(self.rtt.srtt())
+            .max(MIN_REO_WND);
+        let mut lost = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (i, s) in self.sent.iter().enumerate() {
+            // Packets are first sent in sequence order and a resend only
+            // raises tx_order, so past the first packet not yet sent, or
+            // sent once at or after the RACK point, nothing else qualifies: the
+            // scan covers the holes only, not the whole window.
+            if s.transmissions == 0 || (s.transmissions == 1 && s.tx_order >= self.rack.tx_order) {
+                break;
+            }
+            if !s.in_network() || s.tx_order >= self.rack.tx_order {
+                continue;
+            }
+            let Some(at) = s.sent_at else { continue };
+            let due = at + rack_rtt + reo_wnd;
+            if now >= due {
+                lost.push(i);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        for i in lost {
+            self.mark_lost(now, i);
+        }
+        self.rack.deadline = next;
+    }
+
+    /// A packet is lost when `reorder_threshold` packets sent after its
+    /// last transmission have been selectively acknowledged.
     pub(super) fn detect_sack_losses(&mut self, now: Instant) {
         let mut orders: Vec<u64> = self
             .sent
@@ -269,6 +357,7 @@ impl Connection {
     /// more reordering from now on and take back the window cut.
     pub(super) fn on_spurious_retransmit(&mut self) {
         self.reorder_threshold = (self.reorder_threshold * 2).min(MAX_REORDER_THRESHOLD);
+        self.rack.reo_wnd_mult = (self.rack.reo_wnd_mult * 2).min(MAX_REO_WND_MULT);
         if self.cc.undo_last_cut() {
             self.stats.spurious_retransmits += 1;
         }
@@ -291,14 +380,22 @@ impl Connection {
         } else {
             s.fast_lost = true;
             self.stats.fast_losses += 1;
-            if self.cc.on_loss(now, self.rtt.srtt()) {
-                self.stats.window_cuts += 1;
+            // Within an RTT of the last cut a loss changes nothing (one cut
+            // per RTT); otherwise the queue says whether it is congestion.
+            let latest = self.rtt.has_sample().then(|| self.rtt.latest());
+            if self.cc.may_cut(now, self.rtt.srtt()) {
+                if !self.cc.loss_is_congestion(latest) {
+                    self.stats.random_losses += 1;
+                } else if self.cc.on_loss(now, self.rtt.srtt()) {
+                    self.stats.window_cuts += 1;
+                }
             }
         }
     }
 
     pub(super) fn on_rto(&mut self, now: Instant) {
         self.rto_deadline = None;
+        self.rack.deadline = None;
         self.stats.timeouts += 1;
         if self.state == State::SynSent {
             let tries = self.sent.front().map_or(0, |s| s.transmissions);

@@ -220,8 +220,16 @@ impl Connection {
             seq_nr,
             ack_nr,
         };
+        // crust's hello rides on the SYN, and on the acceptor's SYN reply
+        // when the SYN had one (other initiators never see it).
+        let hello = (self.config.crust_hello
+            && (ty == PacketType::Syn
+                || (ty == PacketType::State
+                    && self.state == State::SynRecv
+                    && self.peer_max_datagram.is_some())))
+        .then_some(self.config.max_datagram);
         let mut contents = Vec::new();
-        packet::encode(&header, sack, payload, &mut contents);
+        packet::encode_with(&header, sack, hello, payload, &mut contents);
         self.last_sent = now;
         self.last_advertised = wnd;
         self.stats.packets_sent += 1;

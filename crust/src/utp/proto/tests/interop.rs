@@ -440,6 +440,17 @@ fn sack_evidence_triggers_fast_retransmit() {
     let mut p = Vec::new();
     encode(&h, Some(&[0b0000_0111, 0, 0, 0]), &[], &mut p);
     a.handle_datagram(t, &p).expect("decode");
+    // RACK: the first is lost once it has been out a reordering window
+    // (here the 1 ms floor) longer than packet 4's round trip; the loss
+    // timer fires then.
+    assert!(
+        transmits(&mut a, t)
+            .iter()
+            .all(|t| header(t).ty != PacketType::Data)
+    );
+    let t = a.poll_timeout().expect("loss timer");
+    assert!(t <= now + Duration::from_millis(22), "{t:?}");
+    a.handle_timeout(t);
     let resent: Vec<_> = transmits(&mut a, t)
         .iter()
         .map(header)

@@ -4,6 +4,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod congestion;
+mod hello;
 mod interop;
 mod reliability;
 mod sim;

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::utp::proto::rng::SplitMix64;
 use crate::utp::proto::{
-    Config, ConnectionHandle, Endpoint, EndpointConfig, Event, ReadError, State, Transmit,
+    Config, ConnectionHandle, DatagramOutcome, Endpoint, EndpointConfig, Event, ReadError, State,
+    Transmit,
 };
 
 /// How one direction of the path treats packets. Every decision comes from a
@@ -172,23 +173,40 @@ pub(crate) struct Pair {
     pub(crate) b_events: Vec<(ConnectionHandle, Event)>,
     /// `b`'s clock runs this much fast (1e-3 = 1000 ppm).
     pub(crate) b_skew: f64,
+    /// What the "OS" says the route towards the peer carries, told to every
+    /// connection as the driver does (`Connection::set_interface_mtu`).
+    pub(crate) interface_mtu: Option<u16>,
 }
 
 impl Pair {
     pub(crate) fn new(seed: u64, config: Config, ab: LinkConfig, ba: LinkConfig) -> Self {
-        let mut ec = EndpointConfig::default();
-        ec.connection = config;
+        Self::with_configs(seed, config.clone(), config, ab, ba)
+    }
+
+    /// A pair whose two ends are configured differently.
+    pub(crate) fn with_configs(
+        seed: u64,
+        a_config: Config,
+        b_config: Config,
+        ab: LinkConfig,
+        ba: LinkConfig,
+    ) -> Self {
+        let mut a_ec = EndpointConfig::default();
+        a_ec.connection = a_config;
+        let mut b_ec = EndpointConfig::default();
+        b_ec.connection = b_config;
         let now = Instant::now();
         Self {
             now,
             start: now,
-            a: Endpoint::new(ec.clone(), seed),
-            b: Endpoint::new(ec, seed ^ 0x5555_aaaa_5555_aaaa),
+            a: Endpoint::new(a_ec, seed),
+            b: Endpoint::new(b_ec, seed ^ 0x5555_aaaa_5555_aaaa),
             ab: Link::new(ab, seed.wrapping_mul(3) ^ 1),
             ba: Link::new(ba, seed.wrapping_mul(7) ^ 2),
             a_events: Vec::new(),
             b_events: Vec::new(),
             b_skew: 0.0,
+            interface_mtu: None,
         }
     }
 
@@ -233,9 +251,15 @@ impl Pair {
         self.now = self.now.max(next);
         let b_now = self.b_clock();
         while let Some(d) = self.ab.pop_due(self.now) {
-            self.b
+            let outcome = self
+                .b
                 .handle_datagram(b_now, addr(A_ADDR), &d)
                 .expect("valid datagram");
+            if let (DatagramOutcome::Incoming(h), Some(mtu)) = (outcome, self.interface_mtu)
+                && let Some(c) = self.b.connection_mut(h)
+            {
+                c.set_interface_mtu(mtu);
+            }
         }
         while let Some(d) = self.ba.pop_due(self.now) {
             self.a
@@ -281,6 +305,9 @@ impl Pair {
     /// STATE reply reaching `a`. Returns the two handles.
     pub(crate) fn connect(&mut self) -> (ConnectionHandle, ConnectionHandle) {
         let ha = self.a.connect(self.now, addr(B_ADDR));
+        if let Some(mtu) = self.interface_mtu {
+            self.a.connection_mut(ha).expect("a").set_interface_mtu(mtu);
+        }
         let ok = self.drive_until(Duration::from_secs(600), |p| {
             p.a.connection(ha)
                 .is_some_and(|c| c.state() != State::SynSent)
