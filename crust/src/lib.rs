@@ -60,6 +60,7 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+pub mod mailbox;
 mod nat;
 pub mod probe;
 pub mod secure;
