@@ -44,25 +44,7 @@ mod linux {
     }
 
     fn prerequisites() -> bool {
-        let root = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .map(|l| l.split_whitespace().nth(2) == Some("0"))
-            })
-            .unwrap_or(false);
-        let nft = Command::new("nft").arg("--version").output().is_ok();
-        let tun = std::path::Path::new("/dev/net/tun").exists();
-        if root && nft && tun {
-            return true;
-        }
-        let msg = "the chat soak needs root, /dev/net/tun and nft";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg} (CI=true: a missing prerequisite is a failure)");
-        }
-        eprintln!("SKIPPED: {msg}");
-        false
+        netsim::prerequisites(&["nft"])
     }
 
     /// What one side saw.

@@ -43,6 +43,7 @@ mod nat;
 mod network;
 mod packet;
 mod pcap;
+mod prereq;
 #[cfg(test)]
 mod proptests;
 mod router;
@@ -58,6 +59,7 @@ pub use classify::{
     stop_probes,
 };
 pub use error::{RunError, StartError};
+pub use prereq::{has_program, is_root, prerequisites};
 pub use fabric::PortForward;
 pub use link::{Fate, GilbertElliott, Impairment, LinkConfig, LinkStats};
 pub use nat::{Dependence, NatConfig, NatPreset, NatStats, PortAssignment, Unsolicited};
