@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crust::{Endpoint, Event as CrustEvent, PeerId, Priority};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dht_driver::{DhtDriver, DhtStatus, Found, RecordLookup};
 use crate::node::{Event, Shared, lock};
 use crate::proto::Wire;
 use crate::store::{Store, StoreError};
@@ -52,6 +53,12 @@ pub(crate) enum Command {
     Typing(PeerId, bool),
     /// Send unreported read receipts.
     Reads(PeerId),
+    /// Look a peer's record up in the DHT.
+    FindRecord(PeerId, oneshot::Sender<RecordLookup>),
+    /// Report the DHT's state.
+    DhtStatus(oneshot::Sender<DhtStatus>),
+    /// Publish our DHT record again now.
+    Republish,
     /// Stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -84,8 +91,18 @@ enum Action {
     DialLan(PeerId, Vec<Endpoint>),
     /// Connectivity changed: emit a fresh network report.
     ReportNetwork,
+    /// A DHT message from a peer: the endpoints it takes connections on,
+    /// the message's bytes.
+    Dht(PeerId, Vec<Endpoint>, Vec<u8>),
+    /// A connection opened (for the DHT: ping it, flush what waits).
+    DhtConnected(PeerId),
+    /// A connection closed.
+    DhtLost(PeerId),
+    /// Our addresses or rendezvous peers may have changed.
+    AddressesChanged,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     service: crust::Service,
@@ -93,6 +110,8 @@ pub(crate) fn spawn(
     out: mpsc::UnboundedSender<Event>,
     reconnect_interval: Duration,
     resend_interval: Duration,
+    dht: DhtDriver,
+    bootstrap: bool,
 ) -> mpsc::UnboundedSender<Command> {
     let (commands_tx, commands) = mpsc::unbounded_channel();
     let (dial_done_tx, dial_done) = mpsc::unbounded_channel();
@@ -108,6 +127,9 @@ pub(crate) fn spawn(
         dial_done_tx,
         dial_done,
         resend_interval,
+        dht,
+        redial_after: HashSet::new(),
+        bootstrap,
     };
     tokio::spawn(actor.run(reconnect_interval));
     commands_tx
@@ -126,6 +148,13 @@ struct Actor {
     dial_done_tx: mpsc::UnboundedSender<PeerId>,
     dial_done: mpsc::UnboundedReceiver<PeerId>,
     resend_interval: Duration,
+    /// The DHT over our connections.
+    dht: DhtDriver,
+    /// Contacts to dial again as soon as the dial in progress ends (their
+    /// record named new addresses meanwhile).
+    redial_after: HashSet<PeerId>,
+    /// Whether the node bootstraps (again after a network change).
+    bootstrap: bool,
 }
 
 impl Actor {
@@ -153,12 +182,33 @@ impl Actor {
                 },
                 Some(peer) = self.dial_done.recv() => {
                     self.dialling.remove(&peer);
+                    if self.redial_after.remove(&peer) {
+                        self.dial(peer);
+                    }
+                }
+                wake = self.dht.wait() => {
+                    let own = self.shared.my_addrs(true);
+                    let rendezvous = lock(&self.shared.rendezvous).clone();
+                    let found = self.dht.woke(wake, own, rendezvous).await;
+                    self.found(found);
                 }
                 () = sleep_until(self.reconnecting.values().map(|(_, at)| *at).min()) => {
-                    self.reconnect_due();
+                    self.reconnect_due().await;
                 }
                 _ = tick.tick() => {
+                    if self.dht.clock_jumped() {
+                        tracing::info!("the wall clock jumped (suspend and resume?): reconnecting");
+                        self.network_changed();
+                    }
+                    self.close_idle_dht().await;
+                    if self.bootstrap && self.dht.wants_bootstrap() {
+                        let _ = self.service.bootstrap();
+                    }
+                    // An address change crust did not report (a new DHCP
+                    // lease on the same interface) shows here.
+                    self.run_actions(vec![Action::AddressesChanged]).await;
                     self.redial();
+                    self.look_up_unreachable().await;
                     self.resend_unacknowledged().await;
                     // Keep search fast: index text while the node is idle.
                     self.store(Store::index_pending);
@@ -284,13 +334,19 @@ impl Actor {
                 }
             }
             Command::Reads(peer) => self.send_reads(peer).await,
+            Command::FindRecord(peer, reply) => self.dht.find_record(peer, reply).await,
+            Command::DhtStatus(reply) => {
+                let _ = reply.send(self.dht.status());
+            }
+            Command::Republish => self.dht.republish(),
             Command::Shutdown(_) => {}
         }
     }
 
     /// Makes the reconnection attempts that are due.
-    fn reconnect_due(&mut self) {
+    async fn reconnect_due(&mut self) {
         let now = Instant::now();
+        let mut look_up = Vec::new();
         let due: Vec<PeerId> = self
             .reconnecting
             .iter()
@@ -311,8 +367,109 @@ impl Actor {
             }
             *at = now + RECONNECT_FIRST * 2u32.pow(*attempts);
             *attempts += 1;
+            if *attempts == 2 {
+                // The first redial failed: ask the DHT where it is now.
+                look_up.push(peer);
+            }
             // A dial still running from the previous attempt counts.
             self.dial(peer);
+        }
+        for peer in look_up {
+            let found = self.dht.want_record(peer).await;
+            self.found(found);
+        }
+    }
+
+    /// Contacts not connected, not being dialled quickly: look up their
+    /// records (each at most once per `DhtConfig::record_retry`).
+    async fn look_up_unreachable(&mut self) {
+        let Some(contacts) = self.store(Store::contacts) else {
+            return;
+        };
+        for contact in contacts {
+            if contact.state != ContactState::Declined
+                && !self.sessions.contains_key(&contact.id)
+                && !self.reconnecting.contains_key(&contact.id)
+            {
+                let found = self.dht.want_record(contact.id).await;
+                self.found(found);
+            }
+        }
+    }
+
+    /// Records found for contacts we could not reach: remember their new
+    /// endpoints and rendezvous peers, and dial them.
+    fn found(&mut self, found: Vec<Found>) {
+        for Found::Record(record) in found {
+            let peer = record.peer;
+            if self.sessions.contains_key(&peer) {
+                continue;
+            }
+            let Some(Some(contact)) = self.store(|s| s.contact(&peer)) else {
+                continue;
+            };
+            let mut addrs = record.endpoints.clone();
+            for old in contact.addrs {
+                if !addrs.contains(&old) {
+                    addrs.push(old);
+                }
+            }
+            addrs.truncate(16);
+            self.store(|s| s.set_addrs(&peer, &addrs));
+            let rendezvous: Vec<PeerId> = record
+                .rendezvous
+                .iter()
+                .copied()
+                .filter(|r| *r != peer && *r != self.shared.id)
+                .take(MAX_RENDEZVOUS)
+                .collect();
+            if !rendezvous.is_empty() {
+                lock(&self.shared.their_rendezvous).insert(peer, rendezvous);
+            }
+            tracing::info!(%peer, endpoints = ?record.endpoints, "found a contact's record: dialling");
+            if self.dialling.contains(&peer) {
+                self.redial_after.insert(peer);
+            } else {
+                self.dial(peer);
+            }
+        }
+    }
+
+    /// The network under us changed (new addresses, a resume): bootstrap
+    /// again, publish our record again, and dial every contact now.
+    fn network_changed(&mut self) {
+        self.dht.network_changed();
+        if self.bootstrap {
+            let _ = self.service.bootstrap();
+        }
+        let Some(contacts) = self.store(Store::contacts) else {
+            return;
+        };
+        let now = Instant::now();
+        for contact in contacts {
+            if contact.state == ContactState::Friend && !self.sessions.contains_key(&contact.id) {
+                self.reconnecting.insert(contact.id, (0, now));
+                if lock(&self.shared.connecting).insert(contact.id) {
+                    self.emit(Event::ContactConnecting {
+                        contact: contact.id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Closes connections opened only for the DHT and idle since.
+    async fn close_idle_dht(&mut self) {
+        for peer in self.dht.idle() {
+            let contact = self.store(|s| s.contact(&peer)).flatten().is_some();
+            if contact || lock(&self.shared.rendezvous).contains(&peer) {
+                continue;
+            }
+            if self.service.disconnect(&peer).await {
+                self.sessions.remove(&peer);
+                lock(&self.shared.online).remove(&peer);
+            }
+            self.dht.lost(&peer);
         }
     }
 
@@ -537,6 +694,23 @@ impl Actor {
                 }
                 Action::Emit(event) => self.emit(event),
                 Action::DialLan(peer, endpoints) => self.dial_at(peer, endpoints),
+                Action::Dht(peer, reachable, bytes) => {
+                    let remote_ip = lock(&self.shared.online)
+                        .get(&peer)
+                        .map(|info| info.remote_addr.ip());
+                    let found = self.dht.message(peer, reachable, &bytes, remote_ip).await;
+                    self.found(found);
+                }
+                Action::DhtConnected(peer) => self.dht.connected(peer).await,
+                Action::DhtLost(peer) => self.dht.lost(&peer),
+                Action::AddressesChanged => {
+                    let own = self.shared.my_addrs(true);
+                    let rendezvous = lock(&self.shared.rendezvous).clone();
+                    if self.dht.addresses_changed(own, &rendezvous) {
+                        tracing::info!("our addresses changed: reconnecting");
+                        self.network_changed();
+                    }
+                }
                 Action::ReportNetwork if Some(i) != last_report => {}
                 Action::ReportNetwork => {
                     let report = crate::node::network_report(&self.service, &self.shared).await;
@@ -615,6 +789,7 @@ fn apply(
             }
             actions.push(Action::Emit(Event::Listening { endpoint }));
             actions.push(Action::ReportNetwork);
+            actions.push(Action::AddressesChanged);
         }
         CrustEvent::ListenerFailed { endpoint, error } => {
             lock(&shared.listeners).retain(|e| *e != endpoint);
@@ -622,6 +797,7 @@ fn apply(
                 "listener {endpoint} failed: {error}"
             ))));
             actions.push(Action::ReportNetwork);
+            actions.push(Action::AddressesChanged);
         }
         CrustEvent::ConnectSuccess { peer, info } => {
             if s.is_blocked(&peer)? {
@@ -652,6 +828,7 @@ fn apply(
             if !rendezvous.is_empty() {
                 actions.push(Action::Send(peer, rendezvous_message(&rendezvous)));
             }
+            actions.push(Action::DhtConnected(peer));
         }
         CrustEvent::BootstrapConnect { peer, .. } => {
             // A rendezvous for hole punching: tell everyone in session.
@@ -666,7 +843,10 @@ fn apply(
                 actions.push(Action::Send(*session, rendezvous_message(&rendezvous)));
             }
             actions.push(Action::ReportNetwork);
+            actions.push(Action::AddressesChanged);
+            actions.push(Action::DhtConnected(peer));
         }
+        CrustEvent::BootstrapAccept { peer, .. } => actions.push(Action::DhtConnected(peer)),
         CrustEvent::ConnectionChanged { peer, info } => {
             // Crust replaced the connection under a connected peer: no
             // offline, a new path. The peer may have restarted behind it
@@ -696,8 +876,17 @@ fn apply(
         CrustEvent::LostPeer { peer, reason } => {
             tracing::debug!(%peer, %reason, "lost peer");
             lock(&shared.online).remove(&peer);
-            lock(&shared.rendezvous).retain(|r| *r != peer);
+            let was_rendezvous = {
+                let mut rendezvous = lock(&shared.rendezvous);
+                let before = rendezvous.len();
+                rendezvous.retain(|r| *r != peer);
+                rendezvous.len() != before
+            };
             actions.push(Action::ReportNetwork);
+            actions.push(Action::DhtLost(peer));
+            if was_rendezvous {
+                actions.push(Action::AddressesChanged);
+            }
             if sessions.remove(&peer).is_some() && s.contact(&peer)?.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
                 actions.push(Action::Emit(Event::ContactOffline { contact: peer }));
@@ -706,8 +895,17 @@ fn apply(
                 }
             }
         }
+        CrustEvent::NewMessage { peer, data } if !sessions.contains_key(&peer) => {
+            // A bootstrap connection (no chat session): only the DHT
+            // speaks on it.
+            if let Ok(Wire::Dht { reachable, message }) = Wire::decode(&data)
+                && !s.is_blocked(&peer)?
+            {
+                actions.push(Action::Dht(peer, reachable, message));
+            }
+        }
         CrustEvent::NewMessage { peer, data } => {
-            if !sessions.contains_key(&peer) || s.is_blocked(&peer)? {
+            if s.is_blocked(&peer)? {
                 return Ok(());
             }
             match Wire::decode(&data) {
@@ -715,7 +913,10 @@ fn apply(
                 Err(e) => tracing::debug!(%peer, "ignoring message: {e}"),
             }
         }
-        CrustEvent::NatReport(_) => actions.push(Action::ReportNetwork),
+        CrustEvent::NatReport(_) => {
+            actions.push(Action::ReportNetwork);
+            actions.push(Action::AddressesChanged);
+        }
         CrustEvent::LanPeer { peer, endpoints } => {
             // A contact on our LAN: dial it there, with no server between.
             if !sessions.contains_key(&peer) && !s.is_blocked(&peer)? && s.contact(&peer)?.is_some()
@@ -868,6 +1069,9 @@ fn message(
                     .collect();
                 lock(&shared.their_rendezvous).insert(peer, peers);
             }
+        }
+        Wire::Dht { reachable, message } => {
+            actions.push(Action::Dht(peer, reachable, message));
         }
         Wire::Typing { typing } => {
             if s.contact_state(&peer)? == Some(ContactState::Friend) {

@@ -25,6 +25,7 @@ mod actor;
 pub mod cli;
 /// A small Kademlia DHT (sans-IO) saying where peers can be reached.
 pub mod dht;
+mod dht_driver;
 pub mod headless;
 mod invite;
 mod keyfile;
@@ -41,6 +42,7 @@ pub use crust::{
     ConnectionInfo, ConnectionPath, Direction, Endpoint, Mapping, NatReport, PeerId,
     PortAllocation, Transport, UpnpMapping, VERSION,
 };
+pub use dht_driver::{DhtConfig, DhtMode, DhtStatus, RecordLookup};
 pub use invite::{Invite, InviteError, QrMatrix};
 pub use keyfile::KeyError;
 pub use node::{Event, NetworkReport, Node, NodeConfig, NodeError, NodeEvents, OpenError};
@@ -67,6 +69,20 @@ pub mod fuzzing {
     /// Decodes one chat protocol message (network bytes); never panics.
     pub fn wire_message(bytes: &[u8]) -> bool {
         crate::proto::Wire::decode(bytes).is_ok()
+    }
+
+    /// A chat protocol message carrying a DHT message (as a hostile DHT
+    /// node would send one, for tests).
+    pub fn dht_wire(reachable: Vec<crate::Endpoint>, message: Vec<u8>) -> Vec<u8> {
+        crate::proto::Wire::Dht { reachable, message }.encode()
+    }
+
+    /// The DHT message inside a chat protocol message, if it carries one.
+    pub fn dht_message_of(bytes: &[u8]) -> Option<Vec<u8>> {
+        match crate::proto::Wire::decode(bytes) {
+            Ok(crate::proto::Wire::Dht { message, .. }) => Some(message),
+            _ => None,
+        }
     }
 
     /// Reads an identity key file's text (disk bytes) with an optional

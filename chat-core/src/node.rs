@@ -20,6 +20,7 @@ use crust::{ConnectionInfo, Endpoint, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command};
+use crate::dht_driver::{DhtConfig, DhtDriver, DhtMode, DhtStatus, RecordLookup};
 use crate::invite::{Invite, truncate_utf8};
 use crate::profile::{BOOTSTRAP_FILE, HISTORY_FILE, Profile, ProfileError, Settings};
 use crate::store::{Store, StoreError};
@@ -47,6 +48,8 @@ pub struct NodeConfig {
     pub resend_interval: Duration,
     /// Whether to bootstrap into the network at start.
     pub bootstrap: bool,
+    /// How the node takes part in the DHT.
+    pub dht: DhtConfig,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +65,7 @@ impl Default for NodeConfig {
             reconnect_interval: Duration::from_secs(10),
             resend_interval: Duration::from_secs(30),
             bootstrap: true,
+            dht: DhtConfig::default(),
         }
     }
 }
@@ -69,8 +73,9 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Listens on 127.0.0.1 (any port) for TCP and uTP, no UPnP, redials every
     /// 200 ms, resends unacknowledged messages after 2 s, no bootstrap, on
-    /// a network of its own name: for tests, examples and benchmarks on
-    /// one machine.
+    /// a network of its own name, a DHT server looking unreachable
+    /// contacts up every second: for tests, examples and benchmarks on one
+    /// machine.
     pub fn loopback(network_id: &str) -> Self {
         let mut crust = crust::Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
@@ -86,6 +91,11 @@ impl NodeConfig {
             reconnect_interval: Duration::from_millis(200),
             resend_interval: Duration::from_secs(2),
             bootstrap: false,
+            dht: DhtConfig {
+                mode: DhtMode::Server,
+                record_retry: Duration::from_secs(1),
+                ..DhtConfig::default()
+            },
         }
     }
 }
@@ -453,6 +463,7 @@ impl Node {
             crust_config.bootstrap_cache = Some(profile.dir().join(BOOTSTRAP_FILE));
         }
         let (service, crust_events) = start_service(crust_config, profile.secret()).await?;
+        let profile_secret = profile.secret().clone();
         let listeners = service.listeners().await;
         let shared = Arc::new(Shared {
             id: profile.peer_id(),
@@ -470,6 +481,12 @@ impl Node {
             let _ = service.bootstrap();
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let dht = DhtDriver::new(
+            config.dht.clone(),
+            profile_secret,
+            service.clone(),
+            shared.my_addrs(true),
+        );
         let commands = actor::spawn(
             shared.clone(),
             service.clone(),
@@ -477,6 +494,8 @@ impl Node {
             events_tx,
             config.reconnect_interval,
             config.resend_interval,
+            dht,
+            config.bootstrap,
         );
         Ok((
             Self {
@@ -870,6 +889,31 @@ impl Node {
     /// such a contact as "connecting" rather than offline.
     pub fn is_connecting(&self, peer: &PeerId) -> bool {
         lock(&self.shared.connecting).contains(peer)
+    }
+
+    /// Looks `peer`'s record up in the DHT: where it said it can be
+    /// reached (endpoints, rendezvous peers), if a valid record was found
+    /// within the lookup timeout, and how the lookup went (hops,
+    /// messages, time). The node does this by itself for contacts it
+    /// cannot reach.
+    pub async fn find_record(&self, peer: &PeerId) -> Result<RecordLookup, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::FindRecord(*peer, reply))?;
+        answer.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// What the node's DHT is doing: server or client, routing table size,
+    /// records held, our record's version.
+    pub async fn dht_status(&self) -> Result<DhtStatus, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::DhtStatus(reply))?;
+        answer.await.map_err(|_| NodeError::Closed)
+    }
+
+    /// Publishes our DHT record again now (it is published by itself at
+    /// start, when our addresses change, and every half hour).
+    pub fn republish(&self) -> Result<(), NodeError> {
+        self.command(Command::Republish)
     }
 
     /// Closes every connection, stops the node and releases the profile

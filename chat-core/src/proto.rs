@@ -61,6 +61,14 @@ pub(crate) enum Wire {
     /// circuit). Added within version 2: older programs cannot decode it
     /// and ignore it.
     Rendezvous { peers: Vec<[u8; 32]> },
+    /// A DHT message (`crate::dht::Message`'s own encoding, bounded by
+    /// its decoder) and the endpoints on which the sender takes
+    /// connections: empty for a node in client mode, which is then never
+    /// put in routing tables. Added within version 2 like `Rendezvous`.
+    Dht {
+        reachable: Vec<Endpoint>,
+        message: Vec<u8>,
+    },
 }
 
 /// Why bytes from a peer are not a protocol message.
@@ -136,6 +144,10 @@ mod tests {
             Wire::Typing { typing: true },
             Wire::Rendezvous {
                 peers: vec![[3; 32]],
+            },
+            Wire::Dht {
+                reachable: vec!["utp:1.2.3.4:5".parse().unwrap()],
+                message: vec![1, 0, 7],
             },
         ];
         for w in samples {

@@ -238,6 +238,11 @@ impl Dht {
         self.lookups.len()
     }
 
+    /// The version of our own record last published, if any.
+    pub fn published_version(&self) -> Option<u64> {
+        self.reach.as_ref().map(|r| r.version)
+    }
+
     /// Re-anchors the Unix clock (after a suspend, or when the system clock
     /// was corrected).
     pub fn set_unix_time(&mut self, now: Instant, unix_now: u64) {
@@ -486,11 +491,27 @@ impl Dht {
     /// as the driver knows them). Messages that break the wire bounds are
     /// dropped whole.
     pub fn handle(&mut self, now: Instant, from: &Contact, message: Message) -> Vec<Output> {
+        self.handle_from(now, from, true, message)
+    }
+
+    /// Like [`handle`](Self::handle), saying whether the sender takes
+    /// connections (a DHT server). A sender that does not (a client: behind
+    /// a NAT, no mapped port) is answered but never enters the routing
+    /// table, so no node hands out an address nobody can dial.
+    pub fn handle_from(
+        &mut self,
+        now: Instant,
+        from: &Contact,
+        reachable: bool,
+        message: Message,
+    ) -> Vec<Output> {
         let mut out = Vec::new();
         if message.check_bounds().is_err() || from.id == self.me {
             return out;
         }
-        self.observe(now, from, &mut out);
+        if reachable {
+            self.observe(now, from, &mut out);
+        }
         let reply = |message| Output::Send {
             to: from.clone(),
             message,

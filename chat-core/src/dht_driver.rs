@@ -1,0 +1,636 @@
+//! The DHT over crust connections: drives the sans-IO [`Dht`] engine from
+//! the node's actor.
+//!
+//! Every chat node takes part. Engine messages travel as `Wire::Dht` on
+//! the same authenticated crust connections as chat (a peer's DHT identity
+//! is its crust identity, so nobody can answer for another id). Each one
+//! carries the endpoints on which the sender takes connections: a node in
+//! server mode (no NAT, a UPnP mapping, or configured so) lists them and
+//! enters the routing tables of those it talks to; a node in client mode
+//! lists none and is answered but never put in anyone's table, so no node
+//! hands out an address nobody can dial.
+//!
+//! A message for a node we are not connected to waits while the driver
+//! dials it (on the endpoints the routing table has); connections opened
+//! only for the DHT are closed after [`DHT_IDLE`] without use. Lookups are
+//! bounded by [`DhtConfig::lookup_timeout`].
+//!
+//! The node publishes its record (its endpoints and rendezvous peers) once
+//! it knows a DHT server, again whenever those change, and the engine
+//! re-signs it every half hour (records live two hours). Contacts that
+//! cannot be reached at their last addresses are looked up
+//! ([`DhtDriver::want_record`]); a record found gives the actor new
+//! endpoints and rendezvous peers to dial.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crust::{Endpoint, Mapping, PeerId, Priority};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::dht::{
+    Config, Contact, Dht, Event as DhtEvent, LookupStats, MAX_CONTACT_ENDPOINTS,
+    MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS, Message, Output, PeerRecord, QueryId,
+};
+use crate::proto::Wire;
+
+/// A connection opened only for the DHT is closed after this long unused.
+pub(crate) const DHT_IDLE: Duration = Duration::from_secs(60);
+/// A wall clock that moved this much further (or less) than the monotonic
+/// clock means the machine was suspended, or its clock was set.
+const CLOCK_JUMP: Duration = Duration::from_secs(30);
+/// A publication that reached nobody is tried again after this long.
+const PUBLISH_RETRY: Duration = Duration::from_secs(5);
+/// Address changes are published after this long, so a burst of them is
+/// one publication.
+const PUBLISH_SETTLE: Duration = Duration::from_millis(300);
+/// With an empty routing table, crust bootstraps again this often.
+const REBOOTSTRAP: Duration = Duration::from_secs(10);
+/// Messages waiting for one connection at most.
+const MAX_WAITING: usize = 32;
+
+/// Whether this node offers itself as a DHT server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DhtMode {
+    /// A server when crust finds no NAT in front of it or a UPnP mapping;
+    /// otherwise a client.
+    #[default]
+    Auto,
+    /// Always a server (a public host; tests on one machine).
+    Server,
+    /// Never a server: queries, publishes, and is never in others' tables.
+    Client,
+}
+
+/// How the node takes part in the DHT.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// Server or client.
+    pub mode: DhtMode,
+    /// Longest a lookup may take.
+    pub lookup_timeout: Duration,
+    /// How long one DHT request waits for its answer.
+    pub request_timeout: Duration,
+    /// An unreachable contact's record is looked up at most this often.
+    pub record_retry: Duration,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        Self {
+            mode: DhtMode::Auto,
+            lookup_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(2),
+            record_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the node's DHT is doing; see `Node::dht_status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DhtStatus {
+    /// Whether we offer ourselves as a server (are in others' tables).
+    pub server: bool,
+    /// Contacts in our routing table.
+    pub table: usize,
+    /// Records held for others.
+    pub records_held: usize,
+    /// The version of our record last published.
+    pub published: Option<u64>,
+    /// How many nodes our last publication reached.
+    pub stored_at: usize,
+    /// Records and messages from others refused so far (bad signature,
+    /// stale, oversized, malformed).
+    pub rejected: u64,
+}
+
+/// A record lookup's answer: the record if a valid one was found, and how
+/// the lookup went.
+pub type RecordLookup = (Option<PeerRecord>, LookupStats);
+
+/// Something the actor acts on.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// A contact's record, looked up because it could not be reached.
+    Record(PeerRecord),
+}
+
+/// What woke the driver.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    Timer,
+    Dialled(PeerId, bool),
+}
+
+pub(crate) struct DhtDriver {
+    dht: Dht,
+    config: DhtConfig,
+    service: crust::Service,
+    /// Connected peers (any kind).
+    connected: HashSet<PeerId>,
+    /// Messages waiting for a connection being dialled.
+    waiting: HashMap<PeerId, Vec<Message>>,
+    /// Peers connected only for the DHT, and when last used.
+    dht_only: HashMap<PeerId, Instant>,
+    dial_tx: mpsc::UnboundedSender<(PeerId, bool)>,
+    dial_rx: mpsc::UnboundedReceiver<(PeerId, bool)>,
+    /// Record lookups asked for by `Node::find_record`.
+    replies: HashMap<QueryId, Vec<oneshot::Sender<RecordLookup>>>,
+    /// Record lookups for contacts we cannot reach.
+    for_reconnect: HashMap<QueryId, PeerId>,
+    /// When each contact's record was last looked up.
+    last_lookup: HashMap<PeerId, Instant>,
+    publish_due: Option<Instant>,
+    /// What the last publication said.
+    published: Option<(Vec<Endpoint>, Vec<PeerId>)>,
+    stored_at: usize,
+    rejected: u64,
+    /// Our endpoints as last computed (told to peers when we are a
+    /// server).
+    endpoints: Vec<Endpoint>,
+    /// When we last asked crust to bootstrap for want of DHT contacts.
+    last_bootstrap: Instant,
+    /// Unix ms minus monotonic ms at the last check.
+    clock_offset: i128,
+    epoch: Instant,
+}
+
+impl std::fmt::Debug for DhtDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DhtDriver")
+            .field("dht", &self.dht)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_ms() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i128)
+}
+
+impl DhtDriver {
+    pub(crate) fn new(
+        config: DhtConfig,
+        secret: crust::SecretId,
+        service: crust::Service,
+        endpoints: Vec<Endpoint>,
+    ) -> Self {
+        let now = Instant::now();
+        let mut seed = [0u8; 8];
+        crate::fill_random(&mut seed);
+        let engine = Config {
+            lookup_timeout: config.lookup_timeout,
+            request_timeout: config.request_timeout,
+            rng_seed: u64::from_le_bytes(seed),
+            ..Config::default()
+        };
+        let unix = u64::try_from(unix_ms() / 1000).unwrap_or(0);
+        let (dial_tx, dial_rx) = mpsc::unbounded_channel();
+        Self {
+            dht: Dht::new(engine, secret, now, unix),
+            config,
+            service,
+            connected: HashSet::new(),
+            waiting: HashMap::new(),
+            dht_only: HashMap::new(),
+            dial_tx,
+            dial_rx,
+            replies: HashMap::new(),
+            for_reconnect: HashMap::new(),
+            last_lookup: HashMap::new(),
+            publish_due: Some(now),
+            published: None,
+            stored_at: 0,
+            rejected: 0,
+            endpoints,
+            last_bootstrap: now,
+            clock_offset: unix_ms() - now.elapsed().as_millis() as i128,
+            epoch: now,
+        }
+    }
+
+    /// Whether we offer ourselves as a server now.
+    fn server(&self) -> bool {
+        match self.config.mode {
+            DhtMode::Server => true,
+            DhtMode::Client => false,
+            DhtMode::Auto => {
+                let report = self.service.nat_report();
+                report.mapping == Mapping::NoNat || report.upnp.is_some()
+            }
+        }
+    }
+
+    /// The endpoints our record names: our own (hints and listeners), then
+    /// what UPnP or the NAT maps to us.
+    fn record_endpoints(&self, own: Vec<Endpoint>) -> Vec<Endpoint> {
+        let report = self.service.nat_report();
+        let mut endpoints = own;
+        let mut add = |e: Endpoint| {
+            if !endpoints.contains(&e) {
+                endpoints.push(e);
+            }
+        };
+        if let Some(upnp) = &report.upnp {
+            if let Some(tcp) = upnp.tcp {
+                add(Endpoint::tcp(tcp));
+            }
+            if let Some(udp) = upnp.udp {
+                add(Endpoint::utp(udp));
+            }
+        }
+        if matches!(report.mapping, Mapping::EndpointIndependent)
+            && let Some(udp) = report.udp_external
+        {
+            add(Endpoint::utp(udp));
+        }
+        endpoints.truncate(MAX_RECORD_ENDPOINTS);
+        endpoints
+    }
+
+    /// When [`wait`](Self::wait) has something to do, at the latest.
+    fn deadline(&self) -> Option<Instant> {
+        [self.dht.poll_timeout(), self.publish_due]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Waits for a timer or a dial to end (cancel-safe).
+    pub(crate) async fn wait(&mut self) -> Wake {
+        let deadline = self.deadline();
+        tokio::select! {
+            Some((peer, ok)) = self.dial_rx.recv() => Wake::Dialled(peer, ok),
+            () = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Timer,
+        }
+    }
+
+    /// Handles what woke us; `own` is our endpoints, `rendezvous` our
+    /// rendezvous peers.
+    pub(crate) async fn woke(
+        &mut self,
+        wake: Wake,
+        own: Vec<Endpoint>,
+        rendezvous: Vec<PeerId>,
+    ) -> Vec<Found> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        match wake {
+            Wake::Dialled(peer, true) => {
+                self.connected.insert(peer);
+                self.flush(peer).await;
+            }
+            Wake::Dialled(peer, false) => {
+                // The engine times the requests out and notes the failure.
+                self.waiting.remove(&peer);
+            }
+            Wake::Timer => {
+                let out = self.dht.handle_timeout(now);
+                self.run(out, &mut found).await;
+            }
+        }
+        self.maybe_publish(now, own, rendezvous, &mut found).await;
+        found
+    }
+
+    async fn maybe_publish(
+        &mut self,
+        now: Instant,
+        own: Vec<Endpoint>,
+        rendezvous: Vec<PeerId>,
+        found: &mut Vec<Found>,
+    ) {
+        if self.publish_due.is_none_or(|at| at > now) {
+            return;
+        }
+        if self.dht.table_len() == 0 {
+            // Nobody to store it with yet: the first server we meet
+            // triggers it (`handle`).
+            self.publish_due = None;
+            return;
+        }
+        self.publish_due = None;
+        let endpoints = self.record_endpoints(own);
+        self.endpoints.clone_from(&endpoints);
+        let mut rendezvous = rendezvous;
+        rendezvous.truncate(MAX_RECORD_RENDEZVOUS);
+        match self.dht.publish(now, endpoints.clone(), rendezvous.clone()) {
+            Ok((_, out)) => {
+                tracing::debug!(endpoints = ?endpoints, "publishing our DHT record");
+                self.published = Some((endpoints, rendezvous));
+                self.run(out, found).await;
+            }
+            Err(error) => tracing::warn!(%error, "cannot sign our DHT record"),
+        }
+    }
+
+    /// Our endpoints or rendezvous peers may have changed: publish again
+    /// if they did. Returns whether the endpoints changed since the last
+    /// publication (the network changed under us).
+    pub(crate) fn addresses_changed(&mut self, own: Vec<Endpoint>, rendezvous: &[PeerId]) -> bool {
+        let endpoints = self.record_endpoints(own);
+        self.endpoints.clone_from(&endpoints);
+        let mut rendezvous = rendezvous.to_vec();
+        rendezvous.truncate(MAX_RECORD_RENDEZVOUS);
+        match &self.published {
+            Some((e, r)) if *e == endpoints && *r == rendezvous => false,
+            Some((e, _)) => {
+                // Learning one more address (a NAT mapping) is not a move;
+                // losing one is.
+                let moved = e.iter().any(|old| !endpoints.contains(old));
+                self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
+                moved
+            }
+            None => {
+                if self.publish_due.is_none() {
+                    self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether the wall clock jumped against the monotonic one since the
+    /// last call (a suspend and resume, or the clock was set); re-anchors
+    /// the engine's Unix time if so.
+    pub(crate) fn clock_jumped(&mut self) -> bool {
+        let now = Instant::now();
+        let offset = unix_ms() - now.duration_since(self.epoch).as_millis() as i128;
+        let jumped = (offset - self.clock_offset).unsigned_abs() > CLOCK_JUMP.as_millis();
+        self.clock_offset = offset;
+        if jumped {
+            self.dht
+                .set_unix_time(now, u64::try_from(offset.max(0) / 1000).unwrap_or(0));
+        }
+        jumped
+    }
+
+    /// The network changed under us: publish again soon and look contacts
+    /// up again at once.
+    pub(crate) fn network_changed(&mut self) {
+        self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
+        self.last_lookup.clear();
+    }
+
+    /// Whether we know no DHT server and did not bootstrap for a while
+    /// (the seeds were down when we started): bootstrap again.
+    pub(crate) fn wants_bootstrap(&mut self) -> bool {
+        let now = Instant::now();
+        if self.dht.table_len() > 0 || now.duration_since(self.last_bootstrap) < REBOOTSTRAP {
+            return false;
+        }
+        self.last_bootstrap = now;
+        true
+    }
+
+    /// Publish again now.
+    pub(crate) fn republish(&mut self) {
+        self.publish_due = Some(Instant::now());
+    }
+
+    /// A connection to `peer` opened: flush what waits for it and ping it,
+    /// so each side learns whether the other is a server.
+    pub(crate) async fn connected(&mut self, peer: PeerId) {
+        self.connected.insert(peer);
+        self.flush(peer).await;
+        let mut id = [0u8; 8];
+        crate::fill_random(&mut id);
+        self.send_now(
+            &peer,
+            &Message::Ping {
+                id: u64::from_le_bytes(id),
+            },
+        )
+        .await;
+    }
+
+    /// The connection to `peer` is gone.
+    pub(crate) fn lost(&mut self, peer: &PeerId) {
+        self.connected.remove(peer);
+        self.dht_only.remove(peer);
+        self.waiting.remove(peer);
+    }
+
+    /// A `Wire::Dht` from `peer`, which said it takes connections on
+    /// `reachable` (`remote_ip` fills in an unspecified listener address).
+    pub(crate) async fn message(
+        &mut self,
+        peer: PeerId,
+        reachable: Vec<Endpoint>,
+        bytes: &[u8],
+        remote_ip: Option<std::net::IpAddr>,
+    ) -> Vec<Found> {
+        let mut found = Vec::new();
+        let message = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(error) => {
+                self.rejected += 1;
+                tracing::debug!(%peer, %error, "ignoring a DHT message");
+                return found;
+            }
+        };
+        if let Some(used) = self.dht_only.get_mut(&peer) {
+            *used = Instant::now();
+        }
+        let endpoints: Vec<Endpoint> = reachable
+            .into_iter()
+            .take(MAX_CONTACT_ENDPOINTS)
+            .map(|e| match remote_ip {
+                Some(ip) if e.addr.ip().is_unspecified() => Endpoint {
+                    addr: SocketAddr::new(ip, e.addr.port()),
+                    ..e
+                },
+                _ => e,
+            })
+            .collect();
+        let server = !endpoints.is_empty();
+        let from = Contact {
+            id: peer,
+            endpoints,
+        };
+        let first_server = server && self.dht.table_len() == 0;
+        let now = Instant::now();
+        let out = self.dht.handle_from(now, &from, server, message);
+        self.run(out, &mut found).await;
+        if first_server && self.dht.table_len() > 0 && self.publish_due.is_none() {
+            // The first server we know: time to tell the network where we
+            // are (and, through the publication's lookup, fill the table).
+            self.publish_due = Some(now + PUBLISH_SETTLE);
+        }
+        found
+    }
+
+    /// Looks up `peer`'s record for the caller.
+    pub(crate) async fn find_record(&mut self, peer: PeerId, reply: oneshot::Sender<RecordLookup>) {
+        let (q, out) = self.dht.find_record(Instant::now(), peer);
+        self.replies.entry(q).or_default().push(reply);
+        // Only the caller waits for this query: nothing is found for the
+        // actor.
+        let mut found = Vec::new();
+        self.run(out, &mut found).await;
+    }
+
+    /// Looks up a contact we cannot reach, unless that was done within
+    /// `record_retry`; the answer comes back as [`Found::Record`].
+    pub(crate) async fn want_record(&mut self, peer: PeerId) -> Vec<Found> {
+        let now = Instant::now();
+        let mut found = Vec::new();
+        if self
+            .last_lookup
+            .get(&peer)
+            .is_some_and(|t| now.duration_since(*t) < self.config.record_retry)
+            || self.for_reconnect.values().any(|p| *p == peer)
+            || self.dht.table_len() == 0
+        {
+            return found;
+        }
+        self.last_lookup.insert(peer, now);
+        let (q, out) = self.dht.find_record(now, peer);
+        self.for_reconnect.insert(q, peer);
+        self.run(out, &mut found).await;
+        found
+    }
+
+    /// Peers connected only for the DHT and unused for [`DHT_IDLE`].
+    pub(crate) fn idle(&mut self) -> Vec<PeerId> {
+        let now = Instant::now();
+        let idle: Vec<PeerId> = self
+            .dht_only
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) >= DHT_IDLE)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in &idle {
+            self.lost(peer);
+        }
+        idle
+    }
+
+    pub(crate) fn status(&self) -> DhtStatus {
+        DhtStatus {
+            server: self.server(),
+            table: self.dht.table_len(),
+            records_held: self.dht.records_held(),
+            published: self.dht.published_version(),
+            stored_at: self.stored_at,
+            rejected: self.rejected,
+        }
+    }
+
+    async fn run(&mut self, outputs: Vec<Output>, found: &mut Vec<Found>) {
+        for output in outputs {
+            match output {
+                Output::Send { to, message } => self.send(to, message).await,
+                Output::Event(event) => self.event(event, found),
+            }
+        }
+    }
+
+    fn event(&mut self, event: DhtEvent, found: &mut Vec<Found>) {
+        match event {
+            DhtEvent::RecordFound {
+                query,
+                peer,
+                record,
+                stats,
+            } => {
+                tracing::debug!(%peer, found = record.is_some(), ?stats, "DHT record lookup");
+                if let Some(replies) = self.replies.remove(&query) {
+                    for reply in replies {
+                        let _ = reply.send((record.clone(), stats));
+                    }
+                }
+                if self.for_reconnect.remove(&query).is_some()
+                    && let Some(record) = record
+                {
+                    found.push(Found::Record(record));
+                }
+            }
+            DhtEvent::Published {
+                stored_at, stats, ..
+            } => {
+                tracing::debug!(stored_at, ?stats, "DHT record published");
+                self.stored_at = stored_at;
+                if stored_at == 0 {
+                    self.publish_due = Some(Instant::now() + PUBLISH_RETRY);
+                }
+            }
+            DhtEvent::RecordRejected { from, error } => {
+                self.rejected += 1;
+                tracing::debug!(%from, %error, "DHT record refused");
+            }
+            _ => {}
+        }
+    }
+
+    fn wire(&self, message: &Message) -> Wire {
+        let reachable = if self.server() {
+            self.endpoints
+                .iter()
+                .take(MAX_CONTACT_ENDPOINTS)
+                .copied()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Wire::Dht {
+            reachable,
+            message: message.encode(),
+        }
+    }
+
+    async fn send_now(&mut self, peer: &PeerId, message: &Message) -> bool {
+        if let Some(used) = self.dht_only.get_mut(peer) {
+            *used = Instant::now();
+        }
+        let wire = self.wire(message);
+        self.service
+            .send(peer, wire.encode(), Priority::NORMAL)
+            .await
+            .is_ok()
+    }
+
+    async fn send(&mut self, to: Contact, message: Message) {
+        if self.connected.contains(&to.id) && self.send_now(&to.id, &message).await {
+            return;
+        }
+        if to.endpoints.is_empty() {
+            return;
+        }
+        let queue = self.waiting.entry(to.id).or_default();
+        if queue.len() >= MAX_WAITING {
+            return;
+        }
+        queue.push(message);
+        if queue.len() > 1 {
+            // Already dialling.
+            return;
+        }
+        let service = self.service.clone();
+        let done = self.dial_tx.clone();
+        let timeout = self.config.request_timeout;
+        self.dht_only.insert(to.id, Instant::now());
+        tokio::spawn(async move {
+            let ok = matches!(
+                tokio::time::timeout(timeout, service.connect(to.id, &to.endpoints)).await,
+                Ok(Ok(_))
+            );
+            let _ = done.send((to.id, ok));
+        });
+    }
+
+    async fn flush(&mut self, peer: PeerId) {
+        for message in self.waiting.remove(&peer).unwrap_or_default() {
+            self.send_now(&peer, &message).await;
+        }
+    }
+}
