@@ -54,6 +54,9 @@
 
 mod bootstrap_cache;
 mod config;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod faults;
 mod fsutil;
 /// Entry points of the fuzz targets in `fuzz/`: every decoder of untrusted
 /// bytes. Not a stable API.

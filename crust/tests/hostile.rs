@@ -8,6 +8,9 @@
 //! One address holding many silent connections (slow-loris) gets only its
 //! per-source quota of handshake slots.
 //!
+//! A relay that changes the bytes it relays is caught by the end-to-end
+//! channel: the receiver drops that connection and keeps its others.
+//!
 //! Covered elsewhere, not repeated here: a peer claiming someone else's id
 //! (`secure::tests::an_identity_signature_by_another_key_is_refused`,
 //! `service::connecting_to_the_wrong_id_fails_clearly`), junk and oversized
@@ -24,11 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use common::{Node, PATIENCE, config};
+use common::{Node, PATIENCE, config, config_with_utp};
 use crust::secure::SecureChannel;
 use crust::utp::UtpSocket;
 use crust::utp::proto::{Endpoint, EndpointConfig};
-use crust::{ChannelConfig, Event, Intent, LostReason, SecretId};
+use crust::{ChannelConfig, ConnectionPath, Event, Intent, LostReason, Priority, SecretId};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -200,6 +203,65 @@ async fn one_address_holding_silent_connections_cannot_lock_others_out() {
     let mut a = a;
     b.says(&mut a, b"hello").await;
     drop(idle);
+}
+
+/// The next message from `peer`, or why it was lost.
+async fn next_from(
+    events: &mut crust::Events,
+    peer: crust::PeerId,
+) -> Result<bytes::Bytes, LostReason> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await.unwrap() {
+                Event::NewMessage { peer: p, data } if p == peer => break Ok(data),
+                Event::LostPeer { peer: p, reason } if p == peer => break Err(reason),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_relay_that_tampers_with_relayed_bytes_is_caught_end_to_end() {
+    let mut r = Node::start_with(config_with_utp(), SecretId::generate()).await;
+    let (a, _a_events) = common::unreachable_peer().await;
+    let (b, mut b_events) = common::unreachable_peer().await;
+    a.connect(r.id(), &[r.addr]).await.unwrap();
+    b.connect(r.id(), &[r.addr]).await.unwrap();
+    let info = a.connect_via(b.id(), r.id()).await.unwrap();
+    assert_eq!(info.path, ConnectionPath::Relayed { via: r.id() });
+    // Untouched, the relayed connection works.
+    a.send(&b.id(), &b"before"[..], Priority::NORMAL)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_from(&mut b_events, a.id()).await.unwrap(),
+        &b"before"[..]
+    );
+
+    // From now on the relay flips a bit in everything it forwards: b's
+    // end of the secure channel refuses the first changed frame and drops
+    // the connection; nothing changed is ever delivered.
+    crust::faults::tamper_relayed_bytes(r.id(), true);
+    a.send(&b.id(), &b"after"[..], Priority::NORMAL)
+        .await
+        .unwrap();
+    match next_from(&mut b_events, a.id()).await {
+        Err(reason) => assert!(
+            matches!(reason, LostReason::ProtocolViolation(_)),
+            "{reason:?}"
+        ),
+        Ok(data) => panic!("a tampered message was delivered: {data:?}"),
+    }
+    crust::faults::tamper_relayed_bytes(r.id(), false);
+
+    // Both ends' own connections to the relay are unaffected.
+    for (peer, text) in [(&a, &b"a is fine"[..]), (&b, &b"b is fine"[..])] {
+        peer.send(&r.id(), text, Priority::NORMAL).await.unwrap();
+        assert_eq!(r.message_from(peer.id()).await, text);
+    }
 }
 
 /// The hostile peer's side of a TCP connection: the secure channel writes

@@ -197,6 +197,8 @@ pub(super) async fn forward(inner: &Inner, from: PeerId, to: PeerId, session: u6
     let Some(queue) = inner.queue(&to) else {
         return;
     };
+    #[cfg(feature = "fault-injection")]
+    let data = crate::faults::relayed(inner.id, data);
     let packet = Outgoing::control_owned(&Packet::Relayed {
         from,
         session,

@@ -120,3 +120,17 @@ impl Node {
         assert_eq!(to.message_from(self.id()).await, data);
     }
 }
+
+/// A peer with no listener and no UDP socket: it can only dial out, so
+/// nothing direct can reach it or be reached from it, and a connection to
+/// another such peer must be relayed.
+pub async fn unreachable_peer() -> (Service, Events) {
+    let config = Config {
+        listen: Vec::new(),
+        utp: None,
+        relay_after: Duration::from_millis(100),
+        punch_timeout: Duration::from_secs(3),
+        ..config()
+    };
+    Service::start(config, SecretId::generate()).await.unwrap()
+}
