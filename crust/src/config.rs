@@ -71,6 +71,10 @@ pub struct Config {
     /// A traversal attempt opens a relayed circuit through the rendezvous
     /// if no direct path works this long after punching started.
     pub relay_after: Duration,
+    /// TCP hole punching (a simultaneous open from the listener's port)
+    /// alongside UDP hole punching for uTP. Off, a traversal attempt
+    /// punches for uTP only (and still dials the peer's TCP candidates).
+    pub tcp_hole_punching: bool,
     /// Announce ourselves on the LAN and report peers that do
     /// ([`Event::LanPeer`](crate::Event::LanPeer)); `None` (the default)
     /// sends and hears no beacons.
@@ -101,6 +105,7 @@ impl Default for Config {
             punch_timeout: Duration::from_secs(10),
             relay_circuits: 64,
             relay_after: Duration::from_secs(3),
+            tcp_hole_punching: true,
             lan_discovery: None,
         }
     }

@@ -7,6 +7,7 @@ pub(crate) mod datagram;
 mod local;
 mod punch;
 mod report;
+pub(crate) mod tcp;
 pub(crate) mod upnp;
 
 pub(crate) use datagram::Datagram;

@@ -290,7 +290,7 @@ impl Actor {
     }
 
     async fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, ServiceError> {
-        let listener = match TcpListener::bind(addr).await {
+        let listener = match crate::nat::tcp::listen(addr) {
             Ok(listener) => listener,
             Err(source) => {
                 self.inner.emit(Event::ListenerFailed {

@@ -16,13 +16,16 @@ use crate::secure::{Intent, SecureChannel};
 async fn open(
     inner: &Inner,
     endpoint: Endpoint,
+    share_port: bool,
 ) -> Result<(BoxedStream, std::net::SocketAddr), DialError> {
     let io = |e| DialError::Io(Arc::new(e));
     let timeout = inner.config.dial_timeout;
     match endpoint.transport {
         Transport::Tcp => {
             let stream =
-                match tokio::time::timeout(timeout, TcpStream::connect(endpoint.addr)).await {
+                match tokio::time::timeout(timeout, connect_tcp(inner, endpoint.addr, share_port))
+                    .await
+                {
                     Err(_) => return Err(DialError::Timeout),
                     Ok(result) => result.map_err(io)?,
                 };
@@ -43,6 +46,32 @@ async fn open(
     }
 }
 
+/// A TCP connection to `addr`, from the listener's port where that works
+/// (so the NAT maps the listener's port and the peer's echo reveals the
+/// mapping, see `nat::tcp`), else from an ephemeral port (the 4-tuple may
+/// be taken, or in `TIME_WAIT` from an earlier connection).
+async fn connect_tcp(
+    inner: &Inner,
+    addr: std::net::SocketAddr,
+    share_port: bool,
+) -> std::io::Result<TcpStream> {
+    let listeners = if share_port {
+        inner.nat_report().local_tcp
+    } else {
+        Vec::new()
+    };
+    if let Some(local) = crate::nat::tcp::shared_port(&listeners, addr) {
+        match crate::nat::tcp::connect_from(local, addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(e),
+            Err(e) => {
+                tracing::trace!(%addr, %local, error = %e, "dial from the listener's port failed")
+            }
+        }
+    }
+    TcpStream::connect(addr).await
+}
+
 /// Dials one endpoint and runs the handshake.
 pub(super) async fn dial(
     inner: &Inner,
@@ -50,8 +79,30 @@ pub(super) async fn dial(
     endpoint: Endpoint,
     intent: Intent,
 ) -> Result<Dialled, DialError> {
+    dial_with(inner, expected, endpoint, intent, true).await
+}
+
+/// [`dial`] from an ephemeral port: for a traversal attempt's plain dials,
+/// which must not take the 4-tuple of its TCP punches from the listener's
+/// port (those run the handshake in a role decided by peer id).
+pub(super) async fn dial_unshared(
+    inner: &Inner,
+    expected: Option<PeerId>,
+    endpoint: Endpoint,
+    intent: Intent,
+) -> Result<Dialled, DialError> {
+    dial_with(inner, expected, endpoint, intent, false).await
+}
+
+async fn dial_with(
+    inner: &Inner,
+    expected: Option<PeerId>,
+    endpoint: Endpoint,
+    intent: Intent,
+    share_port: bool,
+) -> Result<Dialled, DialError> {
     let started = std::time::Instant::now();
-    let (stream, local_addr) = open(inner, endpoint).await?;
+    let (stream, local_addr) = open(inner, endpoint, share_port).await?;
     let channel = SecureChannel::connect(
         stream,
         &inner.secret,

@@ -495,6 +495,16 @@ impl Service {
         for addr in service.inner.config.listen.clone() {
             tcp.push(service.start_listening(addr).await?);
         }
+        // Outgoing TCP leaves from the listener's port (`nat::tcp`) as
+        // soon as the report knows it, which the driver fills in soon;
+        // dials made before that must not miss it.
+        service
+            .inner
+            .nat_report
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .local_tcp
+            .clone_from(&tcp);
         let _ = service.inner.nat.send(NatInput::Start { tcp });
         Ok((service, Events { rx: events_rx }))
     }

@@ -46,6 +46,23 @@ const PREDICTED_PORTS: usize = 32;
 const MAX_SESSIONS: usize = 8;
 /// How long an answerer waits for `Sync`.
 const SYNC_WAIT: Duration = Duration::from_secs(5);
+/// Between rounds of echo requests to every connected peer: a NAT that
+/// changed its mapping (a reboot, a new lease, a moved laptop) shows up in
+/// the next `NatReport`.
+const REECHO: Duration = Duration::from_secs(60);
+/// Predicted TCP ports offered for a sequential symmetric NAT.
+const PREDICTED_TCP_PORTS: u32 = 24;
+/// Most TCP candidates of the peer punched at once (each is one socket
+/// sending a SYN now and then, well under the probe rate cap).
+const TCP_PUNCH_TARGETS: usize = 40;
+/// Between tries of one TCP punch that was refused.
+const TCP_PUNCH_RETRY: Duration = Duration::from_secs(1);
+/// How long the larger id waits for the initiator's first bytes on a
+/// punched TCP connection before it takes the initiator's role itself.
+const TCP_ROLE_WAIT: Duration = Duration::from_secs(1);
+/// Between the starts of an attempt's TCP punches: their first SYNs go out
+/// at 50 per second at most.
+const TCP_PUNCH_STAGGER: Duration = Duration::from_millis(20);
 
 /// What the driver hears.
 pub(crate) enum NatInput {
@@ -76,6 +93,9 @@ pub(crate) enum NatInput {
     },
     /// A dial started by a session failed.
     DialFailed { session: u64 },
+    /// A session's task registered a direct (or hole-punched) connection
+    /// to a peer we may reach only through a relay so far.
+    Direct { peer: PeerId },
     /// UPnP mapped (or lost) our ports.
     Upnp(Option<UpnpMapping>),
     /// A relayed connection finished its handshake: register it.
@@ -110,6 +130,16 @@ struct Session {
     /// Requester: when to fall back to a relayed circuit.
     relay_at: Option<Instant>,
     reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
+    /// Dials and TCP punches of this attempt, cancelled when it ends.
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 struct Echo {
@@ -133,6 +163,12 @@ struct Driver {
     upnp: Option<UpnpMapping>,
     upnp_task: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     echoes: HashMap<u64, Echo>,
+    /// Peers connected only through a relay: their sessions go on punching
+    /// until their deadline, and a direct connection replaces the circuit.
+    relayed_only: RelayedOnly,
+    /// Connected peers' UDP sockets, echoed again every [`REECHO`].
+    echo_servers: HashMap<PeerId, SocketAddr>,
+    next_reecho: Instant,
     sessions: HashMap<u64, Session>,
 }
 
@@ -162,6 +198,9 @@ pub(super) fn spawn(
         upnp: None,
         upnp_task: None,
         echoes: HashMap::new(),
+        relayed_only: RelayedOnly::default(),
+        echo_servers: HashMap::new(),
+        next_reecho: Instant::now() + REECHO,
         sessions: HashMap::new(),
     };
     tokio::spawn(driver.run(input, datagrams));
@@ -204,7 +243,7 @@ impl Driver {
             };
             [Some(s.deadline), punch, s.relay_at].into_iter().flatten()
         });
-        echoes.chain(sessions).min()
+        echoes.chain(sessions).chain(Some(self.next_reecho)).min()
     }
 
     fn on_input(&mut self, msg: NatInput) {
@@ -223,29 +262,35 @@ impl Driver {
             NatInput::Signal { via, from, signal } => self.on_signal(via, from, signal),
             NatInput::Connected { peer, info } => {
                 self.connected.insert(peer, info.clone());
-                let done: Vec<u64> = self
-                    .sessions
-                    .iter()
-                    .filter(|(_, s)| s.peer == peer)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in done {
-                    if let Some(mut s) = self.sessions.remove(&id) {
-                        tracing::debug!(%peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
-                            targets = s.plan.as_ref().map_or(0, PunchPlan::targets),
-                            "traversal session done");
+                if matches!(info.path, ConnectionPath::Relayed { .. }) {
+                    // Answer the caller, but keep punching: a direct path
+                    // found later replaces the circuit.
+                    lock(&self.relayed_only).insert(peer);
+                    for s in self.sessions.values_mut().filter(|s| s.peer == peer) {
                         if let Some(reply) = s.reply.take() {
                             let _ = reply.send(Ok(info.clone()));
                         }
                     }
+                    return;
                 }
-                self.forget_punching(&peer);
+                lock(&self.relayed_only).remove(&peer);
+                self.end_sessions_with(peer, Some(&info));
+            }
+            NatInput::Direct { peer } => {
+                // Otherwise `Connected` follows and ends the sessions (with
+                // the caller's answer).
+                if lock(&self.relayed_only).remove(&peer) {
+                    tracing::debug!(%peer, "a direct path replaces the relayed circuit");
+                    self.end_sessions_with(peer, None);
+                }
             }
             NatInput::Lost { peer } => {
+                lock(&self.relayed_only).remove(&peer);
                 self.connected.remove(&peer);
                 // Echo answers from a peer we lost are still true, but an
                 // answer can no longer be refreshed; keep them.
                 self.echoes.retain(|_, e| e.peer != peer);
+                self.echo_servers.remove(&peer);
             }
             NatInput::ConnectVia { peer, via, reply } => self.connect_via(peer, via, reply),
             NatInput::DialFailed { session } => {
@@ -265,6 +310,28 @@ impl Driver {
             }
             NatInput::Shutdown { .. } => {}
         }
+    }
+
+    /// The peer is connected (directly, if `info` is given, the caller's
+    /// answer): its sessions end, and with them their tasks.
+    fn end_sessions_with(&mut self, peer: PeerId, info: Option<&ConnectionInfo>) {
+        let done: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            if let Some(mut s) = self.sessions.remove(&id) {
+                tracing::debug!(%peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
+                            targets = s.plan.as_ref().map_or(0, PunchPlan::targets),
+                            "traversal session done");
+                if let (Some(reply), Some(info)) = (s.reply.take(), info) {
+                    let _ = reply.send(Ok(info.clone()));
+                }
+            }
+        }
+        self.forget_punching(&peer);
     }
 
     fn on_hello(
@@ -292,23 +359,37 @@ impl Driver {
                 self.update_report();
                 if let (Some(port), Some(_)) = (hello.udp_port, self.udp_local) {
                     let server = SocketAddr::new(remote.ip(), port);
-                    let nonce = random_u64();
-                    self.echoes.insert(
-                        nonce,
-                        Echo {
-                            peer,
-                            server,
-                            tries: 0,
-                            next_at: Instant::now(),
-                        },
-                    );
+                    self.echo_servers.insert(peer, server);
+                    self.request_echo(peer, server);
                 }
             }
         }
     }
 
+    fn request_echo(&mut self, peer: PeerId, server: SocketAddr) {
+        if self.echoes.values().any(|e| e.peer == peer) {
+            return;
+        }
+        self.echoes.insert(
+            random_u64(),
+            Echo {
+                peer,
+                server,
+                tries: 0,
+                next_at: Instant::now(),
+            },
+        );
+    }
+
     async fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.next_reecho <= now {
+            self.next_reecho = now + REECHO;
+            let servers: Vec<_> = self.echo_servers.iter().map(|(p, s)| (*p, *s)).collect();
+            for (peer, server) in servers {
+                self.request_echo(peer, server);
+            }
+        }
         // Echo requests due.
         let mut due = Vec::new();
         self.echoes.retain(|nonce, e| {
@@ -352,6 +433,9 @@ impl Driver {
         }
         for id in starting {
             self.start_tcp_dials(id);
+            if self.inner.config.tcp_hole_punching {
+                self.start_tcp_punch(id);
+            }
         }
         let relays: Vec<u64> = self
             .sessions
@@ -441,7 +525,7 @@ impl Driver {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        if !s.initiator || s.dialling || self.inner.queue(&s.peer).is_some() {
+        if !s.initiator || s.dialling || direct(&self.inner, &self.relayed_only, &s.peer) {
             return;
         }
         s.dialling = true;
@@ -460,6 +544,7 @@ impl Driver {
                         dialled: Box::new(dialled),
                         reply: None,
                     });
+                    let _ = input.send(NatInput::Direct { peer });
                 }
                 Err(e) => {
                     tracing::debug!(%peer, %addr, error = %e, "punched uTP dial failed");
@@ -522,16 +607,23 @@ impl Driver {
             return;
         };
         let (peer, started) = (s.peer, s.started);
+        let mut tasks = Vec::new();
         for addr in s.theirs.tcp.clone() {
             let inner = self.inner.clone();
             let commands = self.commands.clone();
-            tokio::spawn(async move {
-                if inner.queue(&peer).is_some() {
+            let input = self.input_tx.clone();
+            let relayed = self.relayed_only.clone();
+            let task = tokio::spawn(async move {
+                if direct(&inner, &relayed, &peer) {
                     return;
                 }
-                if let Ok(mut dialled) =
-                    super::dial::dial(&inner, Some(peer), Endpoint::tcp(addr), Intent::Connect)
-                        .await
+                if let Ok(mut dialled) = super::dial::dial_unshared(
+                    &inner,
+                    Some(peer),
+                    Endpoint::tcp(addr),
+                    Intent::Connect,
+                )
+                .await
                 {
                     // Registered even if another path won meanwhile: the
                     // peer may have taken this one (see `dial_any`).
@@ -540,8 +632,101 @@ impl Driver {
                         dialled: Box::new(dialled),
                         reply: None,
                     });
+                    let _ = input.send(NatInput::Direct { peer });
                 }
             });
+            tasks.push(task.abort_handle());
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.tasks.extend(tasks);
+        }
+    }
+
+    /// TCP hole punching: from our listener's port to each of the peer's
+    /// TCP candidates, while the peer does the same towards ours (see
+    /// `nat::tcp`). Both sides think they dialled, so the secure channel's
+    /// roles go by peer id: the smaller id initiates. A refused or failed
+    /// attempt is retried until the session ends.
+    fn start_tcp_punch(&mut self, session: u64) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let (peer, started, deadline) = (s.peer, s.started, s.deadline);
+        let listeners = self.inner.nat_report().local_tcp;
+        let mut tasks = Vec::new();
+        let targets = s.theirs.tcp.iter().copied().take(TCP_PUNCH_TARGETS);
+        let targets =
+            targets.filter_map(|addr| Some((nat::tcp::shared_port(&listeners, addr)?, addr)));
+        for (i, (local, addr)) in targets.enumerate() {
+            let delay = TCP_PUNCH_STAGGER * i as u32;
+            let inner = self.inner.clone();
+            let commands = self.commands.clone();
+            let input = self.input_tx.clone();
+            let relayed = self.relayed_only.clone();
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let Some(stream) = tcp_punch(&inner, &relayed, peer, local, addr, deadline).await
+                else {
+                    return;
+                };
+                let Some((stream, initiator)) = tcp_punch_role(&inner, peer, stream).await else {
+                    return;
+                };
+                let handshake = async {
+                    let stream: super::BoxedStream = Box::new(stream);
+                    if initiator {
+                        crate::secure::SecureChannel::connect(
+                            stream,
+                            &inner.secret,
+                            &inner.config.channel,
+                            Some(peer),
+                            Intent::Connect,
+                        )
+                        .await
+                    } else {
+                        crate::secure::SecureChannel::accept(
+                            stream,
+                            &inner.secret,
+                            &inner.config.channel,
+                        )
+                        .await
+                    }
+                };
+                match handshake.await {
+                    Ok(channel) if channel.remote() == peer => {
+                        tracing::debug!(%peer, %addr, initiator, "TCP hole punched");
+                        let dialled = super::Dialled {
+                            channel,
+                            transport: super::Transport::Tcp,
+                            remote_addr: addr,
+                            local_addr: local,
+                            // The initiator counts as the dialler on both
+                            // sides, so the duplicate rule agrees.
+                            direction: if initiator {
+                                super::Direction::Outgoing
+                            } else {
+                                super::Direction::Incoming
+                            },
+                            path: ConnectionPath::HolePunched,
+                            started: Some(started),
+                        };
+                        let _ = commands.send(Command::Register {
+                            dialled: Box::new(dialled),
+                            reply: None,
+                        });
+                        let _ = input.send(NatInput::Direct { peer });
+                    }
+                    Ok(channel) => tracing::debug!(%peer, actual = %channel.remote(),
+                        "TCP punch reached another peer"),
+                    Err(e) => {
+                        tracing::debug!(%peer, %addr, error = %e, "TCP punch handshake failed")
+                    }
+                }
+            });
+            tasks.push(task.abort_handle());
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.tasks.extend(tasks);
         }
     }
 
@@ -590,6 +775,7 @@ impl Driver {
                 dialling: false,
                 relay_at: None,
                 reply: Some(reply),
+                tasks: Vec::new(),
             },
         );
         self.note_punching(peer, now);
@@ -629,6 +815,7 @@ impl Driver {
                         dialling: false,
                         relay_at: None,
                         reply: None,
+                        tasks: Vec::new(),
                     },
                 );
                 self.note_punching(from, now);
@@ -701,6 +888,35 @@ impl Driver {
         if let Some(m) = &report.upnp {
             tcp.extend(m.tcp);
         }
+        // Outgoing connections leave from the listener's port, so what
+        // peers saw of them is the NAT's mapping of that port; and a
+        // port-preserving NAT maps it to the same port on its address.
+        tcp.extend(report.tcp_observed.iter().copied());
+        if let Some(port) = report.local_tcp.first().map(|a| a.port()) {
+            let mut ips: Vec<IpAddr> = report.tcp_observed.iter().map(|a| a.ip()).collect();
+            ips.extend(report.udp_external.iter().map(|a| a.ip()));
+            tcp.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, port)));
+        }
+        // A sequential symmetric NAT maps the listener's port anew for the
+        // punch: predict the next ports, as for UDP (the allocator is
+        // usually shared by both protocols).
+        if let (nat::Mapping::EndpointDependent, nat::PortAllocation::Sequential { delta }) =
+            (report.mapping, report.port_allocation)
+            && let Some(last) = report
+                .udp_observations
+                .iter()
+                .map(|o| o.observed)
+                .chain(report.tcp_observed.iter().copied())
+                .max_by_key(|a| a.port())
+        {
+            tcp.extend((1..=PREDICTED_TCP_PORTS).filter_map(|k| {
+                let port = u32::from(last.port()) + k * u32::from(delta);
+                u16::try_from(port)
+                    .ok()
+                    .map(|p| SocketAddr::new(last.ip(), p))
+            }));
+        }
+        tcp.retain(|a| !a.ip().is_unspecified() && a.port() != 0);
         dedup(&mut tcp);
         Candidates { udp, tcp }
     }
@@ -834,6 +1050,60 @@ impl Driver {
     }
 }
 
+/// Connects from `local` to `remote` until it works, the peer is connected
+/// another way, or `deadline`. Each try is one SYN (plus the kernel's
+/// retransmissions); a refusal (the far NAT or host answered our SYN with a
+/// reset before its own SYN went out) is retried after a pause.
+async fn tcp_punch(
+    inner: &Inner,
+    relayed: &RelayedOnly,
+    peer: PeerId,
+    local: SocketAddr,
+    remote: SocketAddr,
+    deadline: Instant,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        if direct(inner, relayed, &peer) {
+            return None;
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, nat::tcp::connect_from(local, remote)).await {
+            Err(_) => return None,
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some(stream);
+            }
+            Ok(Err(e)) => {
+                tracing::trace!(%remote, error = %e, "TCP punch try failed");
+                tokio::time::sleep(TCP_PUNCH_RETRY).await;
+            }
+        }
+    }
+}
+
+/// The secure channel's role on a punched TCP connection. After a
+/// simultaneous open both sides think they dialled: the smaller id
+/// initiates. But a SYN may also have reached the peer's listener (its NAT
+/// let it in before the peer's own SYN left), whose accept loop always
+/// responds. So the larger id waits a moment for the peer's first bytes:
+/// if they come it responds; if not, the other end is a listener and it
+/// initiates after all.
+async fn tcp_punch_role(
+    inner: &Inner,
+    peer: PeerId,
+    stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, bool)> {
+    if inner.id < peer {
+        return Some((stream, true));
+    }
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(TCP_ROLE_WAIT, stream.peek(&mut first)).await {
+        Err(_) => Some((stream, true)),
+        Ok(Ok(0) | Err(_)) => None,
+        Ok(Ok(_)) => Some((stream, false)),
+    }
+}
+
 /// Maps our ports, renews them at half the lease, removes them when told
 /// to stop. No gateway: one debug line, nothing else.
 async fn run_upnp(
@@ -885,6 +1155,18 @@ async fn run_upnp(
     if let Some(mapping) = current {
         let _ = tokio::task::spawn_blocking(move || nat::upnp::unmap(&gateway, &mapping)).await;
     }
+}
+
+/// Peers connected only through a relayed circuit.
+type RelayedOnly = Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Connected to `peer` other than through a relay.
+fn direct(inner: &Inner, relayed: &RelayedOnly, peer: &PeerId) -> bool {
+    inner.queue(peer).is_some() && !lock(relayed).contains(peer)
 }
 
 async fn recv_datagram(

@@ -118,7 +118,7 @@ pub struct Outcome {
     pub b_ip: std::net::Ipv4Addr,
 }
 
-fn test_config(upnp: bool) -> Config {
+fn test_config(upnp: bool, tcp_hole_punching: bool) -> Config {
     Config {
         listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
         utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
@@ -127,6 +127,7 @@ fn test_config(upnp: bool) -> Config {
         dial_timeout: Duration::from_secs(3),
         punch_timeout: Duration::from_secs(10),
         upnp,
+        tcp_hole_punching,
         upnp_lease: Duration::from_secs(600),
         channel: ChannelConfig {
             network_id: "crust-nat-tests".into(),
@@ -151,6 +152,17 @@ fn side_router(t: &mut Topology, name: &str, side: Side) -> netsim::RouterId {
 /// Connects `a` to `b` through the rendezvous, retrying up to
 /// `max_attempts` times.
 pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32) -> Outcome {
+    run_pair_with(pair, conditions, seed, max_attempts, true)
+}
+
+/// [`run_pair`], with TCP hole punching on or off on both peers.
+pub fn run_pair_with(
+    pair: Pair,
+    conditions: Conditions,
+    seed: u64,
+    max_attempts: u32,
+    tcp_hole_punching: bool,
+) -> Outcome {
     let mut t = Topology::new().seed(seed);
     // Each peer's link carries a quarter of the round trip each way, so the
     // path a–b has `rtt`; each link loses half of the path's loss.
@@ -191,7 +203,7 @@ pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32
     let server = |key: [u8; 32], done: Arc<AtomicBool>| {
         move || async move {
             let (service, mut events) =
-                Service::start(test_config(false), SecretId::from_bytes(&key))
+                Service::start(test_config(false, true), SecretId::from_bytes(&key))
                     .await
                     .unwrap();
             while !done.load(Ordering::Acquire) {
@@ -210,10 +222,12 @@ pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32
     let (b_done, b_ready) = (done.clone(), ready.clone());
     let b_task = net
         .spawn(b, move || async move {
-            let (service, mut events) =
-                Service::start(test_config(upnp_b), SecretId::from_bytes(&b_key))
-                    .await
-                    .unwrap();
+            let (service, mut events) = Service::start(
+                test_config(upnp_b, tcp_hole_punching),
+                SecretId::from_bytes(&b_key),
+            )
+            .await
+            .unwrap();
             join_network(&service, r_id, r_addr, e_id, e_addr).await;
             b_ready.fetch_add(1, Ordering::AcqRel);
             let mut got = false;
@@ -235,10 +249,12 @@ pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32
     let a_ready = ready.clone();
     let a_task = net
         .spawn(a, move || async move {
-            let (service, _events) =
-                Service::start(test_config(upnp_a), SecretId::from_bytes(&a_key))
-                    .await
-                    .unwrap();
+            let (service, _events) = Service::start(
+                test_config(upnp_a, tcp_hole_punching),
+                SecretId::from_bytes(&a_key),
+            )
+            .await
+            .unwrap();
             join_network(&service, r_id, r_addr, e_id, e_addr).await;
             let wait = Instant::now();
             while a_ready.load(Ordering::Acquire) == 0 && wait.elapsed() < Duration::from_secs(10) {

@@ -1,0 +1,116 @@
+//! TCP sockets that share the listener's port, for TCP hole punching.
+//!
+//! A NAT maps the listener's port only when something leaves from it. So
+//! the listener is bound with `SO_REUSEPORT` (and `SO_REUSEADDR`), and
+//! outgoing connections bind the same port where they can: the peers'
+//! echoes of those connections then tell us the NAT's mapping of the
+//! listener's port, and a punching attempt connects *from* that port to
+//! the peer's listener while the peer does the same towards us. Each SYN
+//! opens its own NAT for the other; the second to arrive meets a socket in
+//! `SYN_SENT` and the kernel completes a TCP simultaneous open, so both
+//! sides end with a connected socket and both think they dialled (the
+//! secure channel's roles are then decided by peer id, see
+//! `service/nat.rs`).
+//!
+//! `SO_REUSEPORT` would also let a second listener share the port; the
+//! listener first checks with a plain bind that the port is free, so two
+//! services still cannot listen on one port.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+fn socket_for(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
+
+/// A listener on `addr` whose port outgoing connections can share.
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    if addr.port() != 0 {
+        // The port must be free: SO_REUSEPORT alone would share it with
+        // another listener of the same user.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let socket = socket_for(addr)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Connects to `remote` from `local` (a port our listener also uses).
+pub(crate) async fn connect_from(local: SocketAddr, remote: SocketAddr) -> io::Result<TcpStream> {
+    let socket = socket_for(local)?;
+    socket.bind(local)?;
+    socket.connect(remote).await
+}
+
+/// The address an outgoing connection to `remote` should bind to share the
+/// listener's port: the unspecified address of `remote`'s family with the
+/// port of a listener of that family. `listeners` are our listeners'
+/// addresses, one per local address. `None` with no such listener, or if
+/// `remote` is that listener itself (a socket connected to its own port).
+pub(crate) fn shared_port(listeners: &[SocketAddr], remote: SocketAddr) -> Option<SocketAddr> {
+    let port = listeners
+        .iter()
+        .find(|l| l.is_ipv4() == remote.is_ipv4() && l.port() != 0)?
+        .port();
+    let ours = listeners.contains(&remote)
+        || (remote.port() == port && (remote.ip().is_loopback() || remote.ip().is_unspecified()));
+    if ours {
+        return None;
+    }
+    let ip = if remote.is_ipv4() {
+        std::net::IpAddr::from([0, 0, 0, 0])
+    } else {
+        std::net::IpAddr::from([0u16; 8])
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_can_leave_from_the_listeners_port() {
+        let a = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let stream = connect_from(a_addr, b_addr).await.unwrap();
+        assert_eq!(stream.local_addr().unwrap(), a_addr);
+        let (_, from) = b.accept().await.unwrap();
+        assert_eq!(from, a_addr);
+        // A second listener on the same port is still refused.
+        assert!(listen(a_addr).is_err());
+    }
+
+    #[test]
+    fn the_shared_port_follows_the_family_and_never_loops() {
+        let l4: SocketAddr = "192.168.1.2:4000".parse().unwrap();
+        let l6: SocketAddr = "[fd00::2]:4001".parse().unwrap();
+        let far: SocketAddr = "203.0.113.9:80".parse().unwrap();
+        let far6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        assert_eq!(
+            shared_port(&[l4, l6], far),
+            Some("0.0.0.0:4000".parse().unwrap())
+        );
+        assert_eq!(
+            shared_port(&[l4, l6], far6),
+            Some("[::]:4001".parse().unwrap())
+        );
+        assert_eq!(shared_port(&[l6], far), None);
+        assert_eq!(shared_port(&[l4], "127.0.0.1:4000".parse().unwrap()), None);
+        assert_eq!(shared_port(&[l4], l4), None);
+        assert!(shared_port(&[l4], "127.0.0.1:4002".parse().unwrap()).is_some());
+        // Another host's listener on the same port is fine.
+        assert!(shared_port(&[l4], "192.168.1.3:4000".parse().unwrap()).is_some());
+    }
+}
