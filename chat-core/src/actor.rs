@@ -89,6 +89,8 @@ enum Action {
     Emit(Event),
     /// A contact announced itself on the LAN at these endpoints: dial them.
     DialLan(PeerId, Vec<Endpoint>),
+    /// A mailbox message (`crate::mailbox`) for this peer.
+    Mail(PeerId, Vec<u8>),
     /// Connectivity changed: emit a fresh network report.
     ReportNetwork,
     /// A DHT message from a peer: the endpoints it takes connections on,
@@ -210,6 +212,8 @@ impl Actor {
                     self.redial();
                     self.look_up_unreachable().await;
                     self.resend_unacknowledged().await;
+                    let online: HashSet<PeerId> = self.sessions.keys().copied().collect();
+                    crate::mailbox::tick(&self.service, &self.shared, &online);
                     // Keep search fast: index text while the node is idle.
                     self.store(Store::index_pending);
                 }
@@ -694,6 +698,11 @@ impl Actor {
                 }
                 Action::Emit(event) => self.emit(event),
                 Action::DialLan(peer, endpoints) => self.dial_at(peer, endpoints),
+                Action::Mail(peer, bytes) => {
+                    if let Err(e) = self.service.send(&peer, bytes, Priority::NORMAL).await {
+                        tracing::debug!(%peer, error = %e, "mailbox message not sent");
+                    }
+                }
                 Action::Dht(peer, reachable, bytes) => {
                     let remote_ip = lock(&self.shared.online)
                         .get(&peer)
@@ -828,6 +837,10 @@ fn apply(
             if !rendezvous.is_empty() {
                 actions.push(Action::Send(peer, rendezvous_message(&rendezvous)));
             }
+            // Mail: collect what our holder keeps for us.
+            if let Some(bytes) = crate::mailbox::on_connect(shared, &peer) {
+                actions.push(Action::Mail(peer, bytes));
+            }
             actions.push(Action::DhtConnected(peer));
         }
         CrustEvent::BootstrapConnect { peer, .. } => {
@@ -908,6 +921,15 @@ fn apply(
             if s.is_blocked(&peer)? {
                 return Ok(());
             }
+            if data.starts_with(crust::mailbox::MAGIC) {
+                let mut replies = Vec::new();
+                let delivered = crate::mailbox::on_message(s, shared, &peer, &data, &mut replies)?;
+                for (sender, wire) in delivered {
+                    message(s, shared, sessions, sender, wire, actions, acks)?;
+                }
+                actions.extend(replies.into_iter().map(|(p, b)| Action::Mail(p, b)));
+                return Ok(());
+            }
             match Wire::decode(&data) {
                 Ok(wire) => message(s, shared, sessions, peer, wire, actions, acks)?,
                 Err(e) => tracing::debug!(%peer, "ignoring message: {e}"),
@@ -966,6 +988,10 @@ fn message(
                     s.set_addrs(&peer, &addrs)?;
                 }
                 after_hello(s, shared, &peer, friend, actions)?;
+                // Who holds mail for us, for a friend.
+                if let Some(wire) = crate::mailbox::holders_wire(s, shared, &peer)? {
+                    actions.push(Action::Send(peer, wire));
+                }
             }
         }
         Wire::Request {
@@ -1059,6 +1085,7 @@ fn message(
             state_changes(s, &peer, &ids, MessageState::Delivered, actions)?;
         }
         Wire::Read { ids } => state_changes(s, &peer, &ids, MessageState::Read, actions)?,
+        Wire::Holders { holders } => crate::mailbox::learn_holders(s, &peer, holders)?,
         Wire::Rendezvous { peers } => {
             if s.contact(&peer)?.is_some() {
                 let peers: Vec<PeerId> = peers

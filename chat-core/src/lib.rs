@@ -29,10 +29,12 @@ mod dht_driver;
 pub mod headless;
 mod invite;
 mod keyfile;
+mod mailbox;
 mod node;
 mod profile;
 mod proto;
 mod safety;
+mod seal;
 mod store;
 #[cfg(test)]
 mod tests;

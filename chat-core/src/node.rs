@@ -48,6 +48,11 @@ pub struct NodeConfig {
     pub resend_interval: Duration,
     /// Whether to bootstrap into the network at start.
     pub bootstrap: bool,
+    /// Peers that hold mail for us while we are away (`ID@ENDPOINT`, the
+    /// id required): our own `crust-node --hold`, or a friend's chat node.
+    /// Friends are told of them and deposit sealed messages there when we
+    /// are offline; we collect on connecting.
+    pub holders: Vec<crust::Contact>,
     /// How the node takes part in the DHT.
     pub dht: DhtConfig,
 }
@@ -65,6 +70,7 @@ impl Default for NodeConfig {
             reconnect_interval: Duration::from_secs(10),
             resend_interval: Duration::from_secs(30),
             bootstrap: true,
+            holders: Vec::new(),
             dht: DhtConfig::default(),
         }
     }
@@ -91,6 +97,7 @@ impl NodeConfig {
             reconnect_interval: Duration::from_millis(200),
             resend_interval: Duration::from_secs(2),
             bootstrap: false,
+            holders: Vec::new(),
             dht: DhtConfig {
                 mode: DhtMode::Server,
                 record_retry: Duration::from_secs(1),
@@ -298,6 +305,8 @@ pub(crate) struct Shared {
     pub(crate) listeners: Mutex<Vec<Endpoint>>,
     pub(crate) address_hints: Vec<Endpoint>,
     pub(crate) profile: Mutex<Option<Profile>>,
+    /// Mail held for friends, our holders, deposits in flight.
+    pub(crate) mail: Mutex<crate::mailbox::MailState>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -475,6 +484,10 @@ impl Node {
             connecting: Mutex::new(std::collections::HashSet::new()),
             listeners: Mutex::new(listeners),
             address_hints: settings.address_hints.clone(),
+            mail: Mutex::new(crate::mailbox::MailState::new(
+                profile.secret(),
+                &config.holders,
+            )),
             profile: Mutex::new(Some(profile)),
         });
         if config.bootstrap {

@@ -69,6 +69,12 @@ pub(crate) enum Wire {
         reachable: Vec<Endpoint>,
         message: Vec<u8>,
     },
+    /// The holders that keep mail for the sender while it is away
+    /// (`crate::mailbox`): friends deposit sealed messages with them.
+    /// Added within version 2 like `Rendezvous`.
+    Holders {
+        holders: Vec<crate::mailbox::HolderInfo>,
+    },
 }
 
 /// Why bytes from a peer are not a protocol message.

@@ -1,0 +1,323 @@
+//! Delivery while a contact is away: sealed messages left with holders.
+//!
+//! A user names holders in [`NodeConfig::holders`](crate::NodeConfig): peers
+//! that keep mail for them while they are offline — their own always-on
+//! `crust-node --hold`, or a friend's chat node (every chat node holds mail
+//! among its friends, in memory). The node tells its friends who its
+//! holders are (`Wire::Holders`, remembered per contact), and:
+//! - when a friend is offline and messages for it wait in the outbox, the
+//!   node seals each (`crate::seal`: only the friend can open it, and the
+//!   friend checks it is signed by us) and deposits it with one of the
+//!   friend's holders (`crust::mailbox`), dialling the holder if needed;
+//! - it dials its own holders and, on connecting, collects what they hold
+//!   for it: each box is opened, checked, and goes through the same path
+//!   as a message that came directly (stored once by id: a copy that comes
+//!   again later, directly or from another holder, is not shown twice),
+//!   then removed from the holder.
+//!
+//! The sender's message stays unacknowledged until the two meet: the
+//! outbox sends it again then, the recipient drops the repeat by id and
+//! acknowledges it, and the sender sees it delivered.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crust::mailbox::{Limits, Mailbox, Message as MailMessage, Policy, unix_now};
+use crust::{Contact, Endpoint, PeerId, Priority, SecretId};
+use serde::{Deserialize, Serialize};
+
+use crate::node::{Shared, lock};
+use crate::proto::Wire;
+use crate::store::{Store, StoreError};
+use crate::types::{ContactState, MessageId};
+
+/// Holders remembered per contact at most.
+pub(crate) const MAX_HOLDERS: usize = 4;
+/// A deposit not answered is tried again after this long.
+const DEPOSIT_RETRY: Duration = Duration::from_secs(30);
+const META_PREFIX: &str = "holders:";
+
+/// A holder as told between friends: its id and where to dial it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HolderInfo {
+    pub(crate) id: [u8; 32],
+    pub(crate) addrs: Vec<Endpoint>,
+}
+
+/// The node's mail state (in `Shared`).
+pub(crate) struct MailState {
+    secret: SecretId,
+    /// Our own holders.
+    holders: Vec<(PeerId, Vec<Endpoint>)>,
+    /// What we hold for our friends.
+    held: Mailbox,
+    /// Deposits in flight: tag → (recipient, message), and when each
+    /// message was last deposited (or tried).
+    tags: HashMap<u64, MessageId>,
+    deposited: HashMap<MessageId, Option<Instant>>,
+    next_tag: u64,
+}
+
+impl std::fmt::Debug for MailState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailState")
+            .field("holders", &self.holders)
+            .finish()
+    }
+}
+
+impl MailState {
+    pub(crate) fn new(secret: &SecretId, holders: &[Contact]) -> Self {
+        Self {
+            secret: SecretId::from_bytes(&secret.to_bytes()),
+            holders: holders
+                .iter()
+                .filter_map(|c| c.id.map(|id| (id, vec![c.addr])))
+                .take(MAX_HOLDERS)
+                .collect(),
+            held: Mailbox::in_memory(Limits::default(), Policy::Among(HashSet::new())),
+            tags: HashMap::new(),
+            deposited: HashMap::new(),
+            next_tag: 1,
+        }
+    }
+
+    fn is_my_holder(&self, peer: &PeerId) -> bool {
+        self.holders.iter().any(|(id, _)| id == peer)
+    }
+}
+
+/// Who holds mail for `contact`, as it told us.
+pub(crate) fn holders_of(s: &Store, contact: &PeerId) -> Result<Vec<HolderInfo>, StoreError> {
+    Ok(s.meta(&format!("{META_PREFIX}{contact}"))?
+        .and_then(|bytes| postcard::from_bytes::<Vec<HolderInfo>>(&bytes).ok())
+        .unwrap_or_default())
+}
+
+/// A friend told us its holders.
+pub(crate) fn learn_holders(
+    s: &Store,
+    peer: &PeerId,
+    holders: Vec<HolderInfo>,
+) -> Result<(), StoreError> {
+    if s.contact_state(peer)? != Some(ContactState::Friend) {
+        return Ok(());
+    }
+    let holders: Vec<HolderInfo> = holders
+        .into_iter()
+        .take(MAX_HOLDERS)
+        .map(|mut h| {
+            h.addrs.truncate(8);
+            h
+        })
+        .collect();
+    let bytes = postcard::to_allocvec(&holders).unwrap_or_default();
+    s.set_meta(&format!("{META_PREFIX}{peer}"), &bytes)
+}
+
+/// `Collect`, for a peer that just connected if it is one of our holders.
+pub(crate) fn on_connect(shared: &Shared, peer: &PeerId) -> Option<Vec<u8>> {
+    lock(&shared.mail)
+        .is_my_holder(peer)
+        .then(|| MailMessage::Collect.encode())
+}
+
+/// Our holders, for a friend that said hello (`None` if we have none or
+/// the peer is not a friend).
+pub(crate) fn holders_wire(
+    s: &Store,
+    shared: &Shared,
+    peer: &PeerId,
+) -> Result<Option<Wire>, StoreError> {
+    let mail = lock(&shared.mail);
+    if mail.holders.is_empty() || s.contact_state(peer)? != Some(ContactState::Friend) {
+        return Ok(None);
+    }
+    Ok(Some(Wire::Holders {
+        holders: mail
+            .holders
+            .iter()
+            .map(|(id, addrs)| HolderInfo {
+                id: *id.as_bytes(),
+                addrs: addrs.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// A mailbox message from `peer`: as a holder, a request (answered in
+/// `replies`); as a depositor, an answer; as a recipient, the items held
+/// for us — returned as (sender, chat message) for the usual delivery
+/// path, with the `Remove` to send once they are stored.
+pub(crate) fn on_message(
+    s: &Store,
+    shared: &Shared,
+    peer: &PeerId,
+    data: &[u8],
+    replies: &mut Vec<(PeerId, Vec<u8>)>,
+) -> Result<Vec<(PeerId, Wire)>, StoreError> {
+    let message = match MailMessage::decode(data) {
+        Ok(Some(message)) => message,
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "mailbox: bad message");
+            return Ok(Vec::new());
+        }
+    };
+    let mut mail = lock(&shared.mail);
+    match message {
+        MailMessage::Items { items, more } => {
+            if !mail.is_my_holder(peer) {
+                return Ok(Vec::new());
+            }
+            let mut delivered = Vec::new();
+            let mut ids = Vec::new();
+            for item in items {
+                ids.push(item.id);
+                match crate::seal::open(&mail.secret, &item.blob) {
+                    Ok((sender, body)) => match Wire::decode(&body) {
+                        Ok(wire @ Wire::Chat { .. }) => delivered.push((sender, wire)),
+                        _ => tracing::debug!(%sender, "mailbox: not a chat message"),
+                    },
+                    Err(e) => tracing::info!(holder = %peer, error = %e, "mailbox: box refused"),
+                }
+            }
+            if !ids.is_empty() {
+                replies.push((*peer, MailMessage::Remove { ids }.encode()));
+            }
+            if more {
+                replies.push((*peer, MailMessage::Collect.encode()));
+            }
+            Ok(delivered)
+        }
+        MailMessage::Deposited { tag } => {
+            if let Some(id) = mail.tags.remove(&tag) {
+                tracing::debug!(holder = %peer, ?id, "mailbox: deposited");
+                mail.deposited.insert(id, None);
+            }
+            Ok(Vec::new())
+        }
+        MailMessage::Refused { tag, reason } => {
+            if let Some(id) = mail.tags.remove(&tag) {
+                tracing::info!(holder = %peer, %reason, ?id, "mailbox: deposit refused");
+            }
+            Ok(Vec::new())
+        }
+        request => {
+            // Holding for friends: both ends must be friends of ours.
+            let friends: HashSet<PeerId> = s
+                .contacts()?
+                .into_iter()
+                .filter(|c| c.state == ContactState::Friend)
+                .map(|c| c.id)
+                .chain([shared.id])
+                .collect();
+            mail.held.set_policy(Policy::Among(friends));
+            if let Some(reply) = mail.held.handle(peer, &request.encode(), unix_now()) {
+                replies.push((*peer, reply));
+            }
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Every tick: dial our holders if not connected (connecting collects),
+/// and deposit messages waiting for offline friends with their holders.
+pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<PeerId>) {
+    let mut to_dial: Vec<(PeerId, Vec<Endpoint>)> = Vec::new();
+    let mut deposits: Vec<(PeerId, Vec<Endpoint>, Vec<u8>)> = Vec::new();
+    {
+        let mut mail = lock(&shared.mail);
+        for (id, addrs) in &mail.holders {
+            if !online.contains(id) {
+                to_dial.push((*id, addrs.clone()));
+            }
+        }
+        let pending = shared
+            .with_store(|s| {
+                let mut pending = Vec::new();
+                for contact in s.contacts()? {
+                    if contact.state != ContactState::Friend || online.contains(&contact.id) {
+                        continue;
+                    }
+                    let holders = holders_of(s, &contact.id)?;
+                    let Some(holder) = holders
+                        .iter()
+                        .filter_map(|h| PeerId::from_bytes(h.id).ok().map(|id| (id, h)))
+                        .find(|(id, _)| *id != shared.id)
+                    else {
+                        continue;
+                    };
+                    for m in s.outbox(&contact.id, false)? {
+                        pending.push((contact.id, holder.0, holder.1.addrs.clone(), m));
+                    }
+                }
+                Ok(pending)
+            })
+            .unwrap_or_default();
+        let now = Instant::now();
+        for (recipient, holder, addrs, m) in pending {
+            match mail.deposited.get(&m.id) {
+                // Held already.
+                Some(None) => continue,
+                Some(Some(tried)) if now.duration_since(*tried) < DEPOSIT_RETRY => continue,
+                _ => {}
+            }
+            let wire = Wire::Chat {
+                id: m.id.0,
+                seq: m.seq,
+                sent_at_ms: m.sent_at_ms,
+                text: m.text.clone(),
+            };
+            let Some(blob) = crate::seal::seal(&mail.secret, &recipient, &wire.encode()) else {
+                continue;
+            };
+            let tag = mail.next_tag;
+            mail.next_tag += 1;
+            mail.tags.insert(tag, m.id);
+            mail.deposited.insert(m.id, Some(now));
+            deposits.push((
+                holder,
+                addrs,
+                MailMessage::Deposit {
+                    tag,
+                    recipient,
+                    blob,
+                }
+                .encode(),
+            ));
+        }
+    }
+    for (holder, addrs) in to_dial {
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.connect(holder, &addrs).await {
+                tracing::debug!(%holder, error = %e, "mailbox: holder not reached");
+            }
+        });
+    }
+    let mut by_holder: HashMap<PeerId, (Vec<Endpoint>, Vec<Vec<u8>>)> = HashMap::new();
+    for (holder, addrs, bytes) in deposits {
+        by_holder
+            .entry(holder)
+            .or_insert((addrs, Vec::new()))
+            .1
+            .push(bytes);
+    }
+    for (holder, (addrs, messages)) in by_holder {
+        let service = service.clone();
+        tokio::spawn(async move {
+            if service.connection_info(&holder).await.is_none()
+                && let Err(e) = service.connect(holder, &addrs).await
+            {
+                tracing::debug!(%holder, error = %e, "mailbox: holder not reached");
+                return;
+            }
+            for bytes in messages {
+                if let Err(e) = service.send(&holder, bytes, Priority::NORMAL).await {
+                    tracing::debug!(%holder, error = %e, "mailbox: deposit not sent");
+                }
+            }
+        });
+    }
+}

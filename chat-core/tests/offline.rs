@@ -1,0 +1,151 @@
+//! Delivery while one side is away, on loopback: bob leaves a message for
+//! alice, who is offline, with alice's holder (a crust service running
+//! `crust::mailbox`, as `crust-node --hold` does) and goes offline himself;
+//! alice comes back, collects it from the holder, and it shows once. The
+//! holder never holds the text.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_core::{Event, MessageState, NodeConfig};
+use common::{Peer, befriend, open_with, receive};
+use crust::mailbox::{Limits, Mailbox, Policy, unix_now};
+use crust::{Config, Contact, Endpoint, Priority, SecretId, Service};
+
+/// A holder on loopback: a crust service answering mailbox requests.
+async fn holder() -> (Service, Arc<Mutex<Mailbox>>, Endpoint) {
+    let mut config = Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        upnp: false,
+        ..Config::default()
+    };
+    config.channel.network_id = common::NETWORK.into();
+    let (service, mut events) = Service::start(config, SecretId::generate()).await.unwrap();
+    let addr = service.listeners().await[0];
+    let mailbox = Arc::new(Mutex::new(Mailbox::in_memory(
+        Limits::default(),
+        Policy::Open,
+    )));
+    let (svc, mb) = (service.clone(), mailbox.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let crust::Event::NewMessage { peer, data } = event {
+                let reply = mb.lock().unwrap().handle(&peer, &data, unix_now());
+                if let Some(reply) = reply {
+                    let _ = svc.send(&peer, reply, Priority::NORMAL).await;
+                }
+            }
+        }
+    });
+    (service, mailbox, addr)
+}
+
+/// A loopback config on a fixed port (TCP and UDP of one number), so a
+/// restarted node is found where its friend last saw it.
+fn fixed(port: u16) -> NodeConfig {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut config = NodeConfig::loopback(common::NETWORK);
+    config.crust.listen = vec![addr];
+    config.crust.utp = Some(addr);
+    config
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config_with(port: u16, holder: &Service, addr: Endpoint) -> NodeConfig {
+    let mut config = fixed(port);
+    config.holders = vec![Contact {
+        id: Some(holder.id()),
+        addr,
+    }];
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_with_a_holder_reaches_an_offline_friend_after_the_sender_left() {
+    let root = tempfile::tempdir().unwrap();
+    let (holder, mailbox, holder_addr) = holder().await;
+    let (alice_port, bob_port) = (free_port(), free_port());
+    let bob_dir = root.path().join("bob");
+    drop(chat_core::Profile::create(&bob_dir, "bob", None).unwrap());
+    let mut bob = open_with(&bob_dir, fixed(bob_port)).await;
+    let alice_dir = root.path().join("alice");
+    drop(chat_core::Profile::create(&alice_dir, "alice", None).unwrap());
+    let mut alice = open_with(&alice_dir, config_with(alice_port, &holder, holder_addr)).await;
+    befriend(&mut alice, &mut bob).await;
+    let (alice_id, bob_id) = (alice.id(), bob.id());
+
+    // A message both ways on the live session: alice's list of holders
+    // reached bob before her ack did.
+    let hello = bob.node.send(&alice_id, "hello").unwrap();
+    delivered(&mut bob, hello.id).await;
+
+    // Alice goes away; bob writes; the message is left with her holder.
+    alice.stop().await;
+    bob.wait_for("alice offline", |e| {
+        matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
+    })
+    .await;
+    let text = "left with your holder while you were away";
+    let away = bob.node.send(&alice_id, text).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while mailbox.lock().unwrap().usage(&alice_id).0 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("bob deposited nothing");
+    {
+        // The holder has a box for alice from bob, but not the text.
+        let (items, _) = mailbox
+            .lock()
+            .unwrap()
+            .collect(&alice_id, unix_now(), usize::MAX);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].from, bob_id);
+        let blob = &items[0].blob;
+        assert!(!blob.windows(text.len()).any(|w| w == text.as_bytes()));
+    }
+    // The sender goes offline too.
+    bob.stop().await;
+
+    // Alice is back: she collects from her holder, with bob still away.
+    let mut alice = open_with(&alice_dir, config_with(alice_port, &holder, holder_addr)).await;
+    let got = receive(&mut alice, bob_id, 1).await;
+    assert_eq!(got, [text]);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while mailbox.lock().unwrap().usage(&alice_id).0 != 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("alice did not remove what she collected");
+
+    // Bob comes back: his outbox sends the message again, alice keeps
+    // the one copy and acknowledges it; bob sees it delivered.
+    let mut bob = open_with(&bob_dir, fixed(bob_port)).await;
+    delivered(&mut bob, away.id).await;
+    let history = alice.node.history(&bob_id, None, 100).unwrap();
+    let copies = history.messages.iter().filter(|m| m.text == text).count();
+    assert_eq!(copies, 1, "shown twice");
+    bob.stop().await;
+    alice.stop().await;
+    holder.shutdown().await;
+}
+
+async fn delivered(peer: &mut Peer, id: chat_core::MessageId) {
+    peer.wait_for("delivered", |e| {
+        matches!(e, Event::MessageStateChanged { id: got, state: MessageState::Delivered, .. } if *got == id)
+            .then_some(())
+    })
+    .await;
+}
