@@ -37,7 +37,7 @@ use crate::id::PeerId;
 /// What every mailbox message starts with.
 pub const MAGIC: &[u8; 4] = b"CRMB";
 /// The largest blob a mailbox takes by default.
-pub const DEFAULT_MAX_BLOB: usize = 64 * 1024;
+pub const DEFAULT_MAX_BLOB: usize = 96 * 1024;
 /// Most bytes of items in one [`Message::Items`].
 pub const MAX_ITEMS_BYTES: usize = 1024 * 1024;
 

@@ -95,6 +95,17 @@ pub(crate) struct Options {
     /// Then one report per this many seconds [default: 60].
     #[arg(long, value_name = "SECS")]
     pub(crate) collector_every: Option<f64>,
+
+    /// Hold sealed mail for peers that are away (`crust::mailbox`), in
+    /// this SQLite database; they collect it when they connect.
+    #[arg(long, value_name = "DB_PATH")]
+    pub(crate) hold: Option<PathBuf>,
+
+    /// Hold mail only for these recipients, e.g. your own chat id
+    /// (repeatable; default: for anyone, within the bounds).
+    #[arg(long, value_name = "PEER_ID")]
+    #[serde(default, deserialize_with = "parsed")]
+    pub(crate) hold_for: Vec<crust::PeerId>,
 }
 
 fn parsed<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -140,6 +151,8 @@ impl Options {
             collector: self.collector.or(file.collector),
             collector_burst: self.collector_burst.or(file.collector_burst),
             collector_every: self.collector_every.or(file.collector_every),
+            hold: self.hold.or(file.hold),
+            hold_for: vec(self.hold_for, file.hold_for),
         }
     }
 

@@ -8,7 +8,8 @@
 //! address echoes, unless `--no-rendezvous`; behind a NAT it asks the
 //! gateway for UPnP port mappings unless `--no-upnp`. With
 //! `--probe-server IP1,IP2` it answers router probes; with `--collector DB`
-//! it stores probe reports peers send it. Any combination; options come
+//! it stores probe reports peers send it; with `--hold DB` it holds sealed
+//! mail for peers that are away (`--hold-for ID` to hold only for them). Any combination; options come
 //! from flags and `--config FILE` (flags win). Prints its id and addresses
 //! on start; logs with `tracing` (`RUST_LOG`, default `info`).
 //!
@@ -190,6 +191,20 @@ async fn run(o: Options) -> Result<()> {
         }
         None => None,
     };
+    let mut hold = match &o.hold {
+        Some(path) => {
+            let policy = if o.hold_for.is_empty() {
+                crust::mailbox::Policy::Open
+            } else {
+                crust::mailbox::Policy::For(o.hold_for.iter().copied().collect())
+            };
+            let mailbox =
+                crust::mailbox::Mailbox::open(path, crust::mailbox::Limits::default(), policy)
+                    .with_context(|| format!("cannot open the mail database {}", path.display()))?;
+            Some(mailbox)
+        }
+        None => None,
+    };
     let (service, mut events) = Service::start(config, secret)
         .await
         .context("cannot start the service")?;
@@ -210,6 +225,9 @@ async fn run(o: Options) -> Result<()> {
     }
     if let Some(path) = &o.collector {
         banner.push_str(&format!("collecting reports into {}\n", path.display()));
+    }
+    if let Some(path) = &o.hold {
+        banner.push_str(&format!("holding mail in {}\n", path.display()));
     }
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = stdout
@@ -250,6 +268,15 @@ async fn run(o: Options) -> Result<()> {
                 "NAT report"
             ),
             Event::LostPeer { peer, reason } => tracing::info!(%peer, %reason, "peer lost"),
+            Event::NewMessage { peer, data } if data.starts_with(crust::mailbox::MAGIC) => {
+                let Some(mailbox) = &mut hold else { continue };
+                let reply = mailbox.handle(&peer, &data, crust::mailbox::unix_now());
+                if let Some(reply) = reply
+                    && let Err(error) = service.send(&peer, reply, Priority::NORMAL).await
+                {
+                    tracing::debug!(%peer, %error, "cannot answer a mailbox request");
+                }
+            }
             Event::NewMessage { peer, data } => match &mut collector {
                 Some((collector, store)) => {
                     let answer = match collector.receive(peer, Instant::now(), &data) {
