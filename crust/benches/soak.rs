@@ -115,7 +115,9 @@ mod linux {
         }
     }
 
-    fn config(upnp: bool) -> Config {
+    /// A peer's settings; `kind` turns TCP hole punching off where the
+    /// soak wants the hole-punched uTP path.
+    fn config(kind: Kind) -> Config {
         Config {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
             utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
@@ -123,7 +125,8 @@ mod linux {
             peer_timeout: Duration::from_secs(10),
             dial_timeout: Duration::from_secs(5),
             punch_timeout: Duration::from_secs(10),
-            upnp,
+            upnp: false,
+            tcp_hole_punching: kind != Kind::Punched,
             channel: ChannelConfig {
                 network_id: "crust-soak".into(),
                 ..Default::default()
@@ -176,10 +179,13 @@ mod linux {
         let (a, b) = match kind {
             Kind::Tcp | Kind::Utp => (t.public_host("a"), t.public_host("b")),
             Kind::Punched | Kind::Relayed => {
+                // Port-restricted cones punch (uTP, with TCP hole punching
+                // off below); random ports on both sides leave nothing to
+                // punch, UDP or TCP, so the rendezvous relays.
                 let preset = if kind == Kind::Punched {
                     NatPreset::PortRestrictedCone
                 } else {
-                    NatPreset::UdpBlocked
+                    NatPreset::SymmetricRandom
                 };
                 let ra = t.router("nat-a", preset);
                 let rb = t.router("nat-b", preset);
@@ -207,9 +213,10 @@ mod linux {
         let progress = Arc::new(Progress::default());
         let server = |k: [u8; 32], stop: Arc<AtomicBool>| {
             move || async move {
-                let (service, mut events) = Service::start(config(false), SecretId::from_bytes(&k))
-                    .await
-                    .unwrap();
+                let (service, mut events) =
+                    Service::start(config(Kind::Tcp), SecretId::from_bytes(&k))
+                        .await
+                        .unwrap();
                 while !stop.load(Ordering::Acquire) {
                     let _ = tokio::time::timeout(Duration::from_millis(50), events.recv()).await;
                 }
@@ -224,7 +231,7 @@ mod linux {
         let b_task = net
             .spawn(b, move || async move {
                 let (service, mut events) =
-                    Service::start(config(false), SecretId::from_bytes(&b_key))
+                    Service::start(config(kind), SecretId::from_bytes(&b_key))
                         .await
                         .unwrap();
                 join(&service, &b_public).await;
@@ -273,10 +280,9 @@ mod linux {
         let a_key = key(3);
         let a_task = net
             .spawn(a, move || async move {
-                let (service, _events) =
-                    Service::start(config(false), SecretId::from_bytes(&a_key))
-                        .await
-                        .unwrap();
+                let (service, _events) = Service::start(config(kind), SecretId::from_bytes(&a_key))
+                    .await
+                    .unwrap();
                 join(&service, &public).await;
                 // b joins alongside; give it the same time.
                 tokio::time::sleep(Duration::from_millis(500)).await;
