@@ -229,6 +229,14 @@ pub enum OpenError {
         /// Why.
         error: crust::ParseContactError,
     },
+    /// A holder entry in the settings is not `ID@ENDPOINT`.
+    #[error("bad holder {entry:?} in settings: {reason}")]
+    Holder {
+        /// The entry.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
     /// The network service (e.g. the listen port is taken).
     #[error(transparent)]
     Service(#[from] crust::ServiceError),
@@ -471,6 +479,22 @@ impl Node {
         if crust_config.bootstrap_cache.is_none() {
             crust_config.bootstrap_cache = Some(profile.dir().join(BOOTSTRAP_FILE));
         }
+        let mut holders = config.holders.clone();
+        for entry in &settings.holders {
+            let holder: crust::Contact = entry.parse().map_err(|e: crust::ParseContactError| {
+                OpenError::Holder {
+                    entry: entry.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            if holder.id.is_none() {
+                return Err(OpenError::Holder {
+                    entry: entry.clone(),
+                    reason: "the holder's id is required (ID@ENDPOINT)".into(),
+                });
+            }
+            holders.push(holder);
+        }
         let (service, crust_events) = start_service(crust_config, profile.secret()).await?;
         let profile_secret = profile.secret().clone();
         let listeners = service.listeners().await;
@@ -486,7 +510,7 @@ impl Node {
             address_hints: settings.address_hints.clone(),
             mail: Mutex::new(crate::mailbox::MailState::new(
                 profile.secret(),
-                &config.holders,
+                &holders,
             )),
             profile: Mutex::new(Some(profile)),
         });

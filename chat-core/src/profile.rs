@@ -59,6 +59,11 @@ pub struct Settings {
     /// Extra addresses to put in our invite (e.g. a forwarded public
     /// port), as `tcp:IP:PORT` or `utp:IP:PORT` (a bare `IP:PORT` is TCP).
     pub address_hints: Vec<Endpoint>,
+    /// Peers that hold mail for us while we are away, as
+    /// `ID@tcp:IP:PORT` (the id is required): our own always-on
+    /// `crust-node --hold`, or a friend's chat node. Friends are told of
+    /// them and leave sealed messages there.
+    pub holders: Vec<String>,
 }
 
 impl Default for Settings {
@@ -71,6 +76,7 @@ impl Default for Settings {
             utp_listen: None,
             upnp: true,
             address_hints: Vec::new(),
+            holders: Vec::new(),
         }
     }
 }

@@ -149,3 +149,33 @@ async fn delivered(peer: &mut Peer, id: chat_core::MessageId) {
     })
     .await;
 }
+
+#[tokio::test]
+async fn holders_in_the_settings_are_checked_at_open() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("alice");
+    drop(chat_core::Profile::create(&dir, "alice", None).unwrap());
+    for bad in ["nope", "127.0.0.1:9"] {
+        let mut profile = chat_core::Profile::open(&dir, None).unwrap();
+        let mut settings = profile.settings().clone();
+        settings.holders = vec![bad.to_owned()];
+        profile.set_settings(settings).unwrap();
+        let error = chat_core::Node::open(profile, NodeConfig::loopback(common::NETWORK))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, chat_core::OpenError::Holder { entry, .. } if entry == bad),
+            "{error}"
+        );
+    }
+    // A good one opens.
+    let id = SecretId::generate().peer_id();
+    let mut profile = chat_core::Profile::open(&dir, None).unwrap();
+    let mut settings = profile.settings().clone();
+    settings.holders = vec![format!("{id}@tcp:127.0.0.1:9")];
+    profile.set_settings(settings).unwrap();
+    let (node, _events) = chat_core::Node::open(profile, NodeConfig::loopback(common::NETWORK))
+        .await
+        .unwrap();
+    node.shutdown().await;
+}
