@@ -23,6 +23,11 @@ const BUCKET: Duration = Duration::from_secs(60);
 /// Length of one epoch of the queuing-delay peak (the peak is the larger of
 /// this epoch's and the last one's).
 const PEAK_EPOCH: Duration = Duration::from_secs(30);
+/// Samples whose minimum is the steady queue the loss classifier looks at:
+/// enough that jitter alone leaves it near zero.
+const STEADY_FILTER: usize = 32;
+/// A steady queue below this is no queue (clock and timer noise).
+const MIN_STEADY_QUEUE_US: f64 = 1_000.0;
 /// libutp never corrects more than this much drift at once.
 const MAX_DRIFT_STEP: u32 = 10_000;
 
@@ -138,6 +143,9 @@ pub(crate) struct Ledbat {
     slow_start: bool,
     mss: f64,
     ours: DelayHistory,
+    /// The same samples with a long filter: the queue that persists
+    /// through jitter (for telling random loss from congestion).
+    steady: DelayHistory,
     theirs: DelayHistory,
     last_cut: Option<Instant>,
     /// Window, threshold and phase before the last loss cut.
@@ -159,6 +167,7 @@ impl Ledbat {
             slow_start: true,
             mss,
             ours: DelayHistory::new(config.base_delay_history, config.delay_filter),
+            steady: DelayHistory::new(config.base_delay_history, STEADY_FILTER),
             theirs: DelayHistory::new(config.base_delay_history, config.delay_filter),
             last_cut: None,
             undo: None,
@@ -192,6 +201,7 @@ impl Ledbat {
     /// by the caller.
     pub(crate) fn on_delay_sample(&mut self, now: Instant, delay: u32) {
         self.ours.add_sample(now, delay);
+        self.steady.add_sample(now, delay);
     }
 
     /// Our own measurement of the peer's packets. If its base falls, the
@@ -206,6 +216,7 @@ impl Ledbat {
             let drift = before.wrapping_sub(after);
             if drift <= MAX_DRIFT_STEP {
                 self.ours.shift(drift);
+                self.steady.shift(drift);
             }
         }
     }
@@ -242,7 +253,7 @@ impl Ledbat {
         let qd = self
             .queuing_delay(latest)
             .map_or(0.0, |d| d.as_micros() as f64);
-        self.note_peak(now, qd);
+        self.note_peak(now, latest);
         let off_target = (self.target_us - qd) / self.target_us;
         match self.mode {
             CongestionMode::Ledbat => {
@@ -365,7 +376,18 @@ impl Ledbat {
         matches!(self.slowdown, Slowdown::Frozen { .. })
     }
 
-    fn note_peak(&mut self, now: Instant, qd_us: f64) {
+    /// The steady queue (minimum of the last 32 samples minus the base),
+    /// clamped to the latest RTT like the controller's, in µs.
+    fn steady_queue_us(&self, latest_rtt: Option<Duration>) -> Option<f64> {
+        let qd = u64::from(self.steady.queuing_delay()?);
+        let qd = match latest_rtt {
+            Some(rtt) if rtt > Duration::ZERO => qd.min(rtt.as_micros() as u64),
+            _ => qd,
+        };
+        Some(qd as f64)
+    }
+
+    fn note_peak(&mut self, now: Instant, latest_rtt: Option<Duration>) {
         if self
             .peak_epoch
             .is_none_or(|t| now.saturating_duration_since(t) >= PEAK_EPOCH)
@@ -373,25 +395,28 @@ impl Ledbat {
             self.peak_qd_us = [self.peak_qd_us[1], 0.0];
             self.peak_epoch = Some(now);
         }
-        self.peak_qd_us[1] = self.peak_qd_us[1].max(qd_us);
+        if let Some(qd) = self.steady_queue_us(latest_rtt) {
+            self.peak_qd_us[1] = self.peak_qd_us[1].max(qd);
+        }
     }
 
     /// Whether a loss seen now should be read as congestion. A drop from a
-    /// full queue comes when the queuing delay is at its peak; a loss while
-    /// the queue is less than half as deep as the deepest it has been in
-    /// the last 30–60 s, and below half the target, is read as random (a
-    /// lossy link: radio, a policer, netsim's `loss`) and costs no window.
-    /// Without delay samples every loss is congestion. The queue that
-    /// overflows under our own or a competing flow's load is at its peak
-    /// then, so on shallow buffers we still halve, and on deep ones the
-    /// delay signal acts before any drop (RFC 6817's premise).
+    /// full queue comes when the queue is at its peak; a loss while the
+    /// steady queue (the minimum of the last 32 delay samples, so jitter
+    /// alone leaves it near zero) is under 1 ms, or less than half as deep
+    /// as the deepest it has been in the last 30–60 s, and below half the
+    /// target, is read as random (a lossy link: radio, a policer, netsim's
+    /// `loss`) and costs no window. Without delay samples every loss is
+    /// congestion. A queue that overflows under our own or a competing
+    /// flow's load is at its peak then, so on shallow buffers (down to
+    /// 1 ms) we still halve, and on deep ones the delay signal acts before
+    /// any drop (RFC 6817's premise).
     pub(crate) fn loss_is_congestion(&self, latest_rtt: Option<Duration>) -> bool {
-        let Some(qd) = self.queuing_delay(latest_rtt) else {
+        let Some(qd) = self.steady_queue_us(latest_rtt) else {
             return true;
         };
-        let qd = qd.as_micros() as f64;
         let peak = self.peak_qd_us[0].max(self.peak_qd_us[1]);
-        qd >= 0.5 * self.target_us || qd >= 0.5 * peak
+        qd >= 0.5 * self.target_us || (qd >= 0.5 * peak && qd >= MIN_STEADY_QUEUE_US)
     }
 
     /// Whether a loss now could cut the window: not within an RTT of the
@@ -465,10 +490,10 @@ mod tests {
         }
     }
 
-    /// Feeds one delay sample `qd_us` above a 10 ms base, three times (the
-    /// filter's length), and one ACK so the peak sees it.
+    /// Feeds one delay sample `qd_us` above a 10 ms base, 32 times (the
+    /// steady filter's length), and one ACK so the peak sees it.
     fn settle(l: &mut Ledbat, now: Instant, qd_us: u32) {
-        for _ in 0..3 {
+        for _ in 0..STEADY_FILTER {
             l.on_delay_sample(now, 10_000 + qd_us);
         }
         l.on_ack(now, MSS, 0, info(rtt(), None));
@@ -481,8 +506,8 @@ mod tests {
         // No delay samples yet: every loss is congestion.
         assert!(l.loss_is_congestion(None));
         settle(&mut l, t0, 0);
-        // No queue ever seen (peak 0): still congestion, the safe side.
-        assert!(l.loss_is_congestion(None));
+        // No steady queue (under 1 ms): random.
+        assert!(!l.loss_is_congestion(None));
         // The queue reached 30 ms (a shallow buffer overflowing) ...
         settle(&mut l, t0, 30_000);
         assert!(l.loss_is_congestion(None));
@@ -496,6 +521,19 @@ mod tests {
         settle(&mut l, t0 + Duration::from_secs(40), 2_000);
         settle(&mut l, t0 + Duration::from_secs(70), 2_000);
         assert!(l.loss_is_congestion(None));
+    }
+
+    #[test]
+    fn jitter_alone_is_no_steady_queue() {
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        // Delays jumping between 0 and 4 ms: the short filter sees a few
+        // ms at times, the steady queue stays 0, so a loss is random.
+        for i in 0..200u32 {
+            l.on_delay_sample(t0, 10_000 + (i * 7919) % 4_000);
+            l.on_ack(t0, MSS, 0, info(rtt(), None));
+        }
+        assert!(!l.loss_is_congestion(None));
     }
 
     #[test]
