@@ -21,7 +21,7 @@ const WAN: Conditions = Conditions {
 };
 
 fn connect(a: NatPreset, b: NatPreset, same_nat: bool, seed: u64) -> nat_common::Outcome {
-    connect_with(a, b, same_nat, seed, true)
+    connect_with(a, b, same_nat, seed, |_| {})
 }
 
 fn connect_with(
@@ -29,14 +29,14 @@ fn connect_with(
     b: NatPreset,
     same_nat: bool,
     seed: u64,
-    tcp_hole_punching: bool,
+    tweak: fn(&mut crust::Config),
 ) -> nat_common::Outcome {
     let pair = Pair {
         a: Side::Nat(a),
         b: Side::Nat(b),
         same_nat,
     };
-    let outcome = run_pair_with(pair, WAN, seed, 2, tcp_hole_punching);
+    let outcome = run_pair_with(pair, WAN, seed, 2, tweak);
     eprintln!("{pair:?}: {:?} in {:?}", outcome.result, outcome.elapsed);
     assert!(outcome.result.is_ok(), "{pair:?}: {outcome:?}");
     assert!(
@@ -58,7 +58,7 @@ fn port_restricted_cones_on_both_sides_punch_through() {
         NatPreset::PortRestrictedCone,
         false,
         1,
-        false,
+        |c| c.tcp_hole_punching = false,
     );
     assert_eq!(
         o.result.unwrap(),
@@ -150,4 +150,33 @@ fn with_random_ports_on_both_sides_the_rendezvous_relays() {
         matches!(o.result.unwrap(), (ConnectionPath::Relayed { .. }, _)),
         "expected a relayed connection"
     );
+}
+
+#[test]
+fn a_relayed_connection_switches_to_direct_without_losing_a_message() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    // The relay is tried at once, alongside the punching, so it usually
+    // connects first; the punching goes on and a direct path replaces it.
+    let o = connect_with(
+        NatPreset::PortRestrictedCone,
+        NatPreset::UdpBlocked,
+        false,
+        7,
+        |c| c.relay_after = Duration::ZERO,
+    );
+    eprintln!("first {:?}, then {:?}", o.result, o.a_changes);
+    let last = o.a_changes.last().map_or(o.result.clone().unwrap(), |c| *c);
+    assert!(
+        !matches!(last.0, ConnectionPath::Relayed { .. }),
+        "still relayed: {o:?}"
+    );
+    if matches!(o.result.as_ref().unwrap().0, ConnectionPath::Relayed { .. }) {
+        assert!(!o.a_changes.is_empty());
+    }
+    let mut got = o.b_sequence.clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..nat_common::STREAM).collect::<Vec<_>>(), "lost");
+    eprintln!("order as received: {:?}", o.b_sequence);
 }

@@ -37,6 +37,10 @@ const PIPE: usize = 64 * 1024;
 const INBOX: usize = 64;
 /// A circuit that carried nothing for this long no longer counts.
 const CIRCUIT_IDLE: Duration = Duration::from_secs(60);
+/// After our side of a circuit finished sending (its connection was
+/// retired), bytes from the far side are still delivered until they pause
+/// this long: the far side may still be finishing its last messages.
+const CIRCUIT_LINGER: Duration = Duration::from_secs(5);
 
 /// Where a relayed circuit ends on our side.
 pub(super) type Circuits =
@@ -104,7 +108,9 @@ pub(super) fn accept(
     });
 }
 
-/// Moves bytes between the pipe and the relay until either side ends.
+/// Moves bytes between the pipe and the relay until both directions end:
+/// a connection retired after a switch to a direct path closes its
+/// sending side first, and what the far side still sends must arrive.
 async fn pump(
     inner: Arc<Inner>,
     via: PeerId,
@@ -114,6 +120,7 @@ async fn pump(
     mut inbox: mpsc::Receiver<Bytes>,
 ) {
     let (mut from_channel, mut to_channel) = tokio::io::split(pipe);
+    let up_done = std::sync::atomic::AtomicBool::new(false);
     let up = async {
         let mut buf = vec![0u8; CHUNK];
         loop {
@@ -137,18 +144,22 @@ async fn pump(
                 break;
             }
         }
+        up_done.store(true, std::sync::atomic::Ordering::Relaxed);
     };
     let down = async {
-        while let Some(data) = inbox.recv().await {
+        loop {
+            let data = match tokio::time::timeout(CIRCUIT_LINGER, inbox.recv()).await {
+                Ok(Some(data)) => data,
+                Ok(None) => break,
+                Err(_) if up_done.load(std::sync::atomic::Ordering::Relaxed) => break,
+                Err(_) => continue,
+            };
             if to_channel.write_all(&data).await.is_err() {
                 break;
             }
         }
     };
-    tokio::select! {
-        () = up => {}
-        () = down => {}
-    }
+    tokio::join!(up, down);
     inner
         .circuits
         .lock()

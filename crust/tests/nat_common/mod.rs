@@ -113,12 +113,23 @@ pub struct Outcome {
     pub report_b: NatReport,
     /// `b` saw the connection and a message `a` sent on it.
     pub b_got_message: bool,
+    /// The numbered messages `a` sent after connecting (one every
+    /// [`STREAM_GAP`]), in the order `b` received them.
+    pub b_sequence: Vec<u32>,
+    /// `a`'s `ConnectionChanged` events for `b` while it sent them: path
+    /// and transport of each new connection.
+    pub a_changes: Vec<(ConnectionPath, Transport)>,
     /// Where `a` reached `b`, and `b`'s own (LAN) address.
     pub remote_addr: Option<SocketAddr>,
     pub b_ip: std::net::Ipv4Addr,
 }
 
-fn test_config(upnp: bool, tcp_hole_punching: bool) -> Config {
+/// Numbered messages `a` sends after connecting.
+pub const STREAM: u32 = 40;
+/// Between them.
+pub const STREAM_GAP: Duration = Duration::from_millis(25);
+
+fn test_config(upnp: bool) -> Config {
     Config {
         listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
         utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
@@ -127,7 +138,6 @@ fn test_config(upnp: bool, tcp_hole_punching: bool) -> Config {
         dial_timeout: Duration::from_secs(3),
         punch_timeout: Duration::from_secs(10),
         upnp,
-        tcp_hole_punching,
         upnp_lease: Duration::from_secs(600),
         channel: ChannelConfig {
             network_id: "crust-nat-tests".into(),
@@ -152,17 +162,22 @@ fn side_router(t: &mut Topology, name: &str, side: Side) -> netsim::RouterId {
 /// Connects `a` to `b` through the rendezvous, retrying up to
 /// `max_attempts` times.
 pub fn run_pair(pair: Pair, conditions: Conditions, seed: u64, max_attempts: u32) -> Outcome {
-    run_pair_with(pair, conditions, seed, max_attempts, true)
+    run_pair_with(pair, conditions, seed, max_attempts, |_| {})
 }
 
-/// [`run_pair`], with TCP hole punching on or off on both peers.
+/// [`run_pair`], with `tweak` applied to both peers' configuration.
 pub fn run_pair_with(
     pair: Pair,
     conditions: Conditions,
     seed: u64,
     max_attempts: u32,
-    tcp_hole_punching: bool,
+    tweak: fn(&mut Config),
 ) -> Outcome {
+    let config = |upnp: bool| {
+        let mut config = test_config(upnp);
+        tweak(&mut config);
+        config
+    };
     let mut t = Topology::new().seed(seed);
     // Each peer's link carries a quarter of the round trip each way, so the
     // path a–b has `rtt`; each link loses half of the path's loss.
@@ -203,7 +218,7 @@ pub fn run_pair_with(
     let server = |key: [u8; 32], done: Arc<AtomicBool>| {
         move || async move {
             let (service, mut events) =
-                Service::start(test_config(false, true), SecretId::from_bytes(&key))
+                Service::start(test_config(false), SecretId::from_bytes(&key))
                     .await
                     .unwrap();
             while !done.load(Ordering::Acquire) {
@@ -220,41 +235,42 @@ pub fn run_pair_with(
     let upnp_b = matches!(pair.b, Side::Linux { upnp: true });
     let b_key = keys[3];
     let (b_done, b_ready) = (done.clone(), ready.clone());
+    let b_config = config(upnp_b);
     let b_task = net
         .spawn(b, move || async move {
-            let (service, mut events) = Service::start(
-                test_config(upnp_b, tcp_hole_punching),
-                SecretId::from_bytes(&b_key),
-            )
-            .await
-            .unwrap();
+            let (service, mut events) = Service::start(b_config, SecretId::from_bytes(&b_key))
+                .await
+                .unwrap();
             join_network(&service, r_id, r_addr, e_id, e_addr).await;
             b_ready.fetch_add(1, Ordering::AcqRel);
             let mut got = false;
+            let mut sequence = Vec::new();
             while !b_done.load(Ordering::Acquire) {
                 if let Ok(Some(Event::NewMessage { peer, data })) =
                     tokio::time::timeout(Duration::from_millis(50), events.recv()).await
+                    && peer == a_id
                 {
-                    got |= peer == a_id && &data[..] == b"through the NAT";
+                    got |= &data[..] == b"through the NAT";
+                    if let Ok(n) = <[u8; 4]>::try_from(&data[..]) {
+                        sequence.push(u32::from_be_bytes(n));
+                    }
                 }
             }
             let report = service.nat_report();
             service.shutdown().await;
-            (got, report)
+            (got, sequence, report)
         })
         .unwrap();
 
     let upnp_a = matches!(pair.a, Side::Linux { upnp: true });
     let a_key = keys[2];
     let a_ready = ready.clone();
+    let a_config = config(upnp_a);
     let a_task = net
         .spawn(a, move || async move {
-            let (service, _events) = Service::start(
-                test_config(upnp_a, tcp_hole_punching),
-                SecretId::from_bytes(&a_key),
-            )
-            .await
-            .unwrap();
+            let (service, mut events) = Service::start(a_config, SecretId::from_bytes(&a_key))
+                .await
+                .unwrap();
             join_network(&service, r_id, r_addr, e_id, e_addr).await;
             let wait = Instant::now();
             while a_ready.load(Ordering::Acquire) == 0 && wait.elapsed() < Duration::from_secs(10) {
@@ -276,23 +292,38 @@ pub fn run_pair_with(
                 }
             }
             let elapsed = start.elapsed();
+            let mut changes = Vec::new();
             if result.is_ok() {
                 let _ = service
                     .send(&b_id, &b"through the NAT"[..], crust::Priority::NORMAL)
                     .await;
-                // Time for it to arrive.
+                // A stream of numbered messages, across any switch of path.
+                for n in 0..STREAM {
+                    let _ = service
+                        .send(&b_id, n.to_be_bytes().to_vec(), crust::Priority::NORMAL)
+                        .await;
+                    tokio::time::sleep(STREAM_GAP).await;
+                }
+                // Time for them to arrive.
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                while let Some(event) = events.try_recv() {
+                    if let Event::ConnectionChanged { peer, info } = event
+                        && peer == b_id
+                    {
+                        changes.push((info.path, info.transport));
+                    }
+                }
             }
             let report = service.nat_report();
             service.shutdown().await;
-            (result, elapsed, attempts, report, remote)
+            (result, elapsed, attempts, report, remote, changes)
         })
         .unwrap();
 
     let b_ip = t.ip(b);
-    let (result, elapsed, attempts, report_a, remote_addr) = a_task.join().unwrap();
+    let (result, elapsed, attempts, report_a, remote_addr, a_changes) = a_task.join().unwrap();
     done.store(true, Ordering::Release);
-    let (b_got_message, report_b) = b_task.join().unwrap();
+    let (b_got_message, b_sequence, report_b) = b_task.join().unwrap();
     r_task.join().unwrap();
     e_task.join().unwrap();
     net.shutdown();
@@ -303,6 +334,8 @@ pub fn run_pair_with(
         report_a,
         report_b,
         b_got_message,
+        b_sequence,
+        a_changes,
         remote_addr,
         b_ip,
     }
