@@ -230,6 +230,10 @@ async fn loopback_transfer(t: Transport, total: usize, limit: Duration) -> Trans
 struct LoopbackResult {
     transport: Transport,
     mib_s: f64,
+    /// Median over the rounds of this transport's speed over kernel TCP's
+    /// in the same round: steadier than the ratio of medians when the
+    /// machine's load swings between rounds.
+    vs_tcp_same_round: f64,
     cpu_per_gib: f64,
     stalls: Vec<u64>,
     runs: usize,
@@ -242,7 +246,7 @@ fn loopback(quick: bool) -> Vec<LoopbackResult> {
         .build()
         .unwrap();
     let total = if quick { 128 << 20 } else { 512 << 20 };
-    let runs = if quick { 1 } else { 3 };
+    let runs = if quick { 1 } else { 5 };
     let limit = Duration::from_secs(if quick { 30 } else { 60 });
     let transports = [
         Transport::Tcp,
@@ -255,6 +259,7 @@ fn loopback(quick: bool) -> Vec<LoopbackResult> {
         .map(|&t| LoopbackResult {
             transport: t,
             mib_s: 0.0,
+            vs_tcp_same_round: 0.0,
             cpu_per_gib: 0.0,
             stalls: Vec::new(),
             runs,
@@ -279,6 +284,14 @@ fn loopback(quick: bool) -> Vec<LoopbackResult> {
             cpus[i].push(r.cpu_per_gib);
             results[i].stalls.extend(r.stalled_at);
         }
+    }
+    for (i, r) in results.iter_mut().enumerate() {
+        let mut ratios: Vec<f64> = speeds[i]
+            .iter()
+            .zip(&speeds[0])
+            .map(|(ours, tcp)| ours / tcp)
+            .collect();
+        r.vs_tcp_same_round = median(&mut ratios);
     }
     for (i, r) in results.iter_mut().enumerate() {
         r.mib_s = median(&mut speeds[i]);
@@ -848,29 +861,34 @@ fn report_loopback(quick: bool) {
     let lb = loopback(quick);
     let tcp = lb[0].mib_s;
     println!("\n### 1. Loopback bulk throughput, one stream\n");
-    println!("| transport | MiB/s (median) | vs kernel TCP | CPU s per GiB (both ends) | stalls |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| transport | MiB/s (median) | vs kernel TCP (medians) | vs kernel TCP (median of same-round ratios) | CPU s per GiB (both ends) | stalls |"
+    );
+    println!("|---|---|---|---|---|---|");
     for r in &lb {
         println!(
-            "| {} | {:.0} | {:.1}% | {:.2} | {} of {} |",
+            "| {} | {:.0} | {:.1}% | {:.1}% | {:.2} | {} of {} |",
             r.transport.name(),
             r.mib_s,
             r.mib_s / tcp * 100.0,
+            r.vs_tcp_same_round * 100.0,
             r.cpu_per_gib,
             r.stalls.len(),
             r.runs
         );
     }
-    let ours = lb[1].mib_s;
+    let ours = &lb[1];
     println!(
-        "\nGoal ≥40% of TCP: {}; ahead of librqbit-utp: {} (default config, Ethernet-sized packets)",
-        verdict(ours >= 0.4 * tcp),
-        verdict(ours > lb[2].mib_s)
+        "\nDefault settings (both ends crust): ≥40% of TCP: {} (medians), {} (same-round ratios); ahead of librqbit-utp: {}",
+        verdict(ours.mib_s >= 0.4 * tcp),
+        verdict(ours.vs_tcp_same_round >= 0.4),
+        verdict(ours.mib_s > lb[2].mib_s)
     );
-    let large = lb[3].mib_s;
+    let plain = &lb[3];
     println!(
-        "With the MTU seeded from the interface (64 KiB packets on loopback): ≥40% of TCP: {}",
-        verdict(large >= 0.4 * tcp)
+        "Hello off (Ethernet-sized packets, as towards libutp): ≥40% of TCP: {}; ahead of librqbit-utp: {}",
+        verdict(plain.mib_s >= 0.4 * tcp),
+        verdict(plain.mib_s > lb[2].mib_s)
     );
 }
 
