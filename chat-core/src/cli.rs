@@ -26,6 +26,10 @@ pub struct NodeArgs {
     /// Do not ask the router for a port mapping this time.
     #[arg(long)]
     pub no_upnp: bool,
+    /// Do not announce this computer on the local network or look for
+    /// friends there this time.
+    #[arg(long)]
+    pub no_lan: bool,
 }
 
 impl NodeArgs {
@@ -37,6 +41,9 @@ impl NodeArgs {
         // (the node ANDs the two).
         config.crust.upnp = !self.no_upnp;
         config.crust.bootstrap_contacts = self.bootstrap.clone();
+        if self.no_lan {
+            config.crust.lan_discovery = None;
+        }
         config
     }
 }
@@ -65,6 +72,7 @@ mod tests {
             "--bootstrap".into(),
             "198.51.100.2:5483".into(),
             "--no-upnp".into(),
+            "--no-lan".into(),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let config = cli.node.node_config();
@@ -75,6 +83,9 @@ mod tests {
         assert_eq!(config.crust.bootstrap_contacts.len(), 2);
         assert_eq!(config.crust.bootstrap_contacts[0].id, Some(id));
         assert!(!config.crust.upnp);
+        assert!(config.crust.lan_discovery.is_none());
+        let plain = Cli::try_parse_from(["client"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(plain.node.node_config().crust.lan_discovery.is_some());
         assert!(cli.node.profile.is_none());
     }
 

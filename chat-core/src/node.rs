@@ -462,6 +462,13 @@ impl Node {
         }
         // The settings can switch UPnP off, never on against the config.
         crust_config.upnp &= settings.upnp;
+        // The same for LAN discovery; and a node that listens on loopback
+        // only cannot be reached from the LAN, so it announces nothing
+        // there (nor do tests on loopback send anything off the machine).
+        let loopback_only = crust_config.listen.iter().all(|a| a.ip().is_loopback());
+        if !settings.lan_discovery || loopback_only {
+            crust_config.lan_discovery = None;
+        }
         if crust_config.utp.is_none() && settings.utp {
             crust_config.utp = settings
                 .utp_listen

@@ -64,6 +64,10 @@ pub struct Settings {
     /// `crust-node --hold`, or a friend's chat node. Friends are told of
     /// them and leave sealed messages there.
     pub holders: Vec<String>,
+    /// Whether to announce ourselves on the local network and find
+    /// friends there with no server (UDP broadcast beacons). A node that
+    /// listens on loopback only never does.
+    pub lan_discovery: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +81,7 @@ impl Default for Settings {
             upnp: true,
             address_hints: Vec::new(),
             holders: Vec::new(),
+            lan_discovery: true,
         }
     }
 }

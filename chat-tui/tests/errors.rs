@@ -8,7 +8,9 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn crust_chat(args: &[&str], stdin: &str) -> Output {
+    // No LAN beacons from tests: their traffic stays on this machine.
     let mut child = Command::new(env!("CARGO_BIN_EXE_crust-chat"))
+        .arg("--no-lan")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
