@@ -6,6 +6,15 @@
 //! stays flat (at most 10 % above its level after warm-up) and the
 //! connection never drops.
 //!
+//! "Flat" is judged on peaks: the highest RSS in the second half of the
+//! bytes may be at most 10 % above the highest between 10 % and half of
+//! them (warm-up). The send and receive queues are bounded
+//! (`Config::send_queue_limit` and `receive_buffer_limit`, 12 MiB per
+//! connection by default) but their fill comes and goes with the link,
+//! which moves RSS by a few MiB either way on a process of 15–40 MiB; a
+//! single sample at any point can land in a trough. A leak grows with the
+//! bytes moved and lifts the second half's peak; a queue's fill does not.
+//!
 //! `cargo bench -p crust --bench soak` as root (netsim). Environment:
 //! `SOAK_BYTES` per transport (`1GiB`, `32MiB`, `500000`; also the first
 //! argument), `SOAK_TRANSPORTS` (comma list of `tcp,utp,punched,relayed`,
@@ -115,6 +124,17 @@ mod linux {
         }
     }
 
+    /// The RSS peaks (KiB) from sample `early` (10 % of the bytes) to
+    /// `warm` (half of them), and from `warm` to the end.
+    fn envelope(rss: &[u64], early: usize, warm: usize) -> (u64, u64) {
+        let peak = |from: usize, to: usize| {
+            rss.get(from..to.max(from))
+                .and_then(|w| w.iter().copied().max())
+                .unwrap_or(0)
+        };
+        (peak(early, warm + 1), peak(warm, rss.len()))
+    }
+
     /// A peer's settings; `kind` turns TCP hole punching off where the
     /// soak wants the hole-punched uTP path.
     fn config(kind: Kind) -> Config {
@@ -159,6 +179,7 @@ mod linux {
         path: String,
         rss: Vec<u64>,
         warm: usize,
+        early: usize,
         passed: bool,
         notes: Vec<String>,
     }
@@ -356,6 +377,7 @@ mod linux {
         // moved for a minute).
         let start = Instant::now();
         let mut rss = Vec::new();
+        let mut early = None;
         let mut warm = None;
         let mut last = (0u64, Instant::now());
         let mut notes = Vec::new();
@@ -363,7 +385,10 @@ mod linux {
             std::thread::sleep(Duration::from_secs(1));
             let got = progress.received.load(Ordering::Acquire);
             rss.push(rss_kib());
-            if warm.is_none() && got >= total / 10 && rss.len() >= 2 {
+            if early.is_none() && got >= total / 10 && rss.len() >= 2 {
+                early = Some(rss.len() - 1);
+            }
+            if warm.is_none() && got >= total / 2 && rss.len() >= 2 {
                 warm = Some(rss.len() - 1);
             }
             eprintln!(
@@ -417,12 +442,12 @@ mod linux {
             notes.push(e);
         }
         let warm = warm.unwrap_or(rss.len().saturating_sub(1));
-        let base = rss.get(warm).copied().unwrap_or(0);
-        let peak = rss[warm..].iter().copied().max().unwrap_or(0);
+        let early = early.unwrap_or(warm).min(warm);
+        let (base, peak) = envelope(&rss, early, warm);
         if base > 0 && peak * 10 > base * 11 {
             passed = false;
             notes.push(format!(
-                "RSS grew from {base} KiB to {peak} KiB after warm-up"
+                "RSS peaked at {peak} KiB in the second half, over {base} KiB in the first"
             ));
         }
         let expected = match kind {
@@ -442,6 +467,7 @@ mod linux {
             path: path.unwrap_or_else(|| "no connection".into()),
             rss,
             warm,
+            early,
             passed,
             notes,
         }
@@ -485,10 +511,10 @@ mod linux {
         for (i, kind) in kinds.into_iter().enumerate() {
             let r = run(kind, total, rate, loss, 11 + i as u64);
             let secs = r.elapsed.as_secs_f64();
-            let base = r.rss.get(r.warm).copied().unwrap_or(0) / 1024;
-            let peak = r.rss[r.warm..].iter().copied().max().unwrap_or(0) / 1024;
+            let (base, peak) = envelope(&r.rss, r.early, r.warm);
+            let (base, peak) = (base / 1024, peak / 1024);
             println!(
-                "{:<8} {} {:>9.1} MiB in {:>6.1} s = {:>6.1} Mbit/s; path {}; RSS after warm-up {} MiB, peak {} MiB ({} samples){}",
+                "{:<8} {} {:>9.1} MiB in {:>6.1} s = {:>6.1} Mbit/s; path {}; RSS peak {} MiB in the first half (after 10 %), {} MiB in the second ({} samples){}",
                 r.kind.name(),
                 if r.passed { "PASS" } else { "FAIL" },
                 r.bytes as f64 / (1 << 20) as f64,
