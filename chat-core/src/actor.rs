@@ -102,6 +102,9 @@ enum Action {
     DhtLost(PeerId),
     /// Our addresses or rendezvous peers may have changed.
     AddressesChanged,
+    /// A bootstrap connection (made or accepted) is to a contact: start a
+    /// session on it as on a `ConnectSuccess`.
+    ContactByBootstrap(PeerId),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -208,7 +211,9 @@ impl Actor {
                     }
                     // An address change crust did not report (a new DHCP
                     // lease on the same interface) shows here.
-                    self.run_actions(vec![Action::AddressesChanged]).await;
+                    if self.dht.address_check_due() {
+                        self.run_actions(vec![Action::AddressesChanged]).await;
+                    }
                     self.redial();
                     self.look_up_unreachable().await;
                     self.resend_unacknowledged().await;
@@ -711,6 +716,14 @@ impl Actor {
                     self.found(found);
                 }
                 Action::DhtConnected(peer) => self.dht.connected(peer).await,
+                Action::ContactByBootstrap(peer) => {
+                    if !self.sessions.contains_key(&peer)
+                        && let Some(info) = self.service.connection_info(&peer).await
+                    {
+                        Box::pin(self.crust_events(CrustEvent::ConnectSuccess { peer, info }))
+                            .await;
+                    }
+                }
                 Action::DhtLost(peer) => self.dht.lost(&peer),
                 Action::AddressesChanged => {
                     let own = self.shared.my_addrs(true);
@@ -844,6 +857,11 @@ fn apply(
             actions.push(Action::DhtConnected(peer));
         }
         CrustEvent::BootstrapConnect { peer, .. } => {
+            if !sessions.contains_key(&peer) && s.contact(&peer)?.is_some() {
+                // A contact reached through the bootstrap cache (it
+                // accepted us once): chat on this connection.
+                actions.push(Action::ContactByBootstrap(peer));
+            }
             // A rendezvous for hole punching: tell everyone in session.
             let rendezvous = {
                 let mut rendezvous = lock(&shared.rendezvous);
@@ -859,7 +877,15 @@ fn apply(
             actions.push(Action::AddressesChanged);
             actions.push(Action::DhtConnected(peer));
         }
-        CrustEvent::BootstrapAccept { peer, .. } => actions.push(Action::DhtConnected(peer)),
+        CrustEvent::BootstrapAccept { peer, .. } => {
+            if !sessions.contains_key(&peer) && s.contact(&peer)?.is_some() {
+                // A contact that bootstraps from us (we are in its cache):
+                // its dial returns this connection, so chat on it.
+                actions.push(Action::ContactByBootstrap(peer));
+            } else {
+                actions.push(Action::DhtConnected(peer));
+            }
+        }
         CrustEvent::ConnectionChanged { peer, info } => {
             // Crust replaced the connection under a connected peer: no
             // offline, a new path. The peer may have restarted behind it

@@ -45,6 +45,9 @@ const PUBLISH_RETRY: Duration = Duration::from_secs(5);
 /// Address changes are published after this long, so a burst of them is
 /// one publication.
 const PUBLISH_SETTLE: Duration = Duration::from_millis(300);
+/// Our addresses are compared with the published ones at most this often
+/// (besides on every crust event that may change them).
+const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// With an empty routing table, crust bootstraps again this often.
 const REBOOTSTRAP: Duration = Duration::from_secs(10);
 /// Messages waiting for one connection at most.
@@ -83,7 +86,7 @@ impl Default for DhtConfig {
             mode: DhtMode::Auto,
             lookup_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(2),
-            record_retry: Duration::from_secs(30),
+            record_retry: Duration::from_secs(60),
         }
     }
 }
@@ -153,6 +156,8 @@ pub(crate) struct DhtDriver {
     endpoints: Vec<Endpoint>,
     /// When we last asked crust to bootstrap for want of DHT contacts.
     last_bootstrap: Instant,
+    /// When the periodic address check last ran.
+    last_address_check: Instant,
     /// Unix ms minus monotonic ms at the last check.
     clock_offset: i128,
     epoch: Instant,
@@ -208,6 +213,7 @@ impl DhtDriver {
             rejected: 0,
             endpoints,
             last_bootstrap: now,
+            last_address_check: now,
             clock_offset: unix_ms() - now.elapsed().as_millis() as i128,
             epoch: now,
         }
@@ -389,6 +395,16 @@ impl DhtDriver {
             return false;
         }
         self.last_bootstrap = now;
+        true
+    }
+
+    /// Whether the periodic address check is due (and marks it done).
+    pub(crate) fn address_check_due(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last_address_check) < ADDRESS_CHECK {
+            return false;
+        }
+        self.last_address_check = now;
         true
     }
 

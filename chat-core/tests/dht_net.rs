@@ -13,7 +13,7 @@ use chat_core::dht::{Message, PeerRecord};
 use chat_core::{Event, NodeConfig, PeerId, Profile};
 use common::Peer;
 
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A config that joins through `seed` (a chat node taking DHT
 /// connections).
