@@ -87,6 +87,26 @@ pub mod fuzzing {
         }
     }
 
+    /// A sealed message as a holder hands it over (network bytes, from a
+    /// holder that may be hostile): opening it fails cleanly. And `bytes`
+    /// as a body sealed from one fixed identity to another opens to
+    /// itself, and not with any one bit flipped (`flip` picks the bit).
+    pub fn sealed_message(bytes: &[u8], flip: usize) {
+        let me = crust::SecretId::from_bytes(&[3; 32]);
+        let _ = crate::seal::open(&me, bytes);
+        let sender = crust::SecretId::from_bytes(&[4; 32]);
+        if let Some(sealed) = crate::seal::seal(&sender, &me.peer_id(), bytes) {
+            assert_eq!(
+                crate::seal::open(&me, &sealed).ok(),
+                Some((sender.peer_id(), bytes.to_vec()))
+            );
+            let mut damaged = sealed;
+            let bit = flip % (damaged.len() * 8);
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(crate::seal::open(&me, &damaged).is_err());
+        }
+    }
+
     /// Reads an identity key file's text (disk bytes) with an optional
     /// passphrase.
     pub fn key_file(text: &str, passphrase: Option<&str>) -> bool {

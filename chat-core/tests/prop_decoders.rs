@@ -53,4 +53,9 @@ proptest! {
         // Either the settings parse (fields are optional) or they are an error.
         let _ = Profile::open(&dir, None);
     }
+
+    #[test]
+    fn sealed_messages_open_only_unchanged(bytes in proptest::collection::vec(any::<u8>(), 0..2000), flip in any::<usize>()) {
+        chat_core::fuzzing::sealed_message(&bytes, flip);
+    }
 }

@@ -143,6 +143,43 @@ pub fn bootstrap_cache(data: &[u8]) {
     let _ = crate::bootstrap_cache::parse(data);
 }
 
+/// A LAN discovery beacon (UDP broadcast from anyone on the network). What
+/// decodes announces few endpoints; and a beacon built from the same bytes,
+/// signed, decodes to itself when it is within the limits.
+pub fn lan_beacon(data: &[u8]) {
+    use crate::service::LanBeacon as Beacon;
+    if let Some(beacon) = Beacon::decode(data) {
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        assert!(beacon.endpoints(ip).len() <= 16);
+    }
+    let (name, ports) = data.split_at(data.len().min(40));
+    let ports: Vec<u16> = ports
+        .chunks_exact(2)
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    let (tcp, utp) = ports.split_at(ports.len() / 2);
+    let secret = SecretId::from_bytes(&[9; 32]);
+    let beacon = Beacon {
+        network: String::from_utf8_lossy(name).into_owned(),
+        peer: secret.peer_id(),
+        tcp: tcp.to_vec(),
+        utp: utp.to_vec(),
+    };
+    let decoded = Beacon::decode(&beacon.encode(&secret));
+    if beacon.network.len() <= 64 && tcp.len() <= 8 && utp.len() <= 8 {
+        assert_eq!(decoded, Some(beacon));
+    }
+}
+
+/// A mailbox request or answer from a peer. What decodes re-encodes and
+/// decodes equal.
+pub fn mailbox_message(data: &[u8]) {
+    use crate::mailbox::Message;
+    if let Ok(Some(message)) = Message::decode(data) {
+        assert_eq!(Message::decode(&message.encode()), Ok(Some(message)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Random garbage, truncations and bit flips of valid encodings through
@@ -212,6 +249,11 @@ mod tests {
             utp_packet(&bytes);
             utp_endpoint(&bytes);
             bootstrap_cache(&bytes);
+            lan_beacon(&bytes);
+            mailbox_message(&bytes);
+            let mut with_magic = crate::mailbox::MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            mailbox_message(&with_magic);
         }
 
         #[test]

@@ -44,6 +44,8 @@ use crate::wire;
 use actor::Command;
 use link::PeerQueue;
 pub use discovery::LanDiscovery;
+/// For `crate::fuzzing::lan_beacon`.
+pub(crate) use discovery::Beacon as LanBeacon;
 pub(crate) use nat::NatInput;
 
 /// How a connection is carried.
