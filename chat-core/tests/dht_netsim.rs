@@ -13,11 +13,14 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_core::{DhtMode, Endpoint, Event, Node, NodeConfig, NodeEvents, PeerId, Profile};
+use common::wait_on as wait;
 use netsim::{NatPreset, Network, Topology};
 use tokio::sync::oneshot;
 
@@ -51,24 +54,6 @@ async fn open(dir: &Path, config: NodeConfig) -> (Node, NodeEvents) {
     Node::open(Profile::open(dir, None).unwrap(), config)
         .await
         .unwrap()
-}
-
-async fn wait<T>(
-    who: &str,
-    events: &mut NodeEvents,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(40), events.recv()).await {
-            Ok(Some(e)) => {
-                if let Some(found) = pick(&e) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("{who}: node stopped"),
-            Err(_) => panic!("{who}: timed out"),
-        }
-    }
 }
 
 async fn published(node: &Node) {

@@ -9,38 +9,20 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use chat_core::{Event, MessageState, Node, NodeConfig, NodeEvents, Profile};
+use common::wait_on as wait;
 use netsim::{NatPreset, Topology};
 use tokio::sync::{mpsc, oneshot};
 
 const NETWORK: &str = "chat-core-lan";
 
 fn prerequisites() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let ip = std::process::Command::new("sh")
-        .args(["-c", "command -v ip"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if root && ip && std::path::Path::new("/dev/net/tun").exists() {
-        return true;
-    }
-    let msg = "missing prerequisites: root, /dev/net/tun and `ip` (network namespaces)";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{msg} (CI=true: a missing prerequisite is a failure)"
-    );
-    eprintln!("SKIPPED: {msg}");
-    false
+    netsim::prerequisites(&["ip"])
 }
 
 /// A node listening on `port` (TCP and uTP), beaconing to the LAN's
@@ -62,24 +44,6 @@ async fn open(dir: &std::path::Path, port: u16, discovery: bool) -> (Node, NodeE
     Node::open(Profile::open(dir, None).unwrap(), config)
         .await
         .unwrap()
-}
-
-async fn wait<T>(
-    who: &str,
-    events: &mut NodeEvents,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(e)) => {
-                if let Some(found) = pick(&e) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("{who}: node stopped"),
-            Err(_) => panic!("{who}: timed out"),
-        }
-    }
 }
 
 #[test]

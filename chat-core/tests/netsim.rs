@@ -10,12 +10,15 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_core::{
     Event, FriendRequest, MessageState, Node, NodeConfig, NodeEvents, PeerId, Presence, Profile,
 };
+use common::wait_on as wait;
 use netsim::{NatPreset, Topology};
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,24 +38,6 @@ async fn open(dir: &std::path::Path, listen: SocketAddr) -> (Node, NodeEvents) {
     Node::open(Profile::open(dir, None).unwrap(), config)
         .await
         .unwrap()
-}
-
-async fn wait<T>(
-    who: &str,
-    events: &mut NodeEvents,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(e)) => {
-                if let Some(found) = pick(&e) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("{who}: node stopped"),
-            Err(_) => panic!("{who}: timed out"),
-        }
-    }
 }
 
 #[test]

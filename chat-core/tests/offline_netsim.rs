@@ -9,10 +9,13 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_core::{Event, MessageState, Node, NodeConfig, NodeEvents, Profile};
+use common::wait_on as wait;
 use crust::mailbox::{Limits, Mailbox, Policy, unix_now};
 use crust::{Config, Contact, Endpoint, PeerId, Priority, SecretId, Service};
 use netsim::{NatPreset, Topology};
@@ -33,24 +36,6 @@ async fn open(dir: &std::path::Path, port: u16, holders: Vec<Contact>) -> (Node,
     Node::open(Profile::open(dir, None).unwrap(), config)
         .await
         .unwrap()
-}
-
-async fn wait<T>(
-    who: &str,
-    events: &mut NodeEvents,
-    mut pick: impl FnMut(&Event) -> Option<T>,
-) -> T {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(e)) => {
-                if let Some(found) = pick(&e) {
-                    return found;
-                }
-            }
-            Ok(None) => panic!("{who}: node stopped"),
-            Err(_) => panic!("{who}: timed out"),
-        }
-    }
 }
 
 #[test]

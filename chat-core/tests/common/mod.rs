@@ -105,3 +105,24 @@ pub async fn receive(peer: &mut Peer, from: PeerId, count: usize) -> Vec<String>
     }
     texts
 }
+
+/// Waits up to 40 s for the first event `pick` accepts on `events`, for a
+/// node driven from inside a netsim host (where there is no [`Peer`]);
+/// `who` names it in the failure.
+pub async fn wait_on<T>(
+    who: &str,
+    events: &mut NodeEvents,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(40), events.recv()).await {
+            Ok(Some(e)) => {
+                if let Some(found) = pick(&e) {
+                    return found;
+                }
+            }
+            Ok(None) => panic!("{who}: node stopped"),
+            Err(_) => panic!("{who}: timed out"),
+        }
+    }
+}

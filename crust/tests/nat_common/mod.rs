@@ -24,44 +24,11 @@ pub const PORT: u16 = 5483;
 /// True if netsim tests can run; prints why not and returns false, or
 /// panics under `CI=true`.
 pub fn prerequisites(tools: &[&str]) -> bool {
-    let mut missing: Vec<String> = Vec::new();
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !root {
-        missing.push("root (network namespaces and TUN devices)".into());
-    }
-    if !std::path::Path::new("/dev/net/tun").exists() {
-        missing.push("/dev/net/tun".into());
-    }
-    for tool in tools {
-        if !has_tool(tool) {
-            missing.push((*tool).to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("missing prerequisites: {}", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: a missing prerequisite is a failure)");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    netsim::prerequisites(tools)
 }
 
 pub fn has_tool(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-            || ["/usr/sbin", "/sbin"]
-                .iter()
-                .any(|d| std::path::Path::new(d).join(tool).is_file())
-    })
+    netsim::has_program(tool)
 }
 
 /// What a peer sits behind.
