@@ -488,12 +488,13 @@ impl Node {
         }
         let mut holders = config.holders.clone();
         for entry in &settings.holders {
-            let holder: crust::Contact = entry.parse().map_err(|e: crust::ParseContactError| {
-                OpenError::Holder {
-                    entry: entry.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+            let holder: crust::Contact =
+                entry
+                    .parse()
+                    .map_err(|e: crust::ParseContactError| OpenError::Holder {
+                        entry: entry.clone(),
+                        reason: e.to_string(),
+                    })?;
             if holder.id.is_none() {
                 return Err(OpenError::Holder {
                     entry: entry.clone(),
@@ -515,10 +516,7 @@ impl Node {
             connecting: Mutex::new(std::collections::HashSet::new()),
             listeners: Mutex::new(listeners),
             address_hints: settings.address_hints.clone(),
-            mail: Mutex::new(crate::mailbox::MailState::new(
-                profile.secret(),
-                &holders,
-            )),
+            mail: Mutex::new(crate::mailbox::MailState::new(profile.secret(), &holders)),
             profile: Mutex::new(Some(profile)),
         });
         if config.bootstrap {

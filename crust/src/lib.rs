@@ -77,8 +77,8 @@ pub use id::{KeyFileError, ParsePeerIdError, PeerId, SecretId};
 pub use nat::{Mapping, NatReport, Observation, PortAllocation, UpnpMapping};
 pub use secure::{ChannelConfig, FrameError, HandshakeError, Intent};
 pub use service::{
-    ConnectError, ConnectionInfo, ConnectionPath, DialError, Direction, Event, Events, LanDiscovery,
-    LostReason, Priority, SendError, Service, ServiceError, Transport,
+    ConnectError, ConnectionInfo, ConnectionPath, DialError, Direction, Event, Events,
+    LanDiscovery, LostReason, Priority, SendError, Service, ServiceError, Transport,
 };
 
 /// crust's version and the commit it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)`:

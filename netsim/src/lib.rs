@@ -59,13 +59,13 @@ pub use classify::{
     stop_probes,
 };
 pub use error::{RunError, StartError};
-pub use prereq::{has_program, is_root, prerequisites};
 pub use fabric::PortForward;
 pub use link::{Fate, GilbertElliott, Impairment, LinkConfig, LinkStats};
 pub use nat::{Dependence, NatConfig, NatPreset, NatStats, PortAssignment, Unsolicited};
 pub use network::{
     Host, HostTask, LinkReport, NatReport, Network, Stats, effective_seed, host, run,
 };
+pub use prereq::{has_program, is_root, prerequisites};
 pub use stun::serve_stun;
 pub use sys::{enter_netns_file, enter_user_namespace, join_user_namespace_of};
 pub use topology::{HostId, HostSpec, LinuxRouter, RouterId, RouterSpec, Subnet, Topology};

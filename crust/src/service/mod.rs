@@ -42,10 +42,10 @@ use crate::secure::{FrameError, HandshakeError, Intent};
 use crate::utp::UtpSocket;
 use crate::wire;
 use actor::Command;
-use link::PeerQueue;
-pub use discovery::LanDiscovery;
 /// For `crate::fuzzing::lan_beacon`.
 pub(crate) use discovery::Beacon as LanBeacon;
+pub use discovery::LanDiscovery;
+use link::PeerQueue;
 pub(crate) use nat::NatInput;
 
 /// How a connection is carried.

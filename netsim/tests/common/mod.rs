@@ -7,4 +7,3 @@
 pub fn prerequisites(tools: &[&str]) -> bool {
     netsim::prerequisites(&[&["ip"], tools].concat())
 }
-
