@@ -55,6 +55,21 @@ async fn lan_peer(events: &mut Events, peer: PeerId) -> Vec<Endpoint> {
     .expect("no LanPeer in time")
 }
 
+/// Waits for a `LanPeer` about `peer` that names every one of `expected`
+/// (earlier reports may name fewer).
+async fn lan_peer_with(events: &mut Events, peer: PeerId, expected: &[Endpoint]) -> Vec<Endpoint> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let found = lan_peer(events, peer).await;
+            if expected.iter().all(|e| found.contains(e)) {
+                return found;
+            }
+        }
+    })
+    .await
+    .expect("no LanPeer naming every endpoint in time")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_on_one_network_find_each_other_and_connect() {
     let port = free_udp_port();
@@ -63,14 +78,13 @@ async fn services_on_one_network_find_each_other_and_connect() {
     let a_id = a.service.id();
     let b_id = b.service.id();
 
-    let found = lan_peer(&mut a.events, b_id).await;
-    assert!(found.contains(&Endpoint::tcp(b.addr)), "{found:?}");
-    assert!(found.contains(&Endpoint::utp(b.utp.unwrap())), "{found:?}");
-    let found_by_b = lan_peer(&mut b.events, a_id).await;
-    assert!(
-        found_by_b.contains(&Endpoint::tcp(a.addr)),
-        "{found_by_b:?}"
-    );
+    // A beacon sent while a service's listeners are still starting names
+    // only some of them; the peer is reported again once they change, so
+    // wait for the report that names both.
+    let b_endpoints = [Endpoint::tcp(b.addr), Endpoint::utp(b.utp.unwrap())];
+    let found = lan_peer_with(&mut a.events, b_id, &b_endpoints).await;
+    let a_endpoints = [Endpoint::tcp(a.addr), Endpoint::utp(a.utp.unwrap())];
+    lan_peer_with(&mut b.events, a_id, &a_endpoints).await;
 
     // The endpoints lead to the peer: the handshake proves its id.
     a.service.connect(b_id, &found).await.unwrap();

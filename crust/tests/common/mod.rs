@@ -57,6 +57,11 @@ impl Node {
                     crust::Transport::Utp => utp = Some(endpoint.addr),
                     _ => addr = Some(endpoint.addr),
                 },
+                // A LAN beacon from a service started just before can be
+                // heard before our own listeners report; it is announced
+                // again a few intervals later (`LanDiscovery`), so it is
+                // safe to pass over here.
+                Some(Event::LanPeer { .. }) => {}
                 other => panic!("expected ListenerStarted, got {other:?}"),
             }
         }
