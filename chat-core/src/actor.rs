@@ -206,8 +206,15 @@ impl Actor {
                         self.network_changed();
                     }
                     self.close_idle_dht().await;
-                    if self.bootstrap && self.dht.wants_bootstrap() {
-                        let _ = self.service.bootstrap();
+                    if self.dht.wants_bootstrap() {
+                        // No DHT server known: ask the peers we are
+                        // connected to again (crust reports nothing new
+                        // for them, and a first ping can time out on a
+                        // busy peer), and bootstrap again.
+                        self.dht.reping_connected().await;
+                        if self.bootstrap {
+                            let _ = self.service.bootstrap();
+                        }
                     }
                     // An address change crust did not report (a new DHCP
                     // lease on the same interface) shows here.

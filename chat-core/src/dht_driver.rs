@@ -429,6 +429,16 @@ impl DhtDriver {
         .await;
     }
 
+    /// Pings every connected peer again, as on a new connection: with an
+    /// empty routing table, a first ping lost or timed out would otherwise
+    /// never be repeated.
+    pub(crate) async fn reping_connected(&mut self) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            self.connected(peer).await;
+        }
+    }
+
     /// The connection to `peer` is gone.
     pub(crate) fn lost(&mut self, peer: &PeerId) {
         self.connected.remove(peer);
