@@ -52,10 +52,7 @@ fn friends_on_one_lan_with_no_server_find_each_other_and_chat() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let alice_dir = root.path().join("alice");
-    let bob_dir = root.path().join("bob");
-    drop(Profile::create(&alice_dir, "alice", None).unwrap());
-    drop(Profile::create(&bob_dir, "bob", None).unwrap());
+    let [alice_dir, bob_dir] = common::profiles(root.path(), ["alice", "bob"]);
 
     // One LAN behind a router, and nothing beyond it.
     let mut t = Topology::new().seed(21);

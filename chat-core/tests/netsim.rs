@@ -46,10 +46,7 @@ fn chat_through_a_nat_both_ways_and_offline_messages_arrive_later() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let alice_dir = root.path().join("alice");
-    let bob_dir = root.path().join("bob");
-    drop(Profile::create(&alice_dir, "alice", None).unwrap());
-    drop(Profile::create(&bob_dir, "bob", None).unwrap());
+    let [alice_dir, bob_dir] = common::profiles(root.path(), ["alice", "bob"]);
 
     let mut t = Topology::new().seed(11);
     let home = t.router("home", NatPreset::PortRestrictedCone);

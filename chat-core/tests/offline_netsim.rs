@@ -44,10 +44,7 @@ fn an_offline_message_reaches_its_recipient_through_a_holder_after_the_sender_le
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let alice_dir = root.path().join("alice");
-    let bob_dir = root.path().join("bob");
-    drop(Profile::create(&alice_dir, "alice", None).unwrap());
-    drop(Profile::create(&bob_dir, "bob", None).unwrap());
+    let [alice_dir, bob_dir] = common::profiles(root.path(), ["alice", "bob"]);
 
     let mut t = Topology::new().seed(31);
     let home = t.router("home", NatPreset::PortRestrictedCone);

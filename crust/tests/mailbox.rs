@@ -6,20 +6,9 @@
 mod common;
 
 use common::Node;
-use common::process::{RunningNode, start_node};
+use common::process::{RunningNode, connected_to, start_node};
 use crust::mailbox::{Item, Message};
 use crust::{Event, Priority};
-
-async fn connected_to(node: &RunningNode) -> Node {
-    let mut us = Node::start().await;
-    us.service.connect(node.id, &[node.addr]).await.unwrap();
-    let id = node.id;
-    us.expect("connect", |e| {
-        matches!(e, Event::ConnectSuccess { peer, .. } if peer == id).then_some(())
-    })
-    .await;
-    us
-}
 
 /// Sends `request` to the holder and waits for its answer.
 async fn ask(us: &mut Node, node: &RunningNode, request: Message) -> Message {

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Node;
-use common::process::{RunningNode, start_node};
+use common::process::{connected_to, start_node};
 use crust::{Event, LostReason, PeerId};
 
 /// Keep-alives every half second and a peer lost after 3 s of silence, so a
@@ -37,17 +37,6 @@ fn a_bad_flag_value_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--bootstrap"), "{stderr}");
-}
-
-async fn connected_to(node: &RunningNode) -> Node {
-    let mut us = Node::start().await;
-    us.service.connect(node.id, &[node.addr]).await.unwrap();
-    let id = node.id;
-    us.expect("connect", |e| {
-        matches!(e, Event::ConnectSuccess { peer, .. } if peer == id).then_some(())
-    })
-    .await;
-    us
 }
 
 async fn lost_reason(us: &mut Node, id: PeerId) -> LostReason {

@@ -126,3 +126,12 @@ pub async fn wait_on<T>(
         }
     }
 }
+
+/// Creates a profile for each of `names` under `root`; their directories.
+pub fn profiles<const N: usize>(root: &Path, names: [&str; N]) -> [PathBuf; N] {
+    names.map(|name| {
+        let dir = root.join(name);
+        drop(Profile::create(&dir, name, None).unwrap());
+        dir
+    })
+}

@@ -88,3 +88,15 @@ impl RunningNode {
         }
     }
 }
+
+/// A fresh service on loopback, connected to `node`.
+pub async fn connected_to(node: &RunningNode) -> super::Node {
+    let mut us = super::Node::start().await;
+    us.service.connect(node.id, &[node.addr]).await.unwrap();
+    let id = node.id;
+    us.expect("connect", |e| {
+        matches!(e, crust::Event::ConnectSuccess { peer, .. } if peer == id).then_some(())
+    })
+    .await;
+    us
+}
