@@ -519,6 +519,14 @@ async fn a_new_key_claiming_to_be_a_contact_is_a_loud_warning_and_gets_nothing()
     befriend(&mut alice, &mut bob).await;
     let old_bob = bob.id();
     bob.stop().await;
+    // Bob is away (until Alice has seen him go, a message would still go
+    // to the real Bob over the closing connection).
+    alice
+        .wait_for("bob offline", |e| match e {
+            Event::ContactOffline { contact } if *contact == old_bob => Some(()),
+            _ => None,
+        })
+        .await;
     let pending = alice.node.send(&old_bob, "for the real bob only").unwrap();
 
     let mut impostor = start(root.path(), "bob-new").await;
