@@ -93,9 +93,8 @@ enum Action {
     Mail(PeerId, Vec<u8>),
     /// Connectivity changed: emit a fresh network report.
     ReportNetwork,
-    /// A DHT message from a peer: the endpoints it takes connections on,
-    /// the message's bytes.
-    Dht(PeerId, Vec<Endpoint>, Vec<u8>),
+    /// DHT traffic from a peer (a `crust::dht::Envelope`'s bytes).
+    Dht(PeerId, bytes::Bytes),
     /// A connection opened (for the DHT: ping it, flush what waits).
     DhtConnected(PeerId),
     /// A connection closed.
@@ -715,11 +714,11 @@ impl Actor {
                         tracing::debug!(%peer, error = %e, "mailbox message not sent");
                     }
                 }
-                Action::Dht(peer, reachable, bytes) => {
+                Action::Dht(peer, bytes) => {
                     let remote_ip = lock(&self.shared.online)
                         .get(&peer)
                         .map(|info| info.remote_addr.ip());
-                    let found = self.dht.message(peer, reachable, &bytes, remote_ip).await;
+                    let found = self.dht.message(peer, &bytes, remote_ip).await;
                     self.found(found);
                 }
                 Action::DhtConnected(peer) => self.dht.connected(peer).await,
@@ -941,14 +940,16 @@ fn apply(
                 }
             }
         }
-        CrustEvent::NewMessage { peer, data } if !sessions.contains_key(&peer) => {
+        CrustEvent::NewMessage { peer, data } if data.starts_with(crust::dht::MAGIC) => {
+            // DHT traffic, on any connection (a bootstrap connection to a
+            // crust-node or another chat node, or a contact's).
+            if !s.is_blocked(&peer)? {
+                actions.push(Action::Dht(peer, data));
+            }
+        }
+        CrustEvent::NewMessage { peer, .. } if !sessions.contains_key(&peer) => {
             // A bootstrap connection (no chat session): only the DHT
             // speaks on it.
-            if let Ok(Wire::Dht { reachable, message }) = Wire::decode(&data)
-                && !s.is_blocked(&peer)?
-            {
-                actions.push(Action::Dht(peer, reachable, message));
-            }
         }
         CrustEvent::NewMessage { peer, data } => {
             if s.is_blocked(&peer)? {
@@ -1130,8 +1131,8 @@ fn message(
                 lock(&shared.their_rendezvous).insert(peer, peers);
             }
         }
-        Wire::Dht { reachable, message } => {
-            actions.push(Action::Dht(peer, reachable, message));
+        Wire::Dht { .. } => {
+            tracing::debug!(%peer, "ignoring a DHT message in the retired chat format");
         }
         Wire::Typing { typing } => {
             if s.contact_state(&peer)? == Some(ContactState::Friend) {

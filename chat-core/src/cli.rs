@@ -1,6 +1,7 @@
 //! The command-line options every client takes, so the terminal and the
 //! desktop client read them alike: which profile, which addresses to
-//! listen on, which peers to bootstrap from, and UPnP off for one run.
+//! listen on, which peers to bootstrap from, UPnP and LAN announcements
+//! off for one run, and the node's part in the DHT.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ pub struct NodeArgs {
     /// friends there this time.
     #[arg(long)]
     pub no_lan: bool,
+    /// Serve the DHT that finds friends who moved (`server`: an always-on
+    /// node on a public host), only use it (`client`), or decide from the
+    /// NAT (`auto`) [default: the profile's `dht_mode`, which is `auto`].
+    #[arg(long, value_name = "MODE")]
+    pub dht_mode: Option<crate::DhtMode>,
 }
 
 impl NodeArgs {
@@ -43,6 +49,9 @@ impl NodeArgs {
         config.crust.bootstrap_contacts = self.bootstrap.clone();
         if self.no_lan {
             config.crust.lan_discovery = None;
+        }
+        if let Some(mode) = self.dht_mode {
+            config.dht.mode = mode;
         }
         config
     }
@@ -73,6 +82,8 @@ mod tests {
             "198.51.100.2:5483".into(),
             "--no-upnp".into(),
             "--no-lan".into(),
+            "--dht-mode".into(),
+            "client".into(),
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let config = cli.node.node_config();
@@ -84,8 +95,10 @@ mod tests {
         assert_eq!(config.crust.bootstrap_contacts[0].id, Some(id));
         assert!(!config.crust.upnp);
         assert!(config.crust.lan_discovery.is_none());
+        assert_eq!(config.dht.mode, crate::DhtMode::Client);
         let plain = Cli::try_parse_from(["client"]).unwrap_or_else(|e| panic!("{e}"));
         assert!(plain.node.node_config().crust.lan_discovery.is_some());
+        assert_eq!(plain.node.node_config().dht.mode, crate::DhtMode::Auto);
         assert!(cli.node.profile.is_none());
     }
 
@@ -97,5 +110,11 @@ mod tests {
         };
         assert!(err.contains("--bootstrap"), "{err}");
         assert!(err.contains("nowhere"), "{err}");
+        let err = match Cli::try_parse_from(["client", "--dht-mode", "always"]) {
+            Ok(_) => panic!("a bad DHT mode was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("--dht-mode"), "{err}");
+        assert!(err.contains("expected auto, server or client"), "{err}");
     }
 }

@@ -1,14 +1,16 @@
 //! The DHT over crust connections: drives the sans-IO [`Dht`] engine from
 //! the node's actor.
 //!
-//! Every chat node takes part. Engine messages travel as `Wire::Dht` on
-//! the same authenticated crust connections as chat (a peer's DHT identity
-//! is its crust identity, so nobody can answer for another id). Each one
-//! carries the endpoints on which the sender takes connections: a node in
-//! server mode (no NAT, a UPnP mapping, or configured so) lists them and
-//! enters the routing tables of those it talks to; a node in client mode
-//! lists none and is answered but never put in anyone's table, so no node
-//! hands out an address nobody can dial.
+//! Every chat node takes part. Engine messages travel in crust's DHT
+//! envelope ([`crust::dht::Envelope`], "CRDH") on the same authenticated
+//! crust connections as chat (a peer's DHT identity is its crust identity,
+//! so nobody can answer for another id), so chat nodes and `crust-node`s
+//! (which run [`crust::dht::Server`]) form one DHT. Each one carries the
+//! endpoints on which the sender takes connections: a node in server mode
+//! (no NAT, a UPnP mapping, or configured so) lists them and enters the
+//! routing tables of those it talks to; a node in client mode lists none
+//! and is answered but never put in anyone's table, so no node hands out
+//! an address nobody can dial.
 //!
 //! A message for a node we are not connected to waits while the driver
 //! dials it (on the endpoints the routing table has); connections opened
@@ -23,9 +25,9 @@
 //! endpoints and rendezvous peers to dial.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crust::dht::Envelope;
 use crust::{Endpoint, Mapping, PeerId, Priority};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,7 +35,6 @@ use crate::dht::{
     Config, Contact, Dht, Event as DhtEvent, LookupStats, MAX_CONTACT_ENDPOINTS,
     MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS, Message, Output, PeerRecord, QueryId,
 };
-use crate::proto::Wire;
 
 /// A connection opened only for the DHT is closed after this long unused.
 pub(crate) const DHT_IDLE: Duration = Duration::from_secs(60);
@@ -53,19 +54,9 @@ const REBOOTSTRAP: Duration = Duration::from_secs(10);
 /// Messages waiting for one connection at most.
 const MAX_WAITING: usize = 32;
 
-/// Whether this node offers itself as a DHT server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum DhtMode {
-    /// A server when crust finds no NAT in front of it or a UPnP mapping;
-    /// otherwise a client.
-    #[default]
-    Auto,
-    /// Always a server (a public host; tests on one machine).
-    Server,
-    /// Never a server: queries, publishes, and is never in others' tables.
-    Client,
-}
+/// Whether this node offers itself as a DHT server (crust's
+/// [`crust::dht::Mode`]).
+pub use crust::dht::Mode as DhtMode;
 
 /// How the node takes part in the DHT.
 #[derive(Debug, Clone)]
@@ -221,14 +212,7 @@ impl DhtDriver {
 
     /// Whether we offer ourselves as a server now.
     fn server(&self) -> bool {
-        match self.config.mode {
-            DhtMode::Server => true,
-            DhtMode::Client => false,
-            DhtMode::Auto => {
-                let report = self.service.nat_report();
-                report.mapping == Mapping::NoNat || report.upnp.is_some()
-            }
-        }
+        self.config.mode.serves(&self.service.nat_report())
     }
 
     /// The endpoints our record names: our own (hints and listeners), then
@@ -446,18 +430,33 @@ impl DhtDriver {
         self.waiting.remove(peer);
     }
 
-    /// A `Wire::Dht` from `peer`, which said it takes connections on
-    /// `reachable` (`remote_ip` fills in an unspecified listener address).
+    /// DHT traffic (an [`Envelope`]) from `peer`; `remote_ip`, where its
+    /// connection comes from, fills in an unspecified listener address
+    /// (looked up when the caller does not know it).
     pub(crate) async fn message(
         &mut self,
         peer: PeerId,
-        reachable: Vec<Endpoint>,
         bytes: &[u8],
         remote_ip: Option<std::net::IpAddr>,
     ) -> Vec<Found> {
         let mut found = Vec::new();
-        let message = match Message::decode(bytes) {
-            Ok(m) => m,
+        let (reachable, message) = match Envelope::decode(bytes) {
+            Ok(Some(envelope)) => {
+                let unspecified = envelope
+                    .reachable
+                    .iter()
+                    .any(|e| e.addr.ip().is_unspecified());
+                let remote_ip = match remote_ip {
+                    None if unspecified => self
+                        .service
+                        .connection_info(&peer)
+                        .await
+                        .map(|info| info.remote_addr.ip()),
+                    known => known,
+                };
+                (envelope.reachable_at(remote_ip), envelope.message)
+            }
+            Ok(None) => return found,
             Err(error) => {
                 self.rejected += 1;
                 tracing::debug!(%peer, %error, "ignoring a DHT message");
@@ -467,17 +466,7 @@ impl DhtDriver {
         if let Some(used) = self.dht_only.get_mut(&peer) {
             *used = Instant::now();
         }
-        let endpoints: Vec<Endpoint> = reachable
-            .into_iter()
-            .take(MAX_CONTACT_ENDPOINTS)
-            .map(|e| match remote_ip {
-                Some(ip) if e.addr.ip().is_unspecified() => Endpoint {
-                    addr: SocketAddr::new(ip, e.addr.port()),
-                    ..e
-                },
-                _ => e,
-            })
-            .collect();
+        let endpoints = reachable;
         let server = !endpoints.is_empty();
         let from = Contact {
             id: peer,
@@ -598,7 +587,7 @@ impl DhtDriver {
         }
     }
 
-    fn wire(&self, message: &Message) -> Wire {
+    fn wire(&self, message: &Message) -> Vec<u8> {
         let reachable = if self.server() {
             self.endpoints
                 .iter()
@@ -608,10 +597,11 @@ impl DhtDriver {
         } else {
             Vec::new()
         };
-        Wire::Dht {
+        Envelope {
             reachable,
-            message: message.encode(),
+            message: message.clone(),
         }
+        .encode()
     }
 
     async fn send_now(&mut self, peer: &PeerId, message: &Message) -> bool {
@@ -620,7 +610,7 @@ impl DhtDriver {
         }
         let wire = self.wire(message);
         self.service
-            .send(peer, wire.encode(), Priority::NORMAL)
+            .send(peer, wire, Priority::NORMAL)
             .await
             .is_ok()
     }

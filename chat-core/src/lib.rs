@@ -23,8 +23,6 @@
 mod actor;
 /// The command-line options every client takes.
 pub mod cli;
-/// A small Kademlia DHT (sans-IO) saying where peers can be reached.
-pub mod dht;
 mod dht_driver;
 pub mod headless;
 mod invite;
@@ -40,6 +38,9 @@ mod store;
 mod tests;
 mod types;
 
+/// A small Kademlia DHT (sans-IO) saying where peers can be reached: crust's
+/// engine, which every chat node runs (`dht_driver`).
+pub use crust::dht;
 pub use crust::{
     ConnectionInfo, ConnectionPath, Direction, Endpoint, Mapping, NatReport, PeerId,
     PortAllocation, Transport, UpnpMapping, VERSION,
@@ -71,20 +72,6 @@ pub mod fuzzing {
     /// Decodes one chat protocol message (network bytes); never panics.
     pub fn wire_message(bytes: &[u8]) -> bool {
         crate::proto::Wire::decode(bytes).is_ok()
-    }
-
-    /// A chat protocol message carrying a DHT message (as a hostile DHT
-    /// node would send one, for tests).
-    pub fn dht_wire(reachable: Vec<crate::Endpoint>, message: Vec<u8>) -> Vec<u8> {
-        crate::proto::Wire::Dht { reachable, message }.encode()
-    }
-
-    /// The DHT message inside a chat protocol message, if it carries one.
-    pub fn dht_message_of(bytes: &[u8]) -> Option<Vec<u8>> {
-        match crate::proto::Wire::decode(bytes) {
-            Ok(crate::proto::Wire::Dht { message, .. }) => Some(message),
-            _ => None,
-        }
     }
 
     /// A sealed message as a holder hands it over (network bytes, from a

@@ -523,8 +523,13 @@ impl Node {
             let _ = service.bootstrap();
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut dht_config = config.dht.clone();
+        // The profile decides unless the config says server or client.
+        if dht_config.mode == DhtMode::Auto {
+            dht_config.mode = settings.dht_mode;
+        }
         let dht = DhtDriver::new(
-            config.dht.clone(),
+            dht_config,
             profile_secret,
             service.clone(),
             shared.my_addrs(true),

@@ -68,6 +68,12 @@ pub struct Settings {
     /// friends there with no server (UDP broadcast beacons). A node that
     /// listens on loopback only never does.
     pub lan_discovery: bool,
+    /// Whether to serve the DHT that finds friends who moved: `auto`
+    /// (when crust finds no NAT in front of us, or the router mapped a
+    /// port), `server` (an always-on node on a public host) or `client`
+    /// (only look up and publish). A node config or `--dht-mode` that
+    /// says `server` or `client` wins over this.
+    pub dht_mode: crate::DhtMode,
 }
 
 impl Default for Settings {
@@ -82,6 +88,7 @@ impl Default for Settings {
             address_hints: Vec::new(),
             holders: Vec::new(),
             lan_discovery: true,
+            dht_mode: crate::DhtMode::Auto,
         }
     }
 }
@@ -506,6 +513,7 @@ mod tests {
         let mut settings = p.settings().clone();
         settings.address_hints = vec!["utp:198.51.100.1:4000".parse().unwrap()];
         settings.bootstrap = vec!["192.0.2.9:5483".into()];
+        settings.dht_mode = crate::DhtMode::Server;
         p.set_settings(settings.clone()).unwrap();
         drop(p);
         let text = fs::read_to_string(dir.path().join(SETTINGS_FILE)).unwrap();
@@ -515,6 +523,7 @@ mod tests {
             "upnp = true",
             "address_hints = [\"utp:198.51.100.1:4000\"]",
             "bootstrap = [\"192.0.2.9:5483\"]",
+            "dht_mode = \"server\"",
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }
@@ -535,6 +544,7 @@ mod tests {
         );
         assert!(p.settings().utp);
         assert_eq!(p.settings().utp_listen, None);
+        assert_eq!(p.settings().dht_mode, crate::DhtMode::Auto);
     }
 
     #[test]
@@ -544,6 +554,9 @@ mod tests {
         fs::write(dir.path().join(SETTINGS_FILE), "listen = 5\n").unwrap();
         let err = Profile::open(dir.path(), None).unwrap_err();
         assert!(matches!(err, ProfileError::Settings { .. }), "{err}");
+        fs::write(dir.path().join(SETTINGS_FILE), "dht_mode = \"sever\"\n").unwrap();
+        let err = Profile::open(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("dht_mode") || err.contains("sever"), "{err}");
     }
 
     #[test]

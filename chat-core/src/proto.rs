@@ -61,10 +61,11 @@ pub(crate) enum Wire {
     /// circuit). Added within version 2: older programs cannot decode it
     /// and ignore it.
     Rendezvous { peers: Vec<[u8; 32]> },
-    /// A DHT message (`crate::dht::Message`'s own encoding, bounded by
-    /// its decoder) and the endpoints on which the sender takes
-    /// connections: empty for a node in client mode, which is then never
-    /// put in routing tables. Added within version 2 like `Rendezvous`.
+    /// Retired: DHT traffic travels in crust's own envelope
+    /// (`crust::dht::Envelope`, "CRDH"), which crust-node speaks too. Kept
+    /// so the variants after it keep their postcard index; ignored on
+    /// receipt, never sent.
+    #[allow(dead_code)] // decoded (and dropped), never built
     Dht {
         reachable: Vec<Endpoint>,
         message: Vec<u8>,

@@ -35,7 +35,9 @@ impl FakePeer {
                 .await
                 .expect("fake peer: nothing arrived")
                 .expect("fake peer: service stopped");
-            if let CrustEvent::NewMessage { peer, data } = event {
+            if let CrustEvent::NewMessage { peer, data } = event
+                && !data.starts_with(crust::dht::MAGIC)
+            {
                 return (peer, Wire::decode(&data).unwrap());
             }
         }

@@ -1,6 +1,6 @@
 //! The DHT over real crust connections: chat nodes on loopback, each with
 //! its own crust service, joining through one seed node. (The 200-node
-//! requirement is met by the engine in `tests/dht.rs`, in a simulated
+//! requirement is met by the engine in crust's `tests/dht.rs`, in a simulated
 //! network; here 30 real nodes show the same over real connections.)
 
 #![allow(clippy::unwrap_used)]
@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use chat_core::dht::{Message, PeerRecord};
+use chat_core::dht::{Envelope, MAGIC, Message, PeerRecord};
 use chat_core::{Event, NodeConfig, PeerId, Profile};
 use common::Peer;
 
@@ -228,23 +228,25 @@ async fn a_hostile_dht_node_is_ignored() {
     let target = seed.id();
     evil.connect(target, &seed_addrs).await.unwrap();
     // Garbage, an oversized record, a forged one.
-    let junk: Vec<Vec<u8>> = vec![
-        vec![0xff; 100],
-        vec![1, 200, 200, 200],
-        Message::Store {
-            record: chat_core::dht::SignedRecord::from_parts(vec![0; 4000], vec![0; 64]),
+    let envelope = |message| {
+        Envelope {
+            reachable: reachable.clone(),
+            message,
         }
-        .encode(),
-        Message::Store { record: forged() }.encode(),
+        .encode()
+    };
+    let junk: Vec<Vec<u8>> = vec![
+        [&MAGIC[..], &[0xff; 100]].concat(),
+        [&MAGIC[..], &[1, 200, 200, 200]].concat(),
+        envelope(Message::Store {
+            record: chat_core::dht::SignedRecord::from_parts(vec![0; 4000], vec![0; 64]),
+        }),
+        envelope(Message::Store { record: forged() }),
     ];
     for bytes in junk {
-        evil.send(
-            &target,
-            chat_core::fuzzing::dht_wire(reachable.clone(), bytes),
-            crust::Priority::NORMAL,
-        )
-        .await
-        .unwrap();
+        evil.send(&target, bytes, crust::Priority::NORMAL)
+            .await
+            .unwrap();
     }
     // Then it answers whatever it is asked with lies.
     let liar = {
@@ -254,10 +256,7 @@ async fn a_hostile_dht_node_is_ignored() {
                 let crust::Event::NewMessage { peer, data } = event else {
                     continue;
                 };
-                let Some(bytes) = chat_core::fuzzing::dht_message_of(&data) else {
-                    continue;
-                };
-                let Ok(message) = Message::decode(&bytes) else {
+                let Ok(Some(Envelope { message, .. })) = Envelope::decode(&data) else {
                     continue;
                 };
                 let reply = match message {
@@ -279,12 +278,12 @@ async fn a_hostile_dht_node_is_ignored() {
                     Message::Ping { id } => Message::Pong { id },
                     _ => continue,
                 };
+                let reply = Envelope {
+                    reachable: reachable.clone(),
+                    message: reply,
+                };
                 let _ = evil
-                    .send(
-                        &peer,
-                        chat_core::fuzzing::dht_wire(reachable.clone(), reply.encode()),
-                        crust::Priority::NORMAL,
-                    )
+                    .send(&peer, reply.encode(), crust::Priority::NORMAL)
                     .await;
             }
         })

@@ -50,10 +50,13 @@
 //!   connected to both sides and UDP hole punching for uTP
 //!   ([`Service::connect_via`], [`ConnectionPath`]);
 //! - [`utp`]: uTP (BEP 29 with LEDBAT), a sans-IO protocol core and its
-//!   tokio driver, the transport for hole-punched connections.
+//!   tokio driver, the transport for hole-punched connections;
+//! - [`dht`]: a Kademlia DHT of signed peer records saying where a peer can
+//!   be reached, a sans-IO engine that any crust peer can run.
 
 mod bootstrap_cache;
 mod config;
+pub mod dht;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod faults;
@@ -66,6 +69,7 @@ mod id;
 pub mod mailbox;
 mod nat;
 pub mod probe;
+mod rng;
 pub mod secure;
 mod service;
 pub mod utp;

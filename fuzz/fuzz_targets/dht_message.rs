@@ -1,10 +1,10 @@
-//! Fuzz target: chat-core DHT messages from the network
-//! (`chat_core::dht::Message::decode`), and, inside them, every signed
+//! Fuzz target: DHT messages from the network
+//! (`crust::dht::Message::decode`), and, inside them, every signed
 //! record through `SignedRecord::verify`. What decodes re-encodes and
 //! decodes equal.
 #![no_main]
 
-use chat_core::dht::{Message, SignedRecord};
+use crust::dht::{Message, SignedRecord};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(message) = Message::decode(data) {

@@ -106,6 +106,22 @@ pub(crate) struct Options {
     #[arg(long, value_name = "PEER_ID")]
     #[serde(default, deserialize_with = "parsed")]
     pub(crate) hold_for: Vec<crust::PeerId>,
+
+    /// Don't take part in the DHT (by default the node serves it: answers
+    /// lookups, keeps the records peers publish, refreshes its table).
+    #[arg(long)]
+    #[serde(default)]
+    pub(crate) no_dht: bool,
+
+    /// `server` lists this node's addresses so peers hand it out; `auto`
+    /// only when it finds no NAT in front of it or a UPnP mapping;
+    /// `client` answers only the peers connected to it [default: server].
+    #[arg(long, value_name = "MODE")]
+    pub(crate) dht_mode: Option<crust::dht::Mode>,
+
+    /// Most DHT records held for others [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub(crate) dht_records: Option<usize>,
 }
 
 fn parsed<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -153,6 +169,9 @@ impl Options {
             collector_every: self.collector_every.or(file.collector_every),
             hold: self.hold.or(file.hold),
             hold_for: vec(self.hold_for, file.hold_for),
+            no_dht: self.no_dht || file.no_dht,
+            dht_mode: self.dht_mode.or(file.dht_mode),
+            dht_records: self.dht_records.or(file.dht_records),
         }
     }
 
@@ -171,6 +190,9 @@ impl Options {
         }
         if self.probe_port == Some(u16::MAX) {
             bail!("--probe-port must leave room for the next port");
+        }
+        if self.no_dht && (self.dht_mode.is_some() || self.dht_records.is_some()) {
+            bail!("--no-dht contradicts --dht-mode and --dht-records");
         }
         Ok(())
     }
@@ -191,6 +213,7 @@ mod tests {
             probe-server = ["192.0.2.1", "198.51.100.1"]
             collector = "/var/lib/crust-node/reports.db"
             bootstrap = ["127.0.0.1:5483"]
+            dht-mode = "auto"
             "#,
         )
         .unwrap();
@@ -208,6 +231,7 @@ mod tests {
         );
         assert_eq!(o.probe_server.len(), 2);
         assert_eq!(o.bootstrap.len(), 1);
+        assert_eq!(o.dht_mode, Some(crust::dht::Mode::Auto));
         o.check().unwrap();
     }
 
@@ -227,5 +251,12 @@ mod tests {
             ..Options::default()
         };
         assert!(one.check().is_err());
+        assert!(toml::from_str::<Options>("dht-mode = \"always\"").is_err());
+        let contradiction = Options {
+            no_dht: true,
+            dht_mode: Some(crust::dht::Mode::Server),
+            ..Options::default()
+        };
+        assert!(contradiction.check().is_err());
     }
 }

@@ -9,7 +9,9 @@
 //! gateway for UPnP port mappings unless `--no-upnp`. With
 //! `--probe-server IP1,IP2` it answers router probes; with `--collector DB`
 //! it stores probe reports peers send it; with `--hold DB` it holds sealed
-//! mail for peers that are away (`--hold-for ID` to hold only for them). Any combination; options come
+//! mail for peers that are away (`--hold-for ID` to hold only for them).
+//! It serves the DHT (`crust::dht::Server`: lookups, records, as a server
+//! others hand out) unless `--no-dht`. Any combination; options come
 //! from flags and `--config FILE` (flags win). Prints its id and addresses
 //! on start; logs with `tracing` (`RUST_LOG`, default `info`).
 //!
@@ -205,9 +207,24 @@ async fn run(o: Options) -> Result<()> {
         }
         None => None,
     };
-    let (service, mut events) = Service::start(config, secret)
+    let (service, mut events) = Service::start(config, secret.clone())
         .await
         .context("cannot start the service")?;
+    let mut dht = if o.no_dht {
+        None
+    } else {
+        let mut config = crust::dht::ServerConfig {
+            mode: o.dht_mode.unwrap_or(crust::dht::Mode::Server),
+            ..Default::default()
+        };
+        if let Some(records) = o.dht_records {
+            config.engine.store_capacity = records;
+        }
+        config.engine.rng_seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Some(crust::dht::Server::new(config, secret, service.clone()).await)
+    };
     // The banner is for whoever started us; a node must keep running when
     // that reader has gone away (`crust-node | head -1`, a test that stops
     // reading), so a closed stdout is not an error.
@@ -229,6 +246,15 @@ async fn run(o: Options) -> Result<()> {
     if let Some(path) = &o.hold {
         banner.push_str(&format!("holding mail in {}\n", path.display()));
     }
+    if let Some(dht) = &dht {
+        let mode = o.dht_mode.unwrap_or(crust::dht::Mode::Server);
+        let serving = if dht.status().serving {
+            ""
+        } else {
+            ", not listed yet"
+        };
+        banner.push_str(&format!("serving the DHT ({mode} mode{serving})\n"));
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = stdout
         .write_all(banner.as_bytes())
@@ -242,6 +268,17 @@ async fn run(o: Options) -> Result<()> {
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            wake = async {
+                match &mut dht {
+                    Some(dht) => dht.wait().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(dht) = &mut dht {
+                    dht.woke(wake).await;
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("shutting down");
                 service.shutdown().await;
@@ -249,6 +286,11 @@ async fn run(o: Options) -> Result<()> {
             }
         };
         let Some(event) = event else { return Ok(()) };
+        if let Some(dht) = &mut dht
+            && dht.handle_event(&event).await
+        {
+            continue;
+        }
         match event {
             Event::BootstrapConnect { peer, addr } => tracing::info!(%peer, %addr, "bootstrapped"),
             Event::BootstrapAccept { peer, addr } => {

@@ -27,7 +27,7 @@ mod event;
 mod ledbat;
 mod packet;
 mod recv;
-mod rng;
+use crate::rng;
 mod rtt;
 
 #[cfg(test)]

@@ -11,12 +11,11 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chat_core::dht::{
+use crust::dht::{
     Config, Contact, Dht, Event, Key, LookupStats, Message, Output, PeerRecord, QueryId,
     SignedRecord,
 };
-use chat_core::{Endpoint, PeerId};
-use crust::SecretId;
+use crust::{Endpoint, PeerId, SecretId};
 
 /// The Unix time the simulation starts at.
 pub const UNIX_START: u64 = 1_800_000_000;

@@ -1,10 +1,10 @@
 //! The key space: 256-bit [`Key`]s (a peer id's public key bytes) and the
-//! XOR [`Distance`] between them, plus the small seedable generator the
-//! engine draws request ids and refresh targets from.
+//! XOR [`Distance`] between them.
 
 use std::fmt;
 
-use crust::PeerId;
+use crate::PeerId;
+use crate::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 /// A point in the DHT's key space: a peer id's 32 bytes. A peer's record is
@@ -25,7 +25,7 @@ impl Key {
     /// A random key whose distance from `self` falls in bucket `bucket`
     /// (its highest set bit is bit `bucket`, counting from the least
     /// significant).
-    pub(crate) fn random_in_bucket(&self, bucket: usize, rng: &mut Rng) -> Key {
+    pub(crate) fn random_in_bucket(&self, bucket: usize, rng: &mut SplitMix64) -> Key {
         let mut d = [0u8; 32];
         for chunk in d.chunks_mut(8) {
             chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
@@ -90,27 +90,6 @@ impl Distance {
     }
 }
 
-/// SplitMix64: small, fast, seedable; not for secrets (nothing the DHT
-/// draws from it is secret: request ids only need to be unguessable enough
-/// that a stray response does not match, and the sender is authenticated
-/// by crust anyway).
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,7 +109,7 @@ mod tests {
     #[test]
     fn random_keys_land_in_the_asked_bucket() {
         let me = Key([0x3c; 32]);
-        let mut rng = Rng::new(7);
+        let mut rng = SplitMix64::new(7);
         for bucket in 0..256 {
             let key = me.random_in_bucket(bucket, &mut rng);
             assert_eq!(me.distance(&key).bucket(), Some(bucket));

@@ -6,12 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chat_core::dht::{
+use crust::dht::{
     Config, Contact, Dht, Event, Key, MAX_MESSAGE_BYTES, MAX_RECORD_BODY, Message, MessageError,
     Output, PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord,
 };
-use chat_core::{Endpoint, PeerId};
-use crust::SecretId;
+use crust::{Endpoint, PeerId, SecretId};
 
 const NOW: u64 = 1_800_000_000;
 

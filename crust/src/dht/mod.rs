@@ -15,24 +15,38 @@
 //! `engine` for the order of calls, and `tests/dht.rs` for a simulated
 //! network of hundreds of nodes.
 //!
+//! Between crust peers each message travels in an [`Envelope`], a crust
+//! message that starts with [`MAGIC`] and says whether the sender is a DHT
+//! server ([`Mode`]), so any crust peer can take part. Two drivers run the
+//! engine: [`Server`] here, which serves others and wants nothing for
+//! itself (`crust-node` runs it), and chat-core's, which also publishes
+//! its node's record and looks friends up.
+//!
 //! The parts: `key` (key space, distance), `record` (records, their store),
 //! `message` (wire format), `routing` (k-buckets), `lookup` (one iterative
-//! lookup), `engine` (the node).
+//! lookup), `engine` (the node), `envelope` (on a crust connection),
+//! `mode` (server or client), `server` (the serving driver).
 
 mod engine;
+mod envelope;
 mod key;
 mod lookup;
 mod message;
+mod mode;
 mod record;
 mod routing;
+mod server;
 
 pub use engine::{Config, Dht, Event, LookupStats, Output, QueryId};
+pub use envelope::{Envelope, MAGIC, MAX_ENVELOPE_BYTES};
 pub use key::{Distance, Key};
 pub use message::{
     Contact, MAX_CONTACT_ENDPOINTS, MAX_MESSAGE_BYTES, MAX_NODES_PER_REPLY, Message, MessageError,
     WIRE_VERSION,
 };
+pub use mode::{Mode, ParseModeError};
 pub use record::{
     MAX_CLOCK_SKEW_SECS, MAX_RECORD_BODY, MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS,
     MAX_RECORD_TTL_SECS, PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord,
 };
+pub use server::{Server, ServerConfig, ServerStatus, Wake};

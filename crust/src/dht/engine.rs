@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crust::{Endpoint, PeerId, SecretId};
+use crate::rng::SplitMix64;
+use crate::{Endpoint, PeerId, SecretId};
 
-use super::key::{Key, Rng};
+use super::key::Key;
 use super::lookup::{Lookup, Purpose};
 use super::message::{Contact, MAX_NODES_PER_REPLY, Message};
 use super::record::{PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord};
@@ -172,7 +173,7 @@ pub struct Dht {
     store: RecordStore,
     lookups: BTreeMap<QueryId, Lookup>,
     pending: HashMap<u64, Pending>,
-    rng: Rng,
+    rng: SplitMix64,
     clock_base: (Instant, u64),
     next_query: u64,
     next_maintenance: Instant,
@@ -201,7 +202,7 @@ impl Dht {
         Self {
             table: RoutingTable::new(key, config.k, now),
             store: RecordStore::new(key, config.store_capacity),
-            rng: Rng::new(
+            rng: SplitMix64::new(
                 config.rng_seed ^ u64::from_le_bytes(key.0[..8].try_into().unwrap_or_default()),
             ),
             next_maintenance: now + config.refresh_interval,

@@ -3,7 +3,7 @@
 //! contacts per reply, endpoints per contact, record size) so a hostile
 //! peer cannot make a node allocate or work much.
 
-use crust::{Endpoint, PeerId};
+use crate::{Endpoint, PeerId};
 use serde::{Deserialize, Serialize};
 
 use super::key::Key;

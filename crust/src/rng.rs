@@ -1,8 +1,11 @@
-//! A tiny seedable generator (SplitMix64) so the state machine never touches
-//! a global RNG. The caller seeds the [`Endpoint`](super::Endpoint); each
-//! connection derives its own stream from it.
+//! A tiny seedable generator (SplitMix64) so the sans-IO state machines
+//! (uTP's endpoint and connections, the DHT engine) never touch a global
+//! RNG: the caller passes a seed in (`utp::proto::EndpointConfig`,
+//! `dht::Config::rng_seed`) and each user derives its own stream from it.
+//! Not for secrets.
 
-/// SplitMix64: small, fast, statistically fine for ids and sequence numbers.
+/// SplitMix64: small, fast, statistically fine for ids, sequence numbers
+/// and DHT refresh targets.
 #[derive(Debug, Clone)]
 pub(crate) struct SplitMix64(u64);
 

@@ -6,7 +6,7 @@
 
 mod dht_sim;
 
-use chat_core::dht::Key;
+use crust::dht::Key;
 use dht_sim::{Malice, Sim, ceil_log2, median};
 
 const N: usize = 200;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crust::PeerId;
+use crate::PeerId;
 
 use super::key::Key;
 use super::message::Contact;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crust::PeerId;
+use crate::PeerId;
 
 use super::key::{Distance, Key};
 use super::message::Contact;

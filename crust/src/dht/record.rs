@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crust::{Endpoint, PeerId, SecretId};
+use crate::{Endpoint, PeerId, SecretId};
 use serde::{Deserialize, Serialize};
 
 use super::key::Key;
@@ -278,7 +278,7 @@ impl RecordStore {
 /// A peer id on the wire as its 32 raw bytes (not crust's base32 text),
 /// checked to be a valid key on the way in.
 pub(crate) mod peer_bytes {
-    use crust::PeerId;
+    use crate::PeerId;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(crate) fn serialize<S: Serializer>(id: &PeerId, s: S) -> Result<S::Ok, S::Error> {
@@ -293,7 +293,7 @@ pub(crate) mod peer_bytes {
 
 /// A list of peer ids as raw bytes.
 pub(crate) mod peer_list {
-    use crust::PeerId;
+    use crate::PeerId;
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq as _};
 
     pub(crate) fn serialize<S: Serializer>(ids: &[PeerId], s: S) -> Result<S::Ok, S::Error> {

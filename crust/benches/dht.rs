@@ -3,8 +3,8 @@
 //! simulated latency (each message takes 25-50 ms one way) and the wall
 //! time of the engines' work; then again after 20 % of the nodes crashed.
 //!
-//! `cargo bench -p chat-core --bench dht` (all three sizes) or with sizes
-//! as arguments: `cargo bench -p chat-core --bench dht -- 200 1000`.
+//! `cargo bench -p crust --bench dht` (all three sizes) or with sizes
+//! as arguments: `cargo bench -p crust --bench dht -- 200 1000`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
