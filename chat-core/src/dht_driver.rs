@@ -184,7 +184,7 @@ impl DhtDriver {
             rng_seed: u64::from_le_bytes(seed),
             ..Config::default()
         };
-        let unix = u64::try_from(unix_ms() / 1000).unwrap_or(0);
+        let unix = Duration::from_millis(u64::try_from(unix_ms()).unwrap_or(0));
         let (dial_tx, dial_rx) = mpsc::unbounded_channel();
         Self {
             dht: Dht::new(engine, secret, now, unix),
@@ -358,8 +358,10 @@ impl DhtDriver {
         let jumped = (offset - self.clock_offset).unsigned_abs() > CLOCK_JUMP.as_millis();
         self.clock_offset = offset;
         if jumped {
-            self.dht
-                .set_unix_time(now, u64::try_from(offset.max(0) / 1000).unwrap_or(0));
+            self.dht.set_unix_time(
+                now,
+                Duration::from_millis(u64::try_from(offset).unwrap_or(0)),
+            );
         }
         jumped
     }

@@ -237,7 +237,7 @@ fn a_full_bucket_pings_its_oldest_before_evicting() {
     let now = Instant::now();
     let me = SecretId::from_bytes(&[0; 32]);
     let my_key = Key::from(me.peer_id());
-    let mut dht = Dht::new(Config::default(), me, now, NOW);
+    let mut dht = Dht::new(Config::default(), me, now, Duration::from_secs(NOW));
     let peers = far_bucket(&my_key, 22);
     assert_eq!(peers.len(), 22);
     for p in &peers[..20] {
@@ -314,7 +314,7 @@ fn a_full_bucket_pings_its_oldest_before_evicting() {
 #[test]
 fn a_stored_bad_record_is_reported_and_not_served() {
     let now = Instant::now();
-    let mut dht = Dht::new(Config::default(), secret(0), now, NOW);
+    let mut dht = Dht::new(Config::default(), secret(0), now, Duration::from_secs(NOW));
     let a = secret(1);
     let from = Contact::new(secret_peer(2));
     let expired = PeerRecord {
@@ -378,7 +378,7 @@ fn a_stored_bad_record_is_reported_and_not_served() {
 #[test]
 fn unsolicited_replies_are_ignored() {
     let now = Instant::now();
-    let mut dht = Dht::new(Config::default(), secret(0), now, NOW);
+    let mut dht = Dht::new(Config::default(), secret(0), now, Duration::from_secs(NOW));
     let from = Contact::new(secret_peer(2));
     let a = secret(1);
     let out = dht.handle(
@@ -397,7 +397,7 @@ fn unsolicited_replies_are_ignored() {
 fn stale_buckets_are_refreshed_and_lookups_time_out() {
     let now = Instant::now();
     let config = Config::default();
-    let mut dht = Dht::new(config.clone(), secret(0), now, NOW);
+    let mut dht = Dht::new(config.clone(), secret(0), now, Duration::from_secs(NOW));
     for n in 1..=5 {
         dht.handle(now, &Contact::new(secret_peer(n)), Message::Ping { id: 1 });
     }
@@ -424,7 +424,7 @@ fn stale_buckets_are_refreshed_and_lookups_time_out() {
 #[test]
 fn a_lookup_keeps_at_most_alpha_requests_out() {
     let now = Instant::now();
-    let mut dht = Dht::new(Config::default(), secret(0), now, NOW);
+    let mut dht = Dht::new(Config::default(), secret(0), now, Duration::from_secs(NOW));
     for n in 1..=30 {
         dht.handle(now, &Contact::new(secret_peer(n)), Message::Ping { id: 1 });
     }
@@ -501,7 +501,7 @@ fn our_record_is_published_served_and_republished_newer() {
     let config = Config::default();
     let me = secret(0);
     let my_id = me.peer_id();
-    let mut dht = Dht::new(config.clone(), me, now, NOW);
+    let mut dht = Dht::new(config.clone(), me, now, Duration::from_secs(NOW));
     let peer = Contact::new(secret_peer(1));
     dht.handle(now, &peer, Message::Ping { id: 1 });
     let endpoint = Endpoint::tcp("198.51.100.7:5483".parse::<SocketAddr>().unwrap());
@@ -560,7 +560,7 @@ fn a_lookup_goes_no_further_than_max_hops() {
         max_hops: 1,
         ..Config::default()
     };
-    let mut dht = Dht::new(config, secret(0), now, NOW);
+    let mut dht = Dht::new(config, secret(0), now, Duration::from_secs(NOW));
     let peer = Contact::new(secret_peer(1));
     dht.handle(now, &peer, Message::Ping { id: 1 });
     let (q, out) = dht.start_lookup(now, Key([9; 32]));
@@ -577,4 +577,36 @@ fn a_lookup_goes_no_further_than_max_hops() {
         Output::Event(Event::NodesFound { query, closest, stats, .. })
             if *query == q && closest.len() == 1 && stats.hops == 1
     )));
+}
+
+/// A node that restarts publishes a newer version than its last one, even
+/// when it comes back within a second: versions are Unix milliseconds,
+/// not seconds plus the time since start (which once lost the sub-second
+/// part of the start time, so a quick restart was refused as stale).
+#[test]
+fn a_quick_restart_publishes_a_newer_version() {
+    let start = Duration::from_secs(NOW);
+    let endpoint = Endpoint::tcp("198.51.100.7:5483".parse::<SocketAddr>().unwrap());
+    let now = Instant::now();
+    // The first run starts on a whole second and publishes 2.3 s later.
+    let mut before = Dht::new(Config::default(), secret(0), now, start);
+    let (_, _) = before
+        .publish(
+            now + Duration::from_millis(2300),
+            vec![endpoint],
+            Vec::new(),
+        )
+        .unwrap();
+    // The second starts 2.95 s after the first did and publishes at once.
+    let restart = now + Duration::from_millis(2950);
+    let mut after = Dht::new(
+        Config::default(),
+        secret(0),
+        restart,
+        start + Duration::from_millis(2950),
+    );
+    after.publish(restart, vec![endpoint], Vec::new()).unwrap();
+    let (old, new) = (before.published_version(), after.published_version());
+    assert_eq!(old, Some(NOW * 1000 + 2300));
+    assert_eq!(new, Some(NOW * 1000 + 2950));
 }

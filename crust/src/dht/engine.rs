@@ -174,7 +174,8 @@ pub struct Dht {
     lookups: BTreeMap<QueryId, Lookup>,
     pending: HashMap<u64, Pending>,
     rng: SplitMix64,
-    clock_base: (Instant, u64),
+    /// `now` and the Unix time then, to the millisecond.
+    clock_base: (Instant, Duration),
     next_query: u64,
     next_maintenance: Instant,
     reach: Option<Reach>,
@@ -194,9 +195,10 @@ impl std::fmt::Debug for Dht {
 
 impl Dht {
     /// A node with identity `secret`, at time `now`, when the Unix clock
-    /// reads `unix_now` seconds (records carry Unix times; the engine
-    /// derives them from `now` from then on).
-    pub fn new(config: Config, secret: SecretId, now: Instant, unix_now: u64) -> Self {
+    /// reads `unix_now` (since the epoch, to the millisecond: records carry
+    /// Unix times and versions in milliseconds; the engine derives them
+    /// from `now` from then on).
+    pub fn new(config: Config, secret: SecretId, now: Instant, unix_now: Duration) -> Self {
         let me = secret.peer_id();
         let key = Key::from(me);
         Self {
@@ -246,13 +248,19 @@ impl Dht {
 
     /// Re-anchors the Unix clock (after a suspend, or when the system clock
     /// was corrected).
-    pub fn set_unix_time(&mut self, now: Instant, unix_now: u64) {
+    pub fn set_unix_time(&mut self, now: Instant, unix_now: Duration) {
         self.clock_base = (now, unix_now);
     }
 
-    fn unix(&self, now: Instant) -> u64 {
+    /// The Unix time at `now`.
+    fn unix_time(&self, now: Instant) -> Duration {
         let (base, unix) = self.clock_base;
-        unix.saturating_add(now.saturating_duration_since(base).as_secs())
+        unix.saturating_add(now.saturating_duration_since(base))
+    }
+
+    /// The Unix time at `now`, in seconds.
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix_time(now).as_secs()
     }
 
     /// Up to `n` contacts from our table closest to `target`.
@@ -312,7 +320,7 @@ impl Dht {
     /// k nodes closest to us; ends with [`Event::Published`]. It is
     /// re-signed and published again every `republish_interval`. The
     /// version is the Unix time in milliseconds (or one more than the last,
-    /// if greater), so it grows across restarts too.
+    /// if greater), so it grows across restarts too, even within a second.
     pub fn publish(
         &mut self,
         now: Instant,
@@ -320,13 +328,7 @@ impl Dht {
         rendezvous: Vec<PeerId>,
     ) -> Result<(QueryId, Vec<Output>), RecordError> {
         let last = self.reach.as_ref().map_or(0, |r| r.version);
-        let unix_ms = self
-            .unix(now)
-            .saturating_mul(1000)
-            .saturating_add(u64::from(
-                now.saturating_duration_since(self.clock_base.0)
-                    .subsec_millis(),
-            ));
+        let unix_ms = u64::try_from(self.unix_time(now).as_millis()).unwrap_or(u64::MAX);
         let version = unix_ms.max(last.saturating_add(1));
         let record = PeerRecord {
             peer: self.me,

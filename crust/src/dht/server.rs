@@ -127,7 +127,7 @@ impl Server {
         let now = Instant::now();
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .unwrap_or_default();
         let listeners = service.listeners().await;
         let (dial_tx, dial_rx) = mpsc::unbounded_channel();
         Self {

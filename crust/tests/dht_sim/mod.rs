@@ -204,7 +204,7 @@ impl Sim {
             ..self.config.clone()
         };
         // Every node's Unix clock agrees with the simulation's.
-        let unix_now = UNIX_START + (self.now - self.start).as_secs();
+        let unix_now = Duration::from_secs(UNIX_START) + (self.now - self.start);
         let mut dht = Dht::new(config, secret, self.now, unix_now);
         let seeds: Vec<Contact> = if self.ids.is_empty() {
             Vec::new()
