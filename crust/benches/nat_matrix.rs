@@ -91,6 +91,7 @@ fn main() {
     let conditions = Conditions {
         rtt: Duration::from_millis(40),
         loss: 0.01,
+        direct_within: Some(Duration::from_secs(10)),
     };
 
     let work: Arc<Mutex<Vec<(usize, Pair, u64)>>> = Arc::new(Mutex::new(
@@ -113,8 +114,13 @@ fn main() {
                     let Some((i, pair, seed)) = next else { break };
                     let outcome = nat_common::run_pair(pair, conditions, seed, attempts);
                     eprintln!(
-                        "{:?} seed {seed}: {:?} in {:?} ({} attempts)",
-                        pair, outcome.result, outcome.elapsed, outcome.attempts
+                        "{:?} seed {seed}: {:?} in {:?} ({} attempts), direct: {:?} after {:?}",
+                        pair,
+                        outcome.result,
+                        outcome.elapsed,
+                        outcome.attempts,
+                        outcome.direct,
+                        outcome.direct_after
                     );
                     results.lock().unwrap()[i].push(outcome);
                 }
@@ -131,9 +137,11 @@ fn main() {
         pairs.len(),
         started.elapsed()
     );
-    println!("| pair | success | path | p50 | p95 | attempts (mean) |");
-    println!("|---|---|---|---|---|---|");
-    let (mut total, mut ok) = (0, 0);
+    println!(
+        "| pair | success | path | p50 | p95 | attempts (mean) | direct ≤ 10 s | to direct p50 / p95 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let (mut total, mut ok, mut direct_runs) = (0, 0, 0);
     for (pair, outcomes) in pairs.iter().zip(results.iter()) {
         let successes: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_ok()).collect();
         total += outcomes.len();
@@ -175,8 +183,20 @@ fn main() {
                     / successes.len() as f64
             )
         };
+        let mut to_direct: Vec<Duration> = outcomes
+            .iter()
+            .filter_map(|o| o.direct_after)
+            .filter(|d| *d <= Duration::from_secs(10))
+            .collect();
+        to_direct.sort();
+        direct_runs += to_direct.len();
+        let dpct = |q: f64| {
+            to_direct
+                .get(((to_direct.len() as f64 - 1.0) * q).round() as usize)
+                .map_or("—".to_owned(), |d| format!("{} ms", d.as_millis()))
+        };
         println!(
-            "| {} | {}/{} | {} | {} | {} | {} |",
+            "| {} | {}/{} | {} | {} | {} | {} | {}/{} | {} / {} |",
             name(pair),
             successes.len(),
             outcomes.len(),
@@ -187,8 +207,12 @@ fn main() {
             },
             pct(0.5),
             pct(0.95),
-            mean_attempts
+            mean_attempts,
+            to_direct.len(),
+            outcomes.len(),
+            dpct(0.5),
+            dpct(0.95)
         );
     }
-    println!("\n{ok}/{total} runs connected");
+    println!("\n{ok}/{total} runs connected, {direct_runs}/{total} direct within 10 s");
 }

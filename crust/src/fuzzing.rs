@@ -205,6 +205,7 @@ mod tests {
                     candidates: Candidates {
                         udp: vec!["192.0.2.9:4000".parse().expect("an address")],
                         tcp: vec![],
+                        mapping: Default::default(),
                     },
                 },
             }),

@@ -66,6 +66,23 @@ pub(crate) struct Candidates {
     pub(crate) udp: Vec<SocketAddr>,
     /// TCP listener addresses: local and mapped.
     pub(crate) tcp: Vec<SocketAddr>,
+    /// How the sender's NAT maps its UDP socket, as its echoes show: an
+    /// endpoint-independent side and a random-port side use the birthday
+    /// technique (`nat::punch`).
+    pub(crate) mapping: MappingHint,
+}
+
+/// The sender's UDP mapping behaviour, as far as a punching peer cares.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum MappingHint {
+    /// Not known, or neither of the others (no NAT, sequential ports).
+    #[default]
+    Unknown,
+    /// One mapping whatever the destination: the observed address is
+    /// where everyone reaches the socket.
+    EndpointIndependent,
+    /// A new mapping for each destination, on a random port.
+    RandomPerDestination,
 }
 
 /// Rendezvous signalling between two peers, carried by a third.
@@ -334,6 +351,7 @@ mod tests {
         let candidates = Candidates {
             udp: vec!["192.0.2.1:5".parse().unwrap(), "[::1]:7".parse().unwrap()],
             tcp: vec!["203.0.113.9:80".parse().unwrap()],
+            mapping: MappingHint::RandomPerDestination,
         };
         let hello = Hello {
             observed: "198.51.100.2:4000".parse().unwrap(),

@@ -18,6 +18,7 @@ use netsim::NatPreset;
 const WAN: Conditions = Conditions {
     rtt: Duration::from_millis(40),
     loss: 0.01,
+    direct_within: None,
 };
 
 fn connect(a: NatPreset, b: NatPreset, same_nat: bool, seed: u64) -> nat_common::Outcome {
@@ -147,9 +148,96 @@ fn with_random_ports_on_both_sides_the_rendezvous_relays() {
         6,
     );
     assert!(
-        matches!(o.result.unwrap(), (ConnectionPath::Relayed { .. }, _)),
+        matches!(
+            o.result.clone().unwrap(),
+            (ConnectionPath::Relayed { .. }, _)
+        ),
         "expected a relayed connection"
     );
+    // Both sides punch UDP and TCP all along: together they stay within
+    // the attempt's budget (100 packets/s), plus the connections' own
+    // keep-alives and signalling.
+    assert_within_budget(&o, false);
+    assert_within_budget(&o, true);
+}
+
+/// What a router carries besides an attempt's probes, in one second, at
+/// most: keep-alives both ways to two public hosts every 500 ms, their
+/// acknowledgements, the rendezvous signalling.
+const BACKGROUND_PER_SEC: u64 = 30;
+
+/// In every second of the attempt before the relay (3 s in), the side's
+/// router sends no more than the budget plus the background.
+fn assert_within_budget(o: &nat_common::Outcome, b: bool) {
+    let most = o
+        .max_out_in_window(
+            b,
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+            Duration::from_millis(2900),
+        )
+        .expect("the router's counters");
+    eprintln!(
+        "side {}: at most {most} packets out in one second",
+        if b { 'b' } else { 'a' }
+    );
+    assert!(
+        most <= 101 + BACKGROUND_PER_SEC,
+        "{most} packets in one second from side {}",
+        if b { 'b' } else { 'a' }
+    );
+}
+
+/// The birthday technique: `b`'s NAT maps each destination to a random
+/// port, `a`'s is endpoint-independent. `b` opens many sockets towards
+/// `a`, `a` probes random ports of `b`'s address; the connection starts
+/// relayed (3 s in) and moves to the uTP connection over the winning
+/// socket. A match within 10 s is ≈ 98.5% likely, so a miss gets a second
+/// run (another seed) before the test fails.
+#[test]
+fn the_birthday_technique_gets_a_random_port_nat_through_a_port_restricted_one() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let conditions = Conditions {
+        direct_within: Some(Duration::from_secs(10)),
+        ..WAN
+    };
+    let pair = Pair {
+        a: Side::Nat(NatPreset::PortRestrictedCone),
+        b: Side::Nat(NatPreset::SymmetricRandom),
+        same_nat: false,
+    };
+    let mut runs = Vec::new();
+    for seed in [8, 9] {
+        let o = run_pair_with(pair, conditions, seed, 1, |_| {});
+        eprintln!(
+            "seed {seed}: {:?}, direct {:?} after {:?}",
+            o.result, o.direct, o.direct_after
+        );
+        assert!(o.result.is_ok(), "{o:?}");
+        assert!(o.b_got_message, "the message did not arrive");
+        assert_eq!(o.report_b.mapping, Mapping::EndpointDependent);
+        assert_eq!(o.report_b.port_allocation, PortAllocation::Random);
+        assert_eq!(o.report_a.mapping, Mapping::EndpointIndependent);
+        assert_within_budget(&o, true);
+        assert_within_budget(&o, false);
+        let direct = o.direct;
+        runs.push(o);
+        if direct.is_some() {
+            break;
+        }
+    }
+    let o = runs.last().unwrap();
+    assert_eq!(
+        o.direct,
+        Some((ConnectionPath::HolePunched, Transport::Utp)),
+        "no direct connection in two runs: {runs:?}"
+    );
+    // The whole stream arrived, across the switch.
+    let mut got = o.b_sequence.clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..nat_common::STREAM).collect::<Vec<_>>(), "lost");
 }
 
 #[test]

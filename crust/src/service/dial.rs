@@ -82,18 +82,6 @@ pub(super) async fn dial(
     dial_with(inner, expected, endpoint, intent, true).await
 }
 
-/// [`dial`] from an ephemeral port: for a traversal attempt's plain dials,
-/// which must not take the 4-tuple of its TCP punches from the listener's
-/// port (those run the handshake in a role decided by peer id).
-pub(super) async fn dial_unshared(
-    inner: &Inner,
-    expected: Option<PeerId>,
-    endpoint: Endpoint,
-    intent: Intent,
-) -> Result<Dialled, DialError> {
-    dial_with(inner, expected, endpoint, intent, false).await
-}
-
 async fn dial_with(
     inner: &Inner,
     expected: Option<PeerId>,

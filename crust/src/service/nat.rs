@@ -31,10 +31,12 @@ use super::actor::Command;
 use super::{ConnectError, ConnectionInfo, ConnectionPath, Event, Inner};
 use crate::config::Endpoint;
 use crate::id::PeerId;
-use crate::nat::{self, Datagram, NatReport, Observation, PunchPlan, UpnpMapping};
+use crate::nat::{
+    self, Birthday, Budget, Datagram, NatReport, Observation, Probe, PunchPlan, UpnpMapping,
+};
 use crate::secure::Intent;
-use crate::utp::OtherDatagram;
-use crate::wire::{Candidates, Hello, Outgoing, Packet, Signal};
+use crate::utp::{OtherDatagram, UtpSocket};
+use crate::wire::{Candidates, Hello, MappingHint, Outgoing, Packet, Signal};
 
 /// Echo requests sent per peer before giving up on it.
 const ECHO_TRIES: u32 = 4;
@@ -55,14 +57,19 @@ const PREDICTED_TCP_PORTS: u32 = 24;
 /// Most TCP candidates of the peer punched at once (each is one socket
 /// sending a SYN now and then, well under the probe rate cap).
 const TCP_PUNCH_TARGETS: usize = 40;
-/// Between tries of one TCP punch that was refused.
+/// Between tries of one TCP punch that was refused or timed out.
 const TCP_PUNCH_RETRY: Duration = Duration::from_secs(1);
+/// How long one TCP try waits for its connection: under the kernel's first
+/// SYN retransmission (1 s), so each try is one SYN, paid for from the
+/// attempt's budget.
+const TCP_TRY: Duration = Duration::from_millis(900);
+/// Tries of a plain TCP dial to one of the peer's candidates.
+const TCP_DIAL_TRIES: u32 = 3;
+/// Most of the peer's external addresses the birthday technique aims at.
+const BIRTHDAY_TARGETS: usize = 2;
 /// How long the larger id waits for the initiator's first bytes on a
 /// punched TCP connection before it takes the initiator's role itself.
 const TCP_ROLE_WAIT: Duration = Duration::from_secs(1);
-/// Between the starts of an attempt's TCP punches: their first SYNs go out
-/// at 50 per second at most.
-const TCP_PUNCH_STAGGER: Duration = Duration::from_millis(20);
 
 /// What the driver hears.
 pub(crate) enum NatInput {
@@ -93,6 +100,16 @@ pub(crate) enum NatInput {
     },
     /// A dial started by a session failed.
     DialFailed { session: u64 },
+    /// A datagram on extra socket `socket` of a session (birthday, hard
+    /// side).
+    Extra {
+        session: u64,
+        socket: usize,
+        bytes: Vec<u8>,
+        from: SocketAddr,
+    },
+    /// The uTP connection over a session's winning extra socket failed.
+    ExtraFailed { session: u64 },
     /// A session's task registered a direct (or hole-punched) connection
     /// to a peer we may reach only through a relay so far.
     Direct { peer: PeerId },
@@ -132,6 +149,89 @@ struct Session {
     reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
     /// Dials and TCP punches of this attempt, cancelled when it ends.
     tasks: Vec<tokio::task::AbortHandle>,
+    /// Every packet of the attempt, UDP and TCP, is paid from here.
+    budget: AttemptBudget,
+    /// Birthday, hard side: the extra sockets, closed when the attempt
+    /// ends (the winner lives on in its uTP connection).
+    extra: Vec<UtpSocket>,
+    /// The extra socket that first heard from the peer.
+    extra_winner: Option<usize>,
+    /// The birthday technique runs (TCP punching does not: a random-port
+    /// NAT maps TCP at random too).
+    birthday: bool,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        peer: PeerId,
+        via: PeerId,
+        stage: Stage,
+        now: Instant,
+        deadline: Instant,
+        theirs: Candidates,
+        initiator: bool,
+        reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
+    ) -> Self {
+        Self {
+            peer,
+            via,
+            stage,
+            started: now,
+            deadline,
+            sent_connect_at: now,
+            punch_at: None,
+            plan: None,
+            theirs,
+            initiator,
+            dialling: false,
+            relay_at: None,
+            reply,
+            tasks: Vec::new(),
+            budget: AttemptBudget::new(now),
+            extra: Vec::new(),
+            extra_winner: None,
+            birthday: false,
+        }
+    }
+}
+
+/// One attempt's packet budget: the driver's probes take slots directly;
+/// TCP tries queue (in order) and the one at the head takes every other
+/// slot at most, so UDP keeps at least half.
+#[derive(Clone)]
+struct AttemptBudget {
+    budget: Arc<std::sync::Mutex<Budget>>,
+    /// The earliest time of the next TCP slot.
+    tcp: Arc<tokio::sync::Mutex<Instant>>,
+}
+
+impl AttemptBudget {
+    fn new(start: Instant) -> Self {
+        Self {
+            budget: Arc::new(std::sync::Mutex::new(Budget::new(start))),
+            tcp: Arc::new(tokio::sync::Mutex::new(start)),
+        }
+    }
+
+    /// Waits for a slot for one TCP SYN: reserved at once (so the
+    /// driver's probes cannot take them all), one TCP try at a time, every
+    /// other slot at most.
+    async fn tcp_slot(&self) {
+        let mut tcp_next = self.tcp.lock().await;
+        tokio::time::sleep_until((*tcp_next).into()).await;
+        let slot = {
+            let mut budget = lock(&self.budget);
+            let slot = budget.reserve(Instant::now());
+            *tcp_next = slot + 2 * budget.interval();
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
+    fn taken(&self) -> u64 {
+        lock(&self.budget).taken()
+    }
 }
 
 impl Drop for Session {
@@ -222,6 +322,9 @@ impl Driver {
                         let _ = reply.send(());
                         break;
                     }
+                    Some(NatInput::Extra { session, socket, bytes, from }) => {
+                        self.on_extra_datagram(session, socket, &bytes, from).await;
+                    }
                     Some(msg) => self.on_input(msg),
                 },
                 Some((bytes, from)) = recv_datagram(&mut datagrams) => {
@@ -238,7 +341,7 @@ impl Driver {
         let echoes = self.echoes.values().map(|e| e.next_at);
         let sessions = self.sessions.values().flat_map(|s| {
             let punch = match (&s.plan, s.punch_at) {
-                (Some(plan), _) => plan.poll_timeout(),
+                (Some(plan), _) => plan.has_work().then(|| lock(&s.budget.budget).next_at()),
                 (None, at) => at,
             };
             [Some(s.deadline), punch, s.relay_at].into_iter().flatten()
@@ -298,6 +401,13 @@ impl Driver {
                     s.dialling = false;
                 }
             }
+            NatInput::ExtraFailed { session } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.extra_winner = None;
+                }
+            }
+            // Handled in `run`, which can await.
+            NatInput::Extra { .. } => {}
             NatInput::Upnp(mapping) => {
                 self.upnp = mapping;
                 self.update_report();
@@ -325,7 +435,8 @@ impl Driver {
             if let Some(mut s) = self.sessions.remove(&id) {
                 tracing::debug!(%peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
                             targets = s.plan.as_ref().map_or(0, PunchPlan::targets),
-                            "traversal session done");
+                            packets = s.budget.taken(), extra_sockets = s.extra.len(),
+                            elapsed = ?s.started.elapsed(), "traversal session done");
                 if let (Some(reply), Some(info)) = (s.reply.take(), info) {
                     let _ = reply.send(Ok(info.clone()));
                 }
@@ -411,30 +522,42 @@ impl Driver {
         }
         // Sessions: deadlines, punch starts, probes.
         let mut expired = Vec::new();
-        let mut probes = Vec::new();
         let mut starting = Vec::new();
-        for (id, s) in &mut self.sessions {
+        for (id, s) in &self.sessions {
             if s.deadline <= now {
                 expired.push(*id);
-                continue;
-            }
-            if s.plan.is_none()
-                && let Some(at) = s.punch_at
-                && at <= now
-            {
-                s.plan = Some(PunchPlan::new(now, &s.theirs.udp));
+            } else if s.plan.is_none() && s.punch_at.is_some_and(|at| at <= now) {
                 starting.push(*id);
-            }
-            if let Some(plan) = &mut s.plan {
-                while let Some((addr, ttl)) = plan.poll_probe(now) {
-                    probes.push((*id, addr, ttl));
-                }
             }
         }
         for id in starting {
+            let birthday = self.start_birthday(id).await;
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            s.birthday = !matches!(birthday, Birthday::Off);
+            s.plan = Some(PunchPlan::new(&s.theirs.udp, birthday));
+            let birthday = s.birthday;
             self.start_tcp_dials(id);
-            if self.inner.config.tcp_hole_punching {
+            if self.inner.config.tcp_hole_punching && !birthday {
                 self.start_tcp_punch(id);
+            }
+        }
+        let now = Instant::now();
+        let mut probes = Vec::new();
+        for (id, s) in &mut self.sessions {
+            if s.deadline <= now {
+                continue;
+            }
+            if let Some(plan) = &mut s.plan {
+                let mut budget = lock(&s.budget.budget);
+                while let Some(probe) = plan.poll_probe(now, &mut budget) {
+                    let socket = match probe {
+                        Probe::Main { .. } => None,
+                        Probe::Extra { socket, .. } => s.extra.get(socket).cloned(),
+                    };
+                    probes.push((*id, probe, socket));
+                }
             }
         }
         let relays: Vec<u64> = self
@@ -449,12 +572,22 @@ impl Driver {
         for id in relays {
             self.start_relay(id);
         }
-        for (session, addr, ttl) in probes {
-            self.send(&Datagram::Punch { session }, addr, ttl).await;
+        for (session, probe, socket) in probes {
+            let punch = Datagram::Punch { session };
+            match (probe, socket) {
+                (Probe::Main { to, ttl }, _) => self.send(&punch, to, ttl).await,
+                (Probe::Extra { to, .. }, Some(socket)) => {
+                    if let Err(e) = socket.send_datagram(&punch.encode(), to).await {
+                        tracing::trace!(%to, error = %e, "birthday probe not sent");
+                    }
+                }
+                (Probe::Extra { .. }, None) => {}
+            }
         }
         for id in expired {
             if let Some(mut s) = self.sessions.remove(&id) {
                 tracing::info!(peer = %s.peer, sent = s.plan.as_ref().map_or(0, PunchPlan::sent),
+                    packets = s.budget.taken(), extra_sockets = s.extra.len(),
                     stage = ?s.stage, "traversal attempt timed out");
                 if let Some(reply) = s.reply.take() {
                     let _ = reply.send(Err(ConnectError::Traversal(format!(
@@ -517,6 +650,148 @@ impl Driver {
                 self.maybe_dial(session, from);
             }
             Datagram::PunchAck { session } => self.maybe_dial(session, from),
+        }
+    }
+
+    /// Decides the birthday technique's part in a session about to punch
+    /// (see `nat::punch`) and, on the random-port side, opens the extra
+    /// sockets, each forwarding what it hears as [`NatInput::Extra`].
+    async fn start_birthday(&mut self, session: u64) -> Birthday {
+        let ours = mapping_hint(&self.inner.nat_report());
+        let Some(s) = self.sessions.get(&session) else {
+            return Birthday::Off;
+        };
+        let mut public: Vec<SocketAddr> = s.theirs.udp.iter().copied().filter(is_public).collect();
+        dedup(&mut public);
+        match (ours, s.theirs.mapping) {
+            (MappingHint::RandomPerDestination, MappingHint::EndpointIndependent) => {
+                public.truncate(BIRTHDAY_TARGETS);
+                if public.is_empty() {
+                    return Birthday::Off;
+                }
+                let wanted = nat::BIRTHDAY_SOCKETS / public.len();
+                let ip = self
+                    .udp_local
+                    .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                let mut sockets = Vec::with_capacity(wanted);
+                let mut tasks = Vec::with_capacity(wanted);
+                for index in 0..wanted {
+                    let bound = UtpSocket::bind(
+                        SocketAddr::new(ip, 0),
+                        crate::utp::proto::EndpointConfig::default(),
+                    )
+                    .await;
+                    let (socket, mut datagrams) = match bound {
+                        Ok(bound) => bound,
+                        Err(e) => {
+                            // Out of descriptors, say: go on with fewer.
+                            tracing::info!(error = %e, opened = index,
+                                "cannot open more birthday sockets");
+                            break;
+                        }
+                    };
+                    let input = self.input_tx.clone();
+                    let forward = tokio::spawn(async move {
+                        while let Some((bytes, from)) = datagrams.recv().await {
+                            let extra = NatInput::Extra {
+                                session,
+                                socket: index,
+                                bytes,
+                                from,
+                            };
+                            if input.send(extra).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    tasks.push(forward.abort_handle());
+                    sockets.push(socket);
+                }
+                tracing::debug!(sockets = sockets.len(), targets = ?public,
+                    "birthday technique: the random-port side");
+                let count = sockets.len();
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.extra = sockets;
+                    s.tasks.extend(tasks);
+                }
+                Birthday::hard(count, public)
+            }
+            (MappingHint::EndpointIndependent, MappingHint::RandomPerDestination) => {
+                let mut ips: Vec<IpAddr> = public.iter().map(SocketAddr::ip).collect();
+                ips.sort();
+                ips.dedup();
+                ips.truncate(BIRTHDAY_TARGETS);
+                tracing::debug!(?ips, "birthday technique: the endpoint-independent side");
+                Birthday::easy(ips, random_u64())
+            }
+            _ => Birthday::Off,
+        }
+    }
+
+    /// A datagram on one of a session's extra sockets. The first to hear a
+    /// probe or an ack of the session wins: it answers, and the uTP
+    /// connection runs over it (the smaller id dials, the other accepts),
+    /// since only that socket's mapping lets the peer in.
+    async fn on_extra_datagram(
+        &mut self,
+        session: u64,
+        index: usize,
+        bytes: &[u8],
+        from: SocketAddr,
+    ) {
+        let Some(datagram) = Datagram::decode(bytes) else {
+            return;
+        };
+        let (Datagram::Punch { session: id } | Datagram::PunchAck { session: id }) = datagram
+        else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(socket) = s.extra.get(index).cloned() else {
+            return;
+        };
+        if id != session {
+            return;
+        }
+        if matches!(datagram, Datagram::Punch { .. }) {
+            let ack = Datagram::PunchAck { session }.encode();
+            if let Err(e) = socket.send_datagram(&ack, from).await {
+                tracing::trace!(%from, error = %e, "birthday ack not sent");
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        if s.extra_winner.is_some() || direct(&self.inner, &self.relayed_only, &s.peer) {
+            return;
+        }
+        s.extra_winner = Some(index);
+        let (peer, started, initiator) = (s.peer, s.started, s.initiator);
+        tracing::debug!(%peer, %from, socket = index, initiator, elapsed = ?started.elapsed(),
+            "birthday: an extra socket reached the peer");
+        let inner = self.inner.clone();
+        let commands = self.commands.clone();
+        let input = self.input_tx.clone();
+        let task = tokio::spawn(async move {
+            match extra_connection(&inner, peer, &socket, from, initiator).await {
+                Ok(mut dialled) => {
+                    dialled.started = Some(started);
+                    let _ = commands.send(Command::Register {
+                        dialled: Box::new(dialled),
+                        reply: None,
+                    });
+                    let _ = input.send(NatInput::Direct { peer });
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, %from, error = %e, "uTP over the birthday socket failed");
+                    let _ = input.send(NatInput::ExtraFailed { session });
+                }
+            }
+        });
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.tasks.push(task.abort_handle());
         }
     }
 
@@ -606,24 +881,17 @@ impl Driver {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
-        let (peer, started) = (s.peer, s.started);
+        let (peer, started, deadline) = (s.peer, s.started, s.deadline);
         let mut tasks = Vec::new();
         for addr in s.theirs.tcp.clone() {
             let inner = self.inner.clone();
             let commands = self.commands.clone();
             let input = self.input_tx.clone();
             let relayed = self.relayed_only.clone();
+            let budget = s.budget.clone();
             let task = tokio::spawn(async move {
-                if direct(&inner, &relayed, &peer) {
-                    return;
-                }
-                if let Ok(mut dialled) = super::dial::dial_unshared(
-                    &inner,
-                    Some(peer),
-                    Endpoint::tcp(addr),
-                    Intent::Connect,
-                )
-                .await
+                if let Some(mut dialled) =
+                    tcp_dial(&inner, &relayed, &budget, peer, addr, deadline).await
                 {
                     // Registered even if another path won meanwhile: the
                     // peer may have taken this one (see `dial_any`).
@@ -652,20 +920,21 @@ impl Driver {
             return;
         };
         let (peer, started, deadline) = (s.peer, s.started, s.deadline);
+        let budget = s.budget.clone();
         let listeners = self.inner.nat_report().local_tcp;
         let mut tasks = Vec::new();
         let targets = s.theirs.tcp.iter().copied().take(TCP_PUNCH_TARGETS);
         let targets =
             targets.filter_map(|addr| Some((nat::tcp::shared_port(&listeners, addr)?, addr)));
-        for (i, (local, addr)) in targets.enumerate() {
-            let delay = TCP_PUNCH_STAGGER * i as u32;
+        for (local, addr) in targets {
             let inner = self.inner.clone();
             let commands = self.commands.clone();
             let input = self.input_tx.clone();
             let relayed = self.relayed_only.clone();
+            let budget = budget.clone();
             let task = tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let Some(stream) = tcp_punch(&inner, &relayed, peer, local, addr, deadline).await
+                let Some(stream) =
+                    tcp_punch(&inner, &relayed, &budget, peer, local, addr, deadline).await
                 else {
                     return;
                 };
@@ -761,22 +1030,16 @@ impl Driver {
         );
         self.sessions.insert(
             session,
-            Session {
+            Session::new(
                 peer,
                 via,
-                stage: Stage::AwaitingAccept,
-                started: now,
-                deadline: now + self.inner.config.punch_timeout,
-                sent_connect_at: now,
-                punch_at: None,
-                plan: None,
-                theirs: Candidates::default(),
-                initiator: self.inner.id < peer,
-                dialling: false,
-                relay_at: None,
-                reply: Some(reply),
-                tasks: Vec::new(),
-            },
+                Stage::AwaitingAccept,
+                now,
+                now + self.inner.config.punch_timeout,
+                Candidates::default(),
+                self.inner.id < peer,
+                Some(reply),
+            ),
         );
         self.note_punching(peer, now);
     }
@@ -801,22 +1064,16 @@ impl Driver {
                 );
                 self.sessions.insert(
                     session,
-                    Session {
-                        peer: from,
+                    Session::new(
+                        from,
                         via,
-                        stage: Stage::AwaitingSync,
-                        started: now,
-                        deadline: now + SYNC_WAIT.min(self.inner.config.punch_timeout),
-                        sent_connect_at: now,
-                        punch_at: None,
-                        plan: None,
-                        theirs: candidates,
-                        initiator: self.inner.id < from,
-                        dialling: false,
-                        relay_at: None,
-                        reply: None,
-                        tasks: Vec::new(),
-                    },
+                        Stage::AwaitingSync,
+                        now,
+                        now + SYNC_WAIT.min(self.inner.config.punch_timeout),
+                        candidates,
+                        self.inner.id < from,
+                        None,
+                    ),
                 );
                 self.note_punching(from, now);
             }
@@ -918,7 +1175,11 @@ impl Driver {
         }
         tcp.retain(|a| !a.ip().is_unspecified() && a.port() != 0);
         dedup(&mut tcp);
-        Candidates { udp, tcp }
+        Candidates {
+            udp,
+            tcp,
+            mapping: mapping_hint(&report),
+        }
     }
 
     fn note_punching(&self, peer: PeerId, started: Instant) {
@@ -1051,34 +1312,97 @@ impl Driver {
 }
 
 /// Connects from `local` to `remote` until it works, the peer is connected
-/// another way, or `deadline`. Each try is one SYN (plus the kernel's
-/// retransmissions); a refusal (the far NAT or host answered our SYN with a
+/// another way, or `deadline`. Each try is one SYN, paid for from the
+/// attempt's budget, and gives up before the kernel would send a second;
+/// a failed or refused try (the far NAT or host answered our SYN with a
 /// reset before its own SYN went out) is retried after a pause.
 async fn tcp_punch(
     inner: &Inner,
     relayed: &RelayedOnly,
+    budget: &AttemptBudget,
     peer: PeerId,
     local: SocketAddr,
     remote: SocketAddr,
     deadline: Instant,
 ) -> Option<tokio::net::TcpStream> {
     loop {
+        budget.tcp_slot().await;
         if direct(inner, relayed, &peer) {
             return None;
         }
         let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, nat::tcp::connect_from(local, remote)).await {
-            Err(_) => return None,
+        tracing::trace!(%local, %remote, "TCP punch try");
+        match tokio::time::timeout(left.min(TCP_TRY), nat::tcp::connect_from(local, remote)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }
-            Ok(Err(e)) => {
-                tracing::trace!(%remote, error = %e, "TCP punch try failed");
-                tokio::time::sleep(TCP_PUNCH_RETRY).await;
-            }
+            Ok(Err(e)) => tracing::trace!(%remote, error = %e, "TCP punch try failed"),
+            Err(_) => tracing::trace!(%remote, "TCP punch try timed out"),
         }
+        tokio::time::sleep(TCP_PUNCH_RETRY).await;
     }
+}
+
+/// A plain TCP dial, from an ephemeral port (it must not take the 4-tuple
+/// of a TCP punch from the listener's port, whose handshake role goes by
+/// peer id), to one of the peer's TCP candidates, and the handshake. At
+/// most [`TCP_DIAL_TRIES`] tries of one SYN each, paid for from the
+/// attempt's budget; a refusal ends it.
+async fn tcp_dial(
+    inner: &Inner,
+    relayed: &RelayedOnly,
+    budget: &AttemptBudget,
+    peer: PeerId,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Option<super::Dialled> {
+    for _ in 0..TCP_DIAL_TRIES {
+        budget.tcp_slot().await;
+        if direct(inner, relayed, &peer) {
+            return None;
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let stream =
+            match tokio::time::timeout(left.min(TCP_TRY), tokio::net::TcpStream::connect(addr))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return None,
+                Ok(Err(e)) => {
+                    tracing::trace!(%addr, error = %e, "TCP dial try failed");
+                    tokio::time::sleep(TCP_PUNCH_RETRY).await;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+        let _ = stream.set_nodelay(true);
+        let local_addr = stream.local_addr().ok()?;
+        let channel = crate::secure::SecureChannel::connect(
+            Box::new(stream) as super::BoxedStream,
+            &inner.secret,
+            &inner.config.channel,
+            Some(peer),
+            Intent::Connect,
+        )
+        .await;
+        return match channel {
+            Ok(channel) => Some(super::Dialled {
+                channel,
+                transport: super::Transport::Tcp,
+                remote_addr: addr,
+                local_addr,
+                direction: super::Direction::Outgoing,
+                path: ConnectionPath::Direct,
+                started: None,
+            }),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "TCP dial's handshake failed");
+                None
+            }
+        };
+    }
+    None
 }
 
 /// The secure channel's role on a punched TCP connection. After a
@@ -1200,4 +1524,69 @@ fn random_u64() -> u64 {
     // session id would only be guessable, not wrong.
     let _ = getrandom::fill(&mut bytes);
     u64::from_le_bytes(bytes)
+}
+
+/// What our candidates say about our UDP mapping.
+fn mapping_hint(report: &NatReport) -> MappingHint {
+    match (report.mapping, report.port_allocation) {
+        (nat::Mapping::EndpointIndependent, _) => MappingHint::EndpointIndependent,
+        (nat::Mapping::EndpointDependent, nat::PortAllocation::Random) => {
+            MappingHint::RandomPerDestination
+        }
+        _ => MappingHint::Unknown,
+    }
+}
+
+/// An address another network can reach us at (not private, loopback or
+/// unspecified): what the birthday technique aims at.
+fn is_public(addr: &SocketAddr) -> bool {
+    let ip = addr.ip();
+    !nat::behind_nat(ip) && !ip.is_loopback() && !ip.is_unspecified() && addr.port() != 0
+}
+
+/// The uTP connection over a birthday socket that reached the peer at
+/// `remote`: dialled by the initiator, accepted otherwise; then the
+/// handshake, which must show `peer`.
+async fn extra_connection(
+    inner: &Inner,
+    peer: PeerId,
+    socket: &UtpSocket,
+    remote: SocketAddr,
+    initiator: bool,
+) -> Result<super::Dialled, String> {
+    let timeout = inner.config.dial_timeout;
+    let stream = if initiator {
+        tokio::time::timeout(timeout, socket.connect(remote)).await
+    } else {
+        tokio::time::timeout(timeout, socket.accept()).await
+    };
+    let stream = stream
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let remote_addr = stream.peer_addr().unwrap_or(remote);
+    let stream: super::BoxedStream = Box::new(stream);
+    let (secret, channel) = (&inner.secret, &inner.config.channel);
+    let channel = if initiator {
+        crate::secure::SecureChannel::connect(stream, secret, channel, Some(peer), Intent::Connect)
+            .await
+    } else {
+        crate::secure::SecureChannel::accept(stream, secret, channel).await
+    }
+    .map_err(|e| e.to_string())?;
+    if channel.remote() != peer {
+        return Err(format!("reached {} instead", channel.remote()));
+    }
+    Ok(super::Dialled {
+        channel,
+        transport: super::Transport::Utp,
+        remote_addr,
+        local_addr: socket.local_addr().map_err(|e| e.to_string())?,
+        direction: if initiator {
+            super::Direction::Outgoing
+        } else {
+            super::Direction::Incoming
+        },
+        path: ConnectionPath::HolePunched,
+        started: None,
+    })
 }

@@ -66,6 +66,9 @@ pub struct Conditions {
     pub rtt: Duration,
     /// Loss along the path between the two peers, each way.
     pub loss: f64,
+    /// After a relayed connection, how long after the start `a` waits for
+    /// a direct one (`None`: it does not wait).
+    pub direct_within: Option<Duration>,
 }
 
 /// What one attempt gave.
@@ -89,6 +92,60 @@ pub struct Outcome {
     /// Where `a` reached `b`, and `b`'s own (LAN) address.
     pub remote_addr: Option<SocketAddr>,
     pub b_ip: std::net::Ipv4Addr,
+    /// From the start of `connect_via` to a direct (or hole-punched)
+    /// connection, if there was one: at once, or after a relayed one
+    /// within [`Conditions::direct_within`].
+    pub direct_after: Option<Duration>,
+    /// The path and transport of that direct connection.
+    pub direct: Option<(ConnectionPath, Transport)>,
+    /// The routers' counters every [`SAMPLE_EVERY`] from the start of
+    /// `connect_via` (`nat-a`, `nat-b`; `None` for a Linux router or the
+    /// second side of a shared NAT).
+    pub nat_samples: Vec<NatSample>,
+}
+
+/// The NAT counters at one moment of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct NatSample {
+    /// Since the start of `connect_via`.
+    pub at: Duration,
+    pub a: Option<netsim::NatStats>,
+    pub b: Option<netsim::NatStats>,
+}
+
+/// Between two samples of the routers' counters.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+impl Outcome {
+    /// The most packets the router of side `b` (or `a`) translated
+    /// outbound in any `window` between `from` and `to` after the start.
+    pub fn max_out_in_window(
+        &self,
+        b: bool,
+        window: Duration,
+        from: Duration,
+        to: Duration,
+    ) -> Option<u64> {
+        let pick = |s: &NatSample| if b { s.b } else { s.a };
+        let samples: Vec<(Duration, u64)> = self
+            .nat_samples
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .filter_map(|s| pick(s).map(|n| (s.at, n.translated_out)))
+            .collect();
+        let mut most = None;
+        for (i, (start, first)) in samples.iter().enumerate() {
+            let Some((_, last)) = samples[i..]
+                .iter()
+                .take_while(|(t, _)| *t <= *start + window)
+                .last()
+            else {
+                continue;
+            };
+            most = Some(most.unwrap_or(0).max(last - first));
+        }
+        most
+    }
 }
 
 /// Numbered messages `a` sends after connecting.
@@ -140,6 +197,12 @@ pub fn run_pair_with(
     max_attempts: u32,
     tweak: fn(&mut Config),
 ) -> Outcome {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let config = |upnp: bool| {
         let mut config = test_config(upnp);
         tweak(&mut config);
@@ -180,6 +243,7 @@ pub fn run_pair_with(
 
     let done = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicU32::new(0));
+    let connect_start: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     let net = Network::start(&t).unwrap();
 
     let server = |key: [u8; 32], done: Arc<AtomicBool>| {
@@ -233,6 +297,8 @@ pub fn run_pair_with(
     let a_key = keys[2];
     let a_ready = ready.clone();
     let a_config = config(upnp_a);
+    let a_start = connect_start.clone();
+    let direct_within = conditions.direct_within;
     let a_task = net
         .spawn(a, move || async move {
             let (service, mut events) = Service::start(a_config, SecretId::from_bytes(&a_key))
@@ -244,6 +310,7 @@ pub fn run_pair_with(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let start = Instant::now();
+            *a_start.lock().unwrap() = Some(start);
             let mut attempts = 0;
             let mut result = Err(String::from("not tried"));
             let mut remote = None;
@@ -260,6 +327,11 @@ pub fn run_pair_with(
             }
             let elapsed = start.elapsed();
             let mut changes = Vec::new();
+            let is_direct = |p: &ConnectionPath| !matches!(p, ConnectionPath::Relayed { .. });
+            let mut direct = match &result {
+                Ok((path, transport)) if is_direct(path) => Some((elapsed, (*path, *transport))),
+                _ => None,
+            };
             if result.is_ok() {
                 let _ = service
                     .send(&b_id, &b"through the NAT"[..], crust::Priority::NORMAL)
@@ -278,17 +350,73 @@ pub fn run_pair_with(
                         && peer == b_id
                     {
                         changes.push((info.path, info.transport));
+                        if direct.is_none() && is_direct(&info.path) {
+                            // Seen late: the time is an upper bound.
+                            let at = info.connect_time.unwrap_or(start.elapsed());
+                            direct = Some((at, (info.path, info.transport)));
+                        }
+                    }
+                }
+                // A relayed connection: does a direct one follow in time?
+                if let Some(within) = direct_within {
+                    while direct.is_none() && start.elapsed() < within {
+                        let left = within.saturating_sub(start.elapsed());
+                        if let Ok(Some(Event::ConnectionChanged { peer, info })) =
+                            tokio::time::timeout(left, events.recv()).await
+                            && peer == b_id
+                            && is_direct(&info.path)
+                        {
+                            direct = Some((start.elapsed(), (info.path, info.transport)));
+                        }
                     }
                 }
             }
             let report = service.nat_report();
             service.shutdown().await;
-            (result, elapsed, attempts, report, remote, changes)
+            (result, elapsed, attempts, report, remote, changes, direct)
         })
         .unwrap();
 
     let b_ip = t.ip(b);
-    let (result, elapsed, attempts, report_a, remote_addr, a_changes) = a_task.join().unwrap();
+    // The routers' counters, sampled while `a` works.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let (result, elapsed, attempts, report_a, remote_addr, a_changes, direct, nat_samples) =
+        std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let mut samples = Vec::new();
+                while sampling.load(Ordering::Acquire) {
+                    let start = *connect_start.lock().unwrap();
+                    if let Some(start) = start {
+                        let stats = net.stats();
+                        samples.push(NatSample {
+                            at: start.elapsed(),
+                            a: stats.nat("nat-a").copied(),
+                            b: if pair.same_nat {
+                                None
+                            } else {
+                                stats.nat("nat-b").copied()
+                            },
+                        });
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+                samples
+            });
+            let (result, elapsed, attempts, report_a, remote_addr, a_changes, direct) =
+                a_task.join().unwrap();
+            sampling.store(false, Ordering::Release);
+            let samples = sampler.join().unwrap();
+            (
+                result,
+                elapsed,
+                attempts,
+                report_a,
+                remote_addr,
+                a_changes,
+                direct,
+                samples,
+            )
+        });
     done.store(true, Ordering::Release);
     let (b_got_message, b_sequence, report_b) = b_task.join().unwrap();
     r_task.join().unwrap();
@@ -305,6 +433,9 @@ pub fn run_pair_with(
         a_changes,
         remote_addr,
         b_ip,
+        direct_after: direct.map(|(at, _)| at),
+        direct: direct.map(|(_, d)| d),
+        nat_samples,
     }
 }
 
