@@ -83,6 +83,9 @@ pub(crate) enum MappingHint {
     EndpointIndependent,
     /// A new mapping for each destination, on a random port.
     RandomPerDestination,
+    /// A new mapping for each destination, on the next port (the
+    /// candidates end with the predicted ones).
+    SequentialPerDestination,
 }
 
 /// Rendezvous signalling between two peers, carried by a third.

@@ -108,6 +108,18 @@ fn port_prediction_gets_a_sequential_symmetric_nat_through_a_port_restricted_one
 }
 
 #[test]
+fn two_sequential_symmetric_nats_predict_each_other() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let o = connect(NatPreset::Symmetric, NatPreset::Symmetric, false, 10);
+    assert_eq!(
+        o.result.unwrap(),
+        (ConnectionPath::HolePunched, Transport::Utp)
+    );
+}
+
+#[test]
 fn two_peers_behind_the_same_nat_use_their_local_addresses() {
     if !prerequisites(&[]) {
         return;

@@ -65,6 +65,9 @@ const TCP_PUNCH_RETRY: Duration = Duration::from_secs(1);
 const TCP_TRY: Duration = Duration::from_millis(900);
 /// Tries of a plain TCP dial to one of the peer's candidates.
 const TCP_DIAL_TRIES: u32 = 3;
+/// Two sequential NATs: how long TCP waits for the UDP probes to take
+/// their ports first (two rounds of up to 34 candidates at 100/s).
+const SEQUENTIAL_TCP_DELAY: Duration = Duration::from_secs(1);
 /// Most of the peer's external addresses the birthday technique aims at.
 const BIRTHDAY_TARGETS: usize = 2;
 /// How long the larger id waits for the initiator's first bytes on a
@@ -530,13 +533,30 @@ impl Driver {
                 starting.push(*id);
             }
         }
+        let ours = mapping_hint(&self.inner.nat_report());
         for id in starting {
             let birthday = self.start_birthday(id).await;
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
             s.birthday = !matches!(birthday, Birthday::Off);
-            s.plan = Some(PunchPlan::new(&s.theirs.udp, birthday));
+            let mut targets = s.theirs.udp.clone();
+            if ours == MappingHint::SequentialPerDestination
+                && s.theirs.mapping == MappingHint::SequentialPerDestination
+            {
+                // Both sides predicted: see `stride_two`. TCP SYNs take
+                // ports from the same allocator, so they wait until the
+                // UDP probes have taken theirs.
+                if s.initiator {
+                    targets = stride_two(&targets, PREDICTED_PORTS);
+                }
+                if let Ok(mut tcp_next) = s.budget.tcp.try_lock() {
+                    *tcp_next = Instant::now() + SEQUENTIAL_TCP_DELAY;
+                }
+                tracing::debug!(peer = %s.peer, stride = s.initiator,
+                    "both NATs sequential: predicting both sides");
+            }
+            s.plan = Some(PunchPlan::new(&targets, birthday));
             let birthday = s.birthday;
             self.start_tcp_dials(id);
             if self.inner.config.tcp_hole_punching && !birthday {
@@ -1533,6 +1553,9 @@ fn mapping_hint(report: &NatReport) -> MappingHint {
         (nat::Mapping::EndpointDependent, nat::PortAllocation::Random) => {
             MappingHint::RandomPerDestination
         }
+        (nat::Mapping::EndpointDependent, nat::PortAllocation::Sequential { .. }) => {
+            MappingHint::SequentialPerDestination
+        }
         _ => MappingHint::Unknown,
     }
 }
@@ -1589,4 +1612,87 @@ async fn extra_connection(
         path: ConnectionPath::HolePunched,
         started: None,
     })
+}
+
+/// Two sequential symmetric NATs, each side predicting the other's next
+/// ports: each new destination takes the next port of the sender's NAT, so
+/// side A's k-th probe leaves from `a + k + sA` (`sA`: the mappings made
+/// since the prediction — its other candidates, stray connections) and
+/// side B's l-th from `b + l + sB`. If both aimed at consecutive ports,
+/// they would meet only when `sA + sB` came to exactly the offsets the
+/// predictions assumed. So one side (the smaller id) aims at every other
+/// port: its k-th probe goes to `b + 2k`, B's l-th to `a + l`, and they
+/// meet where `k = sA + sB` (A's probe from `a + 2k`… to B's mapping made
+/// by its probe towards that port), whatever the strays, as long as
+/// `2(sA + sB)` stays within the predicted range.
+///
+/// Takes the peer's UDP candidates, whose trailing run of `count`
+/// predicted ports (one address, a constant step) becomes `count` ports
+/// at twice the step from the same base; the other candidates stay.
+fn stride_two(udp: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
+    let n = udp.len();
+    if n < 2 || count < 2 {
+        return udp.to_vec();
+    }
+    let last = udp[n - 1];
+    let step = i64::from(last.port()) - i64::from(udp[n - 2].port());
+    if step <= 0 || udp[n - 2].ip() != last.ip() {
+        return udp.to_vec();
+    }
+    let base = i64::from(last.port()) - step * count as i64;
+    let predicted = |a: &SocketAddr| {
+        let p = i64::from(a.port());
+        a.ip() == last.ip() && p > base && p <= i64::from(last.port()) && (p - base) % step == 0
+    };
+    let mut out: Vec<SocketAddr> = udp.iter().copied().filter(|a| !predicted(a)).collect();
+    out.extend((1..=count as i64).filter_map(|k| {
+        u16::try_from(base + 2 * k * step)
+            .ok()
+            .map(|p| SocketAddr::new(last.ip(), p))
+    }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_side_of_two_sequential_nats_aims_at_every_other_port() {
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let local: SocketAddr = "192.168.1.2:5483".parse().unwrap();
+        let mut udp = vec![local, SocketAddr::new(ip, 2000)];
+        udp.extend((1..=4).map(|k| SocketAddr::new(ip, 2000 + k)));
+        let out = stride_two(&udp, 4);
+        let ports: Vec<u16> = out.iter().map(SocketAddr::port).collect();
+        assert_eq!(ports, [5483, 2000, 2002, 2004, 2006, 2008]);
+        // A step of 3 doubles to 6.
+        let mut udp = vec![SocketAddr::new(ip, 2000)];
+        udp.extend((1..=3).map(|k| SocketAddr::new(ip, 2000 + 3 * k)));
+        let ports: Vec<u16> = stride_two(&udp, 3).iter().map(SocketAddr::port).collect();
+        assert_eq!(ports, [2000, 2006, 2012, 2018]);
+        // Nothing predicted: unchanged.
+        assert_eq!(stride_two(&[local], 32), vec![local]);
+    }
+
+    /// The arithmetic of `stride_two`, against a model of two sequential
+    /// NATs with stray mappings on each side.
+    #[test]
+    fn the_stride_meets_whatever_the_strays() {
+        for stray_a in 0..6u16 {
+            for stray_b in 0..6u16 {
+                let (a, b) = (10_000u16, 20_000u16);
+                // A aims at b + 2k, B at a + l; each new destination takes
+                // the NAT's next port after the strays.
+                let a_maps: Vec<(u16, u16)> =
+                    (1..=32u16).map(|k| (a + stray_a + k, b + 2 * k)).collect();
+                let b_maps: Vec<(u16, u16)> =
+                    (1..=32u16).map(|l| (b + stray_b + l, a + l)).collect();
+                let met = a_maps
+                    .iter()
+                    .any(|(from, to)| b_maps.contains(&(*to, *from)));
+                assert!(met, "strays {stray_a}, {stray_b}");
+            }
+        }
+    }
 }
