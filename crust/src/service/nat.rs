@@ -1621,14 +1621,15 @@ async fn extra_connection(
 /// side B's l-th from `b + l + sB`. If both aimed at consecutive ports,
 /// they would meet only when `sA + sB` came to exactly the offsets the
 /// predictions assumed. So one side (the smaller id) aims at every other
-/// port: its k-th probe goes to `b + 2k`, B's l-th to `a + l`, and they
-/// meet where `k = sA + sB` (A's probe from `a + 2k`… to B's mapping made
-/// by its probe towards that port), whatever the strays, as long as
-/// `2(sA + sB)` stays within the predicted range.
+/// port: its k-th probe goes to `b + 2k − 1`, B's l-th to `a + l`, and
+/// they meet at `k = sA + sB + 1`, `l = k + sA` (A's probe from
+/// `a + k + sA` reaches B's mapping `b + 2k − 1`, made by B's probe
+/// towards that very port), whatever the strays, as long as `l` stays
+/// within the 32 predicted ports: `2·sA + sB ≤ 31`.
 ///
 /// Takes the peer's UDP candidates, whose trailing run of `count`
 /// predicted ports (one address, a constant step) becomes `count` ports
-/// at twice the step from the same base; the other candidates stay.
+/// at twice the step from the first; the other candidates stay.
 fn stride_two(udp: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
     let n = udp.len();
     if n < 2 || count < 2 {
@@ -1646,7 +1647,7 @@ fn stride_two(udp: &[SocketAddr], count: usize) -> Vec<SocketAddr> {
     };
     let mut out: Vec<SocketAddr> = udp.iter().copied().filter(|a| !predicted(a)).collect();
     out.extend((1..=count as i64).filter_map(|k| {
-        u16::try_from(base + 2 * k * step)
+        u16::try_from(base + (2 * k - 1) * step)
             .ok()
             .map(|p| SocketAddr::new(last.ip(), p))
     }));
@@ -1665,12 +1666,12 @@ mod tests {
         udp.extend((1..=4).map(|k| SocketAddr::new(ip, 2000 + k)));
         let out = stride_two(&udp, 4);
         let ports: Vec<u16> = out.iter().map(SocketAddr::port).collect();
-        assert_eq!(ports, [5483, 2000, 2002, 2004, 2006, 2008]);
+        assert_eq!(ports, [5483, 2000, 2001, 2003, 2005, 2007]);
         // A step of 3 doubles to 6.
         let mut udp = vec![SocketAddr::new(ip, 2000)];
         udp.extend((1..=3).map(|k| SocketAddr::new(ip, 2000 + 3 * k)));
         let ports: Vec<u16> = stride_two(&udp, 3).iter().map(SocketAddr::port).collect();
-        assert_eq!(ports, [2000, 2006, 2012, 2018]);
+        assert_eq!(ports, [2000, 2003, 2009, 2015]);
         // Nothing predicted: unchanged.
         assert_eq!(stride_two(&[local], 32), vec![local]);
     }
@@ -1679,13 +1680,14 @@ mod tests {
     /// NATs with stray mappings on each side.
     #[test]
     fn the_stride_meets_whatever_the_strays() {
-        for stray_a in 0..6u16 {
-            for stray_b in 0..6u16 {
+        for stray_a in 0..=10u16 {
+            for stray_b in 0..=10u16 {
                 let (a, b) = (10_000u16, 20_000u16);
-                // A aims at b + 2k, B at a + l; each new destination takes
-                // the NAT's next port after the strays.
-                let a_maps: Vec<(u16, u16)> =
-                    (1..=32u16).map(|k| (a + stray_a + k, b + 2 * k)).collect();
+                // A aims at b + 2k − 1, B at a + l; each new destination
+                // takes the NAT's next port after the strays.
+                let a_maps: Vec<(u16, u16)> = (1..=32u16)
+                    .map(|k| (a + stray_a + k, b + 2 * k - 1))
+                    .collect();
                 let b_maps: Vec<(u16, u16)> =
                     (1..=32u16).map(|l| (b + stray_b + l, a + l)).collect();
                 let met = a_maps
