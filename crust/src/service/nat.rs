@@ -14,10 +14,16 @@
 //! 3. A → R → B: `Sync`; A starts punching half the measured round trip
 //!    later, B on receipt, so both start at about the same moment.
 //! 4. Both probe every candidate of the other ([`PunchPlan`]), answer each
-//!    probe with an ack, and dial each other's TCP candidates. The side with
-//!    the smaller peer id dials uTP to the first address it hears the other
-//!    from; the other side's uTP accept loop takes the connection.
-//! 5. The session ends when the peer is connected, or at the deadline.
+//!    probe with an ack, and dial each other's TCP candidates, every packet
+//!    paid for from the session's budget. The side with the smaller peer id
+//!    dials uTP to the first address it hears the other from; the other
+//!    side's uTP accept loop takes the connection. A random-port side facing
+//!    an endpoint-independent one (the candidates' `MappingHint` says)
+//!    probes from extra sockets and the other side sprays random ports (the
+//!    birthday technique, `nat::punch`); the uTP connection then runs over
+//!    the extra socket that first heard the peer.
+//! 5. The session ends when the peer is connected, or at the deadline; its
+//!    tasks are aborted and its extra sockets closed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
