@@ -229,3 +229,28 @@ async fn garbage_and_oversized_text_from_a_friend_are_ignored() {
     assert_eq!(node.history(&fake_id, None, 10).unwrap().messages.len(), 1);
     node.shutdown().await;
 }
+
+/// The profile's `dht_mode` decides whether the node serves the DHT,
+/// unless the node config (the clients' `--dht-mode`) says server or
+/// client. On loopback crust finds no NAT report, so `auto` alone would be
+/// a client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profiles_dht_mode_applies_unless_the_config_says_otherwise() {
+    use crate::DhtMode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a");
+    let mut profile = Profile::create(&path, "a", None).unwrap();
+    let mut settings = profile.settings().clone();
+    settings.dht_mode = DhtMode::Server;
+    profile.set_settings(settings).unwrap();
+    drop(profile);
+    for (config_mode, server) in [(DhtMode::Auto, true), (DhtMode::Client, false)] {
+        let profile = Profile::open(&path, None).unwrap();
+        let mut config = NodeConfig::loopback(NETWORK);
+        config.dht.mode = config_mode;
+        let (node, _events) = Node::open(profile, config).await.unwrap();
+        let status = node.dht_status().await.unwrap();
+        assert_eq!(status.server, server, "config {config_mode}: {status:?}");
+        node.shutdown().await;
+    }
+}

@@ -180,6 +180,17 @@ pub fn mailbox_message(data: &[u8]) {
     }
 }
 
+/// DHT traffic from a peer (`crust::dht::Envelope`). What decodes
+/// re-encodes and decodes equal, within the bounds.
+pub fn dht_envelope(data: &[u8]) {
+    use crate::dht::{Envelope, MAX_ENVELOPE_BYTES};
+    if let Ok(Some(envelope)) = Envelope::decode(data) {
+        let again = envelope.encode();
+        assert!(again.len() <= MAX_ENVELOPE_BYTES);
+        assert_eq!(Envelope::decode(&again), Ok(Some(envelope)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Random garbage, truncations and bit flips of valid encodings through
@@ -255,6 +266,11 @@ mod tests {
             let mut with_magic = crate::mailbox::MAGIC.to_vec();
             with_magic.extend_from_slice(&bytes);
             mailbox_message(&with_magic);
+            dht_envelope(&bytes);
+            let mut with_magic = crate::dht::MAGIC.to_vec();
+            with_magic.push(crate::dht::WIRE_VERSION);
+            with_magic.extend_from_slice(&bytes);
+            dht_envelope(&with_magic);
         }
 
         #[test]

@@ -252,6 +252,7 @@ async fn chat_nodes_meet_through_crust_nodes_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crust_node_refuses_garbage_and_forged_records() {
     let mut node = start_node(&[]);
+    node.wait_for_log("serving the DHT (server mode)");
     let mut us = connected_to(&node).await;
     let honest = SecretId::generate();
     let victim = SecretId::generate().peer_id();
