@@ -53,6 +53,11 @@ const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 const REBOOTSTRAP: Duration = Duration::from_secs(10);
 /// Messages waiting for one connection at most.
 const MAX_WAITING: usize = 32;
+/// How long a DHT message may wait for room in a peer's send queue: not
+/// at all (the send is polled once, so it is queued when there is room).
+/// A peer that asks and never reads loses its answers, as over UDP,
+/// instead of stalling the node's actor for every question it sends.
+const SEND_WAIT: Duration = Duration::ZERO;
 
 /// Whether this node offers itself as a DHT server (crust's
 /// [`crust::dht::Mode`]).
@@ -611,10 +616,10 @@ impl DhtDriver {
             *used = Instant::now();
         }
         let wire = self.wire(message);
-        self.service
-            .send(peer, wire, Priority::NORMAL)
-            .await
-            .is_ok()
+        matches!(
+            tokio::time::timeout(SEND_WAIT, self.service.send(peer, wire, Priority::NORMAL)).await,
+            Ok(Ok(()))
+        )
     }
 
     async fn send(&mut self, to: Contact, message: Message) {

@@ -37,8 +37,12 @@ const MAX_WAITING: usize = 32;
 /// Dials in progress at most; messages for more peers are dropped (the
 /// engine times the requests out).
 const MAX_DIALS: usize = 16;
-/// How long a reply may wait for room in the peer's send queue.
-const SEND_WAIT: Duration = Duration::from_millis(200);
+/// How long a message may wait for room in the peer's send queue: not at
+/// all (`tokio::time::timeout` polls the send once before it looks at the
+/// clock, so it is queued when there is room). A peer that asks and never
+/// reads loses its answers, as over UDP, instead of stalling the owner's
+/// loop for every question it sends.
+const SEND_WAIT: Duration = Duration::ZERO;
 /// How often connections opened for the DHT alone are checked for idleness.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
