@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crust::{Endpoint, Event as CrustEvent, PeerId, Priority};
+use crust::{Endpoint, Event as CrustEvent, LostReason, PeerId, Priority};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dht_driver::{DhtDriver, DhtStatus, Found, RecordLookup};
-use crate::node::{Event, Shared, lock};
+use crate::node::{Event, Reach, Shared, lock};
 use crate::proto::Wire;
 use crate::store::{Store, StoreError};
 use crate::types::{
@@ -33,6 +33,12 @@ const RECONNECT_ATTEMPTS: u32 = 6;
 const MAX_RENDEZVOUS: usize = 8;
 /// Most ids in one `Ack` or `Read`.
 const IDS_PER_MESSAGE: usize = 1024;
+/// How often the wall clock is compared with the monotonic one (a
+/// suspend and resume shows as a jump), and our addresses are looked at.
+const WATCH: Duration = Duration::from_secs(1);
+/// After a suspend or a network change, a contact's connection that
+/// brings nothing back this long after a ping is taken for dead.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// What the handle asks of the actor.
 #[derive(Debug)]
@@ -134,6 +140,8 @@ pub(crate) fn spawn(
         dht,
         redial_after: HashSet::new(),
         bootstrap,
+        probing: HashMap::new(),
+        changing_network: false,
     };
     tokio::spawn(actor.run(reconnect_interval));
     commands_tx
@@ -149,8 +157,10 @@ struct Actor {
     dialling: HashSet<PeerId>,
     /// Contacts whose connection dropped: attempts made, next attempt.
     reconnecting: HashMap<PeerId, (u32, Instant)>,
-    dial_done_tx: mpsc::UnboundedSender<PeerId>,
-    dial_done: mpsc::UnboundedReceiver<PeerId>,
+    /// A dial ended: the peer, and the rendezvous peers it connected to
+    /// only for that dial.
+    dial_done_tx: mpsc::UnboundedSender<(PeerId, Vec<PeerId>)>,
+    dial_done: mpsc::UnboundedReceiver<(PeerId, Vec<PeerId>)>,
     resend_interval: Duration,
     /// The DHT over our connections.
     dht: DhtDriver,
@@ -159,12 +169,20 @@ struct Actor {
     redial_after: HashSet<PeerId>,
     /// Whether the node bootstraps (again after a network change).
     bootstrap: bool,
+    /// Contacts pinged after a suspend or a network change, and when their
+    /// connection counts as dead if nothing came from them.
+    probing: HashMap<PeerId, Instant>,
+    /// Set while `network_changed` runs (what it does may report another
+    /// change).
+    changing_network: bool,
 }
 
 impl Actor {
     async fn run(mut self, reconnect_interval: Duration) {
         let mut tick = tokio::time::interval(reconnect_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(WATCH.min(reconnect_interval));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.commands.recv() => match command {
@@ -184,7 +202,12 @@ impl Actor {
                     Some(event) => self.crust_events(event).await,
                     None => break,
                 },
-                Some(peer) = self.dial_done.recv() => {
+                Some((peer, opened)) = self.dial_done.recv() => {
+                    // Connections opened to rendezvous peers only for this
+                    // dial close once unused, as DHT-only ones do.
+                    for rendezvous in opened {
+                        self.dht.close_when_idle(rendezvous);
+                    }
                     self.dialling.remove(&peer);
                     if self.redial_after.remove(&peer) {
                         self.dial(peer);
@@ -192,18 +215,28 @@ impl Actor {
                 }
                 wake = self.dht.wait() => {
                     let own = self.shared.my_addrs(true);
-                    let rendezvous = lock(&self.shared.rendezvous).clone();
+                    let rendezvous = self.shared.rendezvous_reach();
                     let found = self.dht.woke(wake, own, rendezvous).await;
                     self.found(found);
                 }
                 () = sleep_until(self.reconnecting.values().map(|(_, at)| *at).min()) => {
                     self.reconnect_due().await;
                 }
-                _ = tick.tick() => {
+                () = sleep_until(self.probing.values().min().copied()) => {
+                    self.probes_due().await;
+                }
+                _ = watch.tick() => {
                     if self.dht.clock_jumped() {
                         tracing::info!("the wall clock jumped (suspend and resume?): reconnecting");
-                        self.network_changed();
+                        self.network_changed().await;
                     }
+                    // An address change crust did not report (a new DHCP
+                    // lease on the same interface) shows here.
+                    if self.dht.address_check_due() {
+                        self.run_actions(vec![Action::AddressesChanged]).await;
+                    }
+                }
+                _ = tick.tick() => {
                     self.close_idle_dht().await;
                     if self.dht.wants_bootstrap() {
                         // No DHT server known: ask the peers we are
@@ -214,11 +247,6 @@ impl Actor {
                         if self.bootstrap {
                             let _ = self.service.bootstrap();
                         }
-                    }
-                    // An address change crust did not report (a new DHCP
-                    // lease on the same interface) shows here.
-                    if self.dht.address_check_due() {
-                        self.run_actions(vec![Action::AddressesChanged]).await;
                     }
                     self.redial();
                     self.look_up_unreachable().await;
@@ -431,11 +459,11 @@ impl Actor {
             }
             addrs.truncate(16);
             self.store(|s| s.set_addrs(&peer, &addrs));
-            let rendezvous: Vec<PeerId> = record
+            let rendezvous: Vec<Reach> = record
                 .rendezvous
                 .iter()
-                .copied()
-                .filter(|r| *r != peer && *r != self.shared.id)
+                .map(|r| (*r, Vec::new()))
+                .filter(|(r, _)| *r != peer && *r != self.shared.id)
                 .take(MAX_RENDEZVOUS)
                 .collect();
             if !rendezvous.is_empty() {
@@ -450,34 +478,107 @@ impl Actor {
         }
     }
 
-    /// The network under us changed (new addresses, a resume): bootstrap
-    /// again, publish our record again, and dial every contact now.
-    fn network_changed(&mut self) {
+    /// The network under us changed (new addresses, a resume): drop the
+    /// connections that cannot have survived, bootstrap again, publish our
+    /// record again, look contacts up again, dial every offline friend
+    /// now, and ping the contacts still connected (a connection can die
+    /// without a word: a peer gone during a suspend, a new network behind
+    /// the same local address), dropping those that stay silent.
+    async fn network_changed(&mut self) {
+        if self.changing_network {
+            return;
+        }
+        self.changing_network = true;
         self.dht.network_changed();
+        // A connection from an address this machine no longer has is
+        // dead, though TCP may call it established for many minutes.
+        let stale: Vec<PeerId> = self
+            .service
+            .connected_peers()
+            .await
+            .into_iter()
+            .filter(|(_, info)| !is_local_address(info.local_addr.ip()))
+            .map(|(peer, _)| peer)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(
+                ?stale,
+                "connections from an address we no longer have: dropping"
+            );
+        }
+        self.drop_dead(stale).await;
         if self.bootstrap {
             let _ = self.service.bootstrap();
         }
-        let Some(contacts) = self.store(Store::contacts) else {
-            return;
-        };
-        let now = Instant::now();
-        for contact in contacts {
-            if contact.state == ContactState::Friend && !self.sessions.contains_key(&contact.id) {
-                self.reconnecting.insert(contact.id, (0, now));
-                if lock(&self.shared.connecting).insert(contact.id) {
-                    self.emit(Event::ContactConnecting {
-                        contact: contact.id,
-                    });
+        if let Some(contacts) = self.store(Store::contacts) {
+            let now = Instant::now();
+            for contact in contacts {
+                if contact.state == ContactState::Declined {
+                    continue;
                 }
+                if self.sessions.contains_key(&contact.id) {
+                    self.dht.ping(contact.id).await;
+                    self.probing
+                        .entry(contact.id)
+                        .or_insert(now + PROBE_TIMEOUT);
+                } else if contact.state == ContactState::Friend {
+                    self.reconnecting.insert(contact.id, (0, now));
+                    if lock(&self.shared.connecting).insert(contact.id) {
+                        self.emit(Event::ContactConnecting {
+                            contact: contact.id,
+                        });
+                    }
+                }
+            }
+        }
+        self.changing_network = false;
+    }
+
+    /// Contacts pinged by `network_changed` that sent nothing back in
+    /// time: their connections are dead.
+    async fn probes_due(&mut self) {
+        let now = Instant::now();
+        let dead: Vec<PeerId> = self
+            .probing
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &dead {
+            self.probing.remove(peer);
+        }
+        if !dead.is_empty() {
+            tracing::info!(
+                ?dead,
+                "no answer on these connections since the network changed: dropping"
+            );
+        }
+        self.drop_dead(dead).await;
+    }
+
+    /// Closes connections known to be dead and goes on as if crust had
+    /// reported them lost (contacts are dialled again).
+    async fn drop_dead(&mut self, peers: Vec<PeerId>) {
+        for peer in peers {
+            if self.service.disconnect(&peer).await {
+                Box::pin(self.crust_events(CrustEvent::LostPeer {
+                    peer,
+                    reason: LostReason::Timeout,
+                }))
+                .await;
             }
         }
     }
 
-    /// Closes connections opened only for the DHT and idle since.
+    /// Closes connections opened only for the DHT (or for one rendezvous)
+    /// and idle since.
     async fn close_idle_dht(&mut self) {
         for peer in self.dht.idle() {
             let contact = self.store(|s| s.contact(&peer)).flatten().is_some();
-            if contact || lock(&self.shared.rendezvous).contains(&peer) {
+            let relaying = lock(&self.shared.online).values().any(
+                |info| matches!(info.path, crust::ConnectionPath::Relayed { via } if via == peer),
+            );
+            if contact || relaying || lock(&self.shared.rendezvous).contains(&peer) {
                 continue;
             }
             if self.service.disconnect(&peer).await {
@@ -521,7 +622,7 @@ impl Actor {
             if let Err(e) = service.connect(peer, &endpoints).await {
                 tracing::debug!(%peer, error = %e, "LAN dial failed");
             }
-            let _ = done.send(peer);
+            let _ = done.send((peer, Vec::new()));
         });
     }
 
@@ -547,44 +648,29 @@ impl Actor {
             // Success arrives as a crust event; failure is retried on the
             // next tick.
             let direct = !endpoints.is_empty() && service.connect(peer, &endpoints).await.is_ok();
+            let mut opened = Vec::new();
             if !direct {
-                // Through a rendezvous peer both sides are connected to:
-                // crust punches holes in both NATs, or relays.
-                let connected: HashSet<PeerId> = service
-                    .connected_peers()
-                    .await
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .collect();
-                for rendezvous in via.into_iter().filter(|r| connected.contains(r)) {
-                    match service.connect_via(peer, rendezvous).await {
-                        Ok(info) => {
-                            tracing::info!(%peer, %rendezvous, path = ?info.path, "connected through a rendezvous");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::debug!(%peer, %rendezvous, error = %e, "rendezvous failed")
-                        }
-                    }
-                }
+                opened = via_rendezvous(&service, peer, via).await;
             }
-            let _ = done.send(peer);
+            let _ = done.send((peer, opened));
         });
     }
 
-    /// Rendezvous peers to try for `peer`: those it told us it keeps, then
-    /// our own.
-    fn rendezvous_for(&self, peer: &PeerId) -> Vec<PeerId> {
-        let mut via: Vec<PeerId> = lock(&self.shared.their_rendezvous)
+    /// Rendezvous peers to try for `peer`, with where to reach each if we
+    /// know: those it keeps, then our own.
+    fn rendezvous_for(&self, peer: &PeerId) -> Vec<Reach> {
+        let mut via: Vec<Reach> = lock(&self.shared.their_rendezvous)
             .get(peer)
             .cloned()
             .unwrap_or_default();
-        for own in lock(&self.shared.rendezvous).iter() {
-            if !via.contains(own) {
-                via.push(*own);
+        for (own, addrs) in self.shared.rendezvous_reach() {
+            match via.iter_mut().find(|(r, _)| *r == own) {
+                Some((_, known)) if known.is_empty() => *known = addrs,
+                Some(_) => {}
+                None => via.push((own, addrs)),
             }
         }
-        via.retain(|r| r != peer && *r != self.shared.id);
+        via.retain(|(r, _)| r != peer && *r != self.shared.id);
         via
     }
 
@@ -733,10 +819,10 @@ impl Actor {
                 Action::DhtLost(peer) => self.dht.lost(&peer),
                 Action::AddressesChanged => {
                     let own = self.shared.my_addrs(true);
-                    let rendezvous = lock(&self.shared.rendezvous).clone();
+                    let rendezvous = self.shared.rendezvous_reach();
                     if self.dht.addresses_changed(own, &rendezvous) {
                         tracing::info!("our addresses changed: reconnecting");
-                        self.network_changed();
+                        Box::pin(self.network_changed()).await;
                     }
                 }
                 Action::ReportNetwork if Some(i) != last_report => {}
@@ -756,6 +842,19 @@ impl Actor {
             match self.events.try_recv() {
                 Some(event) => batch.push(event),
                 None => break,
+            }
+        }
+        if !self.probing.is_empty() {
+            // Anything from a pinged peer (its answer or not) shows its
+            // connection alive; a new or lost connection ends the question.
+            for event in &batch {
+                if let CrustEvent::NewMessage { peer, .. }
+                | CrustEvent::ConnectionChanged { peer, .. }
+                | CrustEvent::ConnectSuccess { peer, .. }
+                | CrustEvent::LostPeer { peer, .. } = event
+                {
+                    self.probing.remove(peer);
+                }
             }
         }
         let mut actions = Vec::new();
@@ -862,13 +961,15 @@ fn apply(
             }
             actions.push(Action::DhtConnected(peer));
         }
-        CrustEvent::BootstrapConnect { peer, .. } => {
+        CrustEvent::BootstrapConnect { peer, addr } => {
             if !sessions.contains_key(&peer) && s.contact(&peer)?.is_some() {
                 // A contact reached through the bootstrap cache (it
                 // accepted us once): chat on this connection.
                 actions.push(Action::ContactByBootstrap(peer));
             }
-            // A rendezvous for hole punching: tell everyone in session.
+            // A rendezvous for hole punching: tell everyone in session (and,
+            // in our record, where we reached it).
+            lock(&shared.rendezvous_addrs).insert(peer, addr);
             let rendezvous = {
                 let mut rendezvous = lock(&shared.rendezvous);
                 if !rendezvous.contains(&peer) {
@@ -927,6 +1028,7 @@ fn apply(
                 rendezvous.retain(|r| *r != peer);
                 rendezvous.len() != before
             };
+            lock(&shared.rendezvous_addrs).remove(&peer);
             actions.push(Action::ReportNetwork);
             actions.push(Action::DhtLost(peer));
             if was_rendezvous {
@@ -1122,11 +1224,12 @@ fn message(
         Wire::Holders { holders } => crate::mailbox::learn_holders(s, &peer, holders)?,
         Wire::Rendezvous { peers } => {
             if s.contact(&peer)?.is_some() {
-                let peers: Vec<PeerId> = peers
+                let peers: Vec<Reach> = peers
                     .iter()
                     .filter_map(|bytes| PeerId::from_bytes(*bytes).ok())
                     .filter(|r| *r != peer && *r != shared.id)
                     .take(MAX_RENDEZVOUS)
+                    .map(|r| (r, Vec::new()))
                     .collect();
                 lock(&shared.their_rendezvous).insert(peer, peers);
             }
@@ -1230,6 +1333,43 @@ fn becomes_friend(
     Ok(())
 }
 
+/// Connects to `peer` through one of the rendezvous peers `via` (crust
+/// punches holes in both NATs, or relays): first those we are connected
+/// to, then those we know where to reach, connecting to them first.
+/// Returns the rendezvous peers it connected to for this.
+async fn via_rendezvous(service: &crust::Service, peer: PeerId, via: Vec<Reach>) -> Vec<PeerId> {
+    let connected: HashSet<PeerId> = service
+        .connected_peers()
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let (now, later): (Vec<_>, Vec<_>) = via.into_iter().partition(|(r, _)| connected.contains(r));
+    let mut opened = Vec::new();
+    for (rendezvous, addrs) in now.into_iter().chain(later) {
+        if !connected.contains(&rendezvous) {
+            if addrs.is_empty() {
+                continue;
+            }
+            match service.connect(rendezvous, &addrs).await {
+                Ok(_) => opened.push(rendezvous),
+                Err(e) => {
+                    tracing::debug!(%peer, %rendezvous, error = %e, "rendezvous not reached");
+                    continue;
+                }
+            }
+        }
+        match service.connect_via(peer, rendezvous).await {
+            Ok(info) => {
+                tracing::info!(%peer, %rendezvous, path = ?info.path, "connected through a rendezvous");
+                break;
+            }
+            Err(e) => tracing::debug!(%peer, %rendezvous, error = %e, "rendezvous failed"),
+        }
+    }
+    opened
+}
+
 /// Our rendezvous peers, as told to a contact.
 fn rendezvous_message(peers: &[PeerId]) -> Wire {
     Wire::Rendezvous {
@@ -1239,6 +1379,17 @@ fn rendezvous_message(peers: &[PeerId]) -> Wire {
             .map(|p| *p.as_bytes())
             .collect(),
     }
+}
+
+/// Whether `ip` is still one of this machine's addresses (binding to an
+/// address it does not have fails). An IPv6 link-local address (which
+/// needs its interface to bind) is taken to be.
+fn is_local_address(ip: std::net::IpAddr) -> bool {
+    let link_local = matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+    ip.is_unspecified()
+        || ip.is_loopback()
+        || link_local
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -25,6 +25,7 @@
 //! endpoints and rendezvous peers to dial.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crust::dht::Envelope;
@@ -35,6 +36,7 @@ use crate::dht::{
     Config, Contact, Dht, Event as DhtEvent, LookupStats, MAX_CONTACT_ENDPOINTS,
     MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS, Message, Output, PeerRecord, QueryId,
 };
+use crate::node::Reach;
 
 /// A connection opened only for the DHT is closed after this long unused.
 pub(crate) const DHT_IDLE: Duration = Duration::from_secs(60);
@@ -58,6 +60,26 @@ const MAX_WAITING: usize = 32;
 /// A peer that asks and never reads loses its answers, as over UDP,
 /// instead of stalling the node's actor for every question it sends.
 const SEND_WAIT: Duration = Duration::ZERO;
+
+/// The wall clock a node reads. Comparing it with the monotonic clock
+/// (which stands still while the machine sleeps) is how the node notices a
+/// suspend and resume; it also dates the node's DHT records.
+/// [`SystemClock`] is the real one (`NodeConfig::default()`); a test puts
+/// in one it can move, to play a suspend.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// The time now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
 
 /// Whether this node offers itself as a DHT server (crust's
 /// [`crust::dht::Mode`]).
@@ -104,6 +126,8 @@ pub struct DhtStatus {
     /// Records and messages from others refused so far (bad signature,
     /// stale, oversized, malformed).
     pub rejected: u64,
+    /// Record lookups started so far for contacts we could not reach.
+    pub lookups: u64,
 }
 
 /// A record lookup's answer: the record if a valid one was found, and how
@@ -150,6 +174,8 @@ pub(crate) struct DhtDriver {
     /// Our endpoints as last computed (told to peers when we are a
     /// server).
     endpoints: Vec<Endpoint>,
+    /// Our endpoints when `addresses_changed` last looked.
+    seen_endpoints: Option<Vec<Endpoint>>,
     /// When we last asked crust to bootstrap for want of DHT contacts.
     last_bootstrap: Instant,
     /// When the periodic address check last ran.
@@ -157,6 +183,9 @@ pub(crate) struct DhtDriver {
     /// Unix ms minus monotonic ms at the last check.
     clock_offset: i128,
     epoch: Instant,
+    clock: Arc<dyn WallClock>,
+    /// Record lookups started for unreachable contacts.
+    lookups: u64,
 }
 
 impl std::fmt::Debug for DhtDriver {
@@ -167,10 +196,20 @@ impl std::fmt::Debug for DhtDriver {
     }
 }
 
-fn unix_ms() -> i128 {
-    SystemTime::now()
+fn unix_ms(clock: &dyn WallClock) -> i128 {
+    clock
+        .now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i128)
+}
+
+/// Our rendezvous peers as our record names them.
+fn record_rendezvous(rendezvous: &[Reach]) -> Vec<PeerId> {
+    rendezvous
+        .iter()
+        .map(|(peer, _)| *peer)
+        .take(MAX_RECORD_RENDEZVOUS)
+        .collect()
 }
 
 impl DhtDriver {
@@ -179,6 +218,7 @@ impl DhtDriver {
         secret: crust::SecretId,
         service: crust::Service,
         endpoints: Vec<Endpoint>,
+        clock: Arc<dyn WallClock>,
     ) -> Self {
         let now = Instant::now();
         let mut seed = [0u8; 8];
@@ -189,7 +229,7 @@ impl DhtDriver {
             rng_seed: u64::from_le_bytes(seed),
             ..Config::default()
         };
-        let unix = Duration::from_millis(u64::try_from(unix_ms()).unwrap_or(0));
+        let unix = Duration::from_millis(u64::try_from(unix_ms(&*clock)).unwrap_or(0));
         let (dial_tx, dial_rx) = mpsc::unbounded_channel();
         Self {
             dht: Dht::new(engine, secret, now, unix),
@@ -208,10 +248,13 @@ impl DhtDriver {
             stored_at: 0,
             rejected: 0,
             endpoints,
+            seen_endpoints: None,
             last_bootstrap: now,
             last_address_check: now,
-            clock_offset: unix_ms() - now.elapsed().as_millis() as i128,
+            clock_offset: unix_ms(&*clock) - now.elapsed().as_millis() as i128,
             epoch: now,
+            clock,
+            lookups: 0,
         }
     }
 
@@ -270,12 +313,12 @@ impl DhtDriver {
     }
 
     /// Handles what woke us; `own` is our endpoints, `rendezvous` our
-    /// rendezvous peers.
+    /// rendezvous peers and where we reached them.
     pub(crate) async fn woke(
         &mut self,
         wake: Wake,
         own: Vec<Endpoint>,
-        rendezvous: Vec<PeerId>,
+        rendezvous: Vec<Reach>,
     ) -> Vec<Found> {
         let now = Instant::now();
         let mut found = Vec::new();
@@ -301,7 +344,7 @@ impl DhtDriver {
         &mut self,
         now: Instant,
         own: Vec<Endpoint>,
-        rendezvous: Vec<PeerId>,
+        rendezvous: Vec<Reach>,
         found: &mut Vec<Found>,
     ) {
         if self.publish_due.is_none_or(|at| at > now) {
@@ -316,8 +359,7 @@ impl DhtDriver {
         self.publish_due = None;
         let endpoints = self.record_endpoints(own);
         self.endpoints.clone_from(&endpoints);
-        let mut rendezvous = rendezvous;
-        rendezvous.truncate(MAX_RECORD_RENDEZVOUS);
+        let rendezvous = record_rendezvous(&rendezvous);
         match self.dht.publish(now, endpoints.clone(), rendezvous.clone()) {
             Ok((_, out)) => {
                 tracing::debug!(endpoints = ?endpoints, "publishing our DHT record");
@@ -329,29 +371,29 @@ impl DhtDriver {
     }
 
     /// Our endpoints or rendezvous peers may have changed: publish again
-    /// if they did. Returns whether the endpoints changed since the last
-    /// publication (the network changed under us).
-    pub(crate) fn addresses_changed(&mut self, own: Vec<Endpoint>, rendezvous: &[PeerId]) -> bool {
+    /// if they did. Returns whether we lost an endpoint since the last
+    /// call (the network changed under us), whether or not anything was
+    /// published yet.
+    pub(crate) fn addresses_changed(&mut self, own: Vec<Endpoint>, rendezvous: &[Reach]) -> bool {
         let endpoints = self.record_endpoints(own);
         self.endpoints.clone_from(&endpoints);
-        let mut rendezvous = rendezvous.to_vec();
-        rendezvous.truncate(MAX_RECORD_RENDEZVOUS);
+        // Learning one more address (a NAT mapping) is not a move; losing
+        // one is.
+        let moved = self
+            .seen_endpoints
+            .replace(endpoints.clone())
+            .is_some_and(|seen| seen.iter().any(|old| !endpoints.contains(old)));
+        let rendezvous = record_rendezvous(rendezvous);
         match &self.published {
-            Some((e, r)) if *e == endpoints && *r == rendezvous => false,
-            Some((e, _)) => {
-                // Learning one more address (a NAT mapping) is not a move;
-                // losing one is.
-                let moved = e.iter().any(|old| !endpoints.contains(old));
-                self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
-                moved
-            }
+            Some((e, r)) if *e == endpoints && *r == rendezvous => {}
+            Some(_) => self.publish_due = Some(Instant::now() + PUBLISH_SETTLE),
             None => {
                 if self.publish_due.is_none() {
                     self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
                 }
-                false
             }
         }
+        moved
     }
 
     /// Whether the wall clock jumped against the monotonic one since the
@@ -359,7 +401,7 @@ impl DhtDriver {
     /// the engine's Unix time if so.
     pub(crate) fn clock_jumped(&mut self) -> bool {
         let now = Instant::now();
-        let offset = unix_ms() - now.duration_since(self.epoch).as_millis() as i128;
+        let offset = unix_ms(&*self.clock) - now.duration_since(self.epoch).as_millis() as i128;
         let jumped = (offset - self.clock_offset).unsigned_abs() > CLOCK_JUMP.as_millis();
         self.clock_offset = offset;
         if jumped {
@@ -399,6 +441,12 @@ impl DhtDriver {
         true
     }
 
+    /// A connection to `peer` was opened for one purpose (a rendezvous):
+    /// close it after [`DHT_IDLE`] unused, as one opened for the DHT.
+    pub(crate) fn close_when_idle(&mut self, peer: PeerId) {
+        self.dht_only.entry(peer).or_insert_with(Instant::now);
+    }
+
     /// Publish again now.
     pub(crate) fn republish(&mut self) {
         self.publish_due = Some(Instant::now());
@@ -409,6 +457,13 @@ impl DhtDriver {
     pub(crate) async fn connected(&mut self, peer: PeerId) {
         self.connected.insert(peer);
         self.flush(peer).await;
+        self.ping(peer).await;
+    }
+
+    /// Sends `peer` a `Ping`, which every DHT node answers: after a
+    /// suspend or a network change, a connection that brings no answer is
+    /// dead.
+    pub(crate) async fn ping(&mut self, peer: PeerId) {
         let mut id = [0u8; 8];
         crate::fill_random(&mut id);
         self.send_now(
@@ -516,6 +571,7 @@ impl DhtDriver {
             return found;
         }
         self.last_lookup.insert(peer, now);
+        self.lookups += 1;
         let (q, out) = self.dht.find_record(now, peer);
         self.for_reconnect.insert(q, peer);
         self.run(out, &mut found).await;
@@ -545,6 +601,7 @@ impl DhtDriver {
             published: self.dht.published_version(),
             stored_at: self.stored_at,
             rejected: self.rejected,
+            lookups: self.lookups,
         }
     }
 

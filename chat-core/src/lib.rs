@@ -45,7 +45,7 @@ pub use crust::{
     ConnectionInfo, ConnectionPath, Direction, Endpoint, Mapping, NatReport, PeerId,
     PortAllocation, Transport, UpnpMapping, VERSION,
 };
-pub use dht_driver::{DhtConfig, DhtMode, DhtStatus, RecordLookup};
+pub use dht_driver::{DhtConfig, DhtMode, DhtStatus, RecordLookup, SystemClock, WallClock};
 pub use invite::{Invite, InviteError, QrMatrix};
 pub use keyfile::KeyError;
 pub use node::{Event, NetworkReport, Node, NodeConfig, NodeError, NodeEvents, OpenError};

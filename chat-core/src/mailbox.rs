@@ -3,7 +3,8 @@
 //! A user names holders in [`NodeConfig::holders`](crate::NodeConfig): peers
 //! that keep mail for them while they are offline — their own always-on
 //! `crust-node --hold`, or a friend's chat node (every chat node holds mail
-//! among its friends, in memory). The node tells its friends who its
+//! among its friends, in [`HELD_MAIL_FILE`] in its profile, so a restart
+//! loses none of it). The node tells its friends who its
 //! holders are (`Wire::Holders`, remembered per contact), and:
 //! - when a friend is offline and messages for it wait in the outbox, the
 //!   node seals each (`crate::seal`: only the friend can open it, and the
@@ -20,6 +21,7 @@
 //! acknowledges it, and the sender sees it delivered.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crust::mailbox::{Limits, Mailbox, Message as MailMessage, Policy, unix_now};
@@ -36,6 +38,12 @@ pub(crate) const MAX_HOLDERS: usize = 4;
 /// A deposit not answered is tried again after this long.
 const DEPOSIT_RETRY: Duration = Duration::from_secs(30);
 const META_PREFIX: &str = "holders:";
+/// Mail this node holds for its friends, in the profile directory: crust's
+/// SQLite mailbox (the store `crust-node --hold` keeps, with the same
+/// bounds), in a file of its own rather than in the history: it is others'
+/// sealed mail in transit, not this user's history, so it stays out of
+/// exports, and a damaged file is set aside without touching the history.
+pub(crate) const HELD_MAIL_FILE: &str = "held-mail.sqlite";
 
 /// A holder as told between friends: its id and where to dial it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +57,7 @@ pub(crate) struct MailState {
     secret: SecretId,
     /// Our own holders.
     holders: Vec<(PeerId, Vec<Endpoint>)>,
-    /// What we hold for our friends.
+    /// What we hold for our friends ([`open_held`]).
     held: Mailbox,
     /// Deposits in flight: tag → (recipient, message), and when each
     /// message was last deposited (or tried).
@@ -67,7 +75,9 @@ impl std::fmt::Debug for MailState {
 }
 
 impl MailState {
-    pub(crate) fn new(secret: &SecretId, holders: &[Contact]) -> Self {
+    /// Our mail state: `holders` are ours, `held` is what we hold for
+    /// friends ([`open_held`]).
+    pub(crate) fn new(secret: &SecretId, holders: &[Contact], held: Mailbox) -> Self {
         Self {
             secret: SecretId::from_bytes(&secret.to_bytes()),
             holders: holders
@@ -75,7 +85,7 @@ impl MailState {
                 .filter_map(|c| c.id.map(|id| (id, vec![c.addr])))
                 .take(MAX_HOLDERS)
                 .collect(),
-            held: Mailbox::in_memory(Limits::default(), Policy::Among(HashSet::new())),
+            held,
             tags: HashMap::new(),
             deposited: HashMap::new(),
             next_tag: 1,
@@ -85,6 +95,38 @@ impl MailState {
     fn is_my_holder(&self, peer: &PeerId) -> bool {
         self.holders.iter().any(|(id, _)| id == peer)
     }
+}
+
+/// Opens the mail held for friends in the profile directory `dir`. A file
+/// that cannot be opened (damaged) is renamed `*.damaged` and a new one
+/// made; if even that fails, mail is held in memory. The second value says
+/// what went wrong, for the user.
+pub(crate) fn open_held(dir: &Path) -> (Mailbox, Option<String>) {
+    let policy = || Policy::Among(HashSet::new());
+    let path = dir.join(HELD_MAIL_FILE);
+    let error = match Mailbox::open(&path, Limits::default(), policy()) {
+        Ok(mailbox) => return (mailbox, None),
+        Err(error) => error,
+    };
+    let aside = dir.join(format!("{HELD_MAIL_FILE}.damaged"));
+    let moved = std::fs::rename(&path, &aside);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("{HELD_MAIL_FILE}{suffix}")));
+    }
+    let problem = format!(
+        "mail held for friends ({}): {error}; set aside as {}",
+        path.display(),
+        aside.display()
+    );
+    if moved.is_ok()
+        && let Ok(mailbox) = Mailbox::open(&path, Limits::default(), policy())
+    {
+        return (mailbox, Some(problem));
+    }
+    (
+        Mailbox::in_memory(Limits::default(), policy()),
+        Some(format!("{problem}; holding in memory only")),
+    )
 }
 
 /// Who holds mail for `contact`, as it told us.
@@ -319,5 +361,44 @@ pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<P
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_mail_lives_in_the_profile_and_a_damaged_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (
+            SecretId::generate().peer_id(),
+            SecretId::generate().peer_id(),
+        );
+        let (mut held, problem) = open_held(dir.path());
+        assert!(problem.is_none());
+        held.set_policy(Policy::Open);
+        held.deposit(&from, &to, b"sealed", unix_now()).unwrap();
+        drop(held);
+        let (held, problem) = open_held(dir.path());
+        assert!(problem.is_none());
+        assert_eq!(held.usage(&to), (1, 6));
+        drop(held);
+
+        let path = dir.path().join(HELD_MAIL_FILE);
+        std::fs::remove_file(dir.path().join(format!("{HELD_MAIL_FILE}-wal"))).ok();
+        std::fs::write(&path, b"not a database, not at all: garbage garbage").unwrap();
+        let (mut held, problem) = open_held(dir.path());
+        let problem = problem.expect("damage reported");
+        assert!(problem.contains("set aside"), "{problem}");
+        assert!(
+            dir.path()
+                .join(format!("{HELD_MAIL_FILE}.damaged"))
+                .exists()
+        );
+        held.set_policy(Policy::Open);
+        held.deposit(&from, &to, b"again", unix_now()).unwrap();
+        drop(held);
+        assert_eq!(open_held(dir.path()).0.usage(&to), (1, 5));
     }
 }

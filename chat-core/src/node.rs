@@ -20,7 +20,9 @@ use crust::{ConnectionInfo, Endpoint, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{self, Command};
-use crate::dht_driver::{DhtConfig, DhtDriver, DhtMode, DhtStatus, RecordLookup};
+use crate::dht_driver::{
+    DhtConfig, DhtDriver, DhtMode, DhtStatus, RecordLookup, SystemClock, WallClock,
+};
 use crate::invite::{Invite, truncate_utf8};
 use crate::profile::{BOOTSTRAP_FILE, HISTORY_FILE, Profile, ProfileError, Settings};
 use crate::store::{Store, StoreError};
@@ -55,6 +57,10 @@ pub struct NodeConfig {
     pub holders: Vec<crust::Contact>,
     /// How the node takes part in the DHT.
     pub dht: DhtConfig,
+    /// The wall clock ([`SystemClock`]; tests put in one they can move):
+    /// when it jumps against the monotonic clock (a suspend and resume),
+    /// the node checks every connection and reconnects.
+    pub clock: Arc<dyn WallClock>,
 }
 
 impl Default for NodeConfig {
@@ -72,6 +78,7 @@ impl Default for NodeConfig {
             bootstrap: true,
             holders: Vec::new(),
             dht: DhtConfig::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -103,6 +110,7 @@ impl NodeConfig {
                 record_retry: Duration::from_secs(1),
                 ..DhtConfig::default()
             },
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -295,6 +303,9 @@ pub struct NetworkReport {
     pub nat: crust::NatReport,
 }
 
+/// A peer and where to reach it (empty: not known).
+pub(crate) type Reach = (PeerId, Vec<Endpoint>);
+
 /// What the handle and the actor share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -305,8 +316,12 @@ pub(crate) struct Shared {
     /// Peers we joined the network through (crust bootstrap connections
     /// we made): rendezvous for hole punching to contacts.
     pub(crate) rendezvous: Mutex<Vec<PeerId>>,
-    /// The rendezvous peers each contact said it keeps connections to.
-    pub(crate) their_rendezvous: Mutex<HashMap<PeerId, Vec<PeerId>>>,
+    /// Where we reached each of `rendezvous` (what our record tells
+    /// others, so they can reach it too).
+    pub(crate) rendezvous_addrs: Mutex<HashMap<PeerId, Endpoint>>,
+    /// The rendezvous peers each contact keeps connections to (as it told
+    /// us, or its record says), with where to reach them if known.
+    pub(crate) their_rendezvous: Mutex<HashMap<PeerId, Vec<Reach>>>,
     /// Contacts being reconnected after a drop.
     pub(crate) connecting: Mutex<std::collections::HashSet<PeerId>>,
     /// Bound TCP listeners and the uTP socket.
@@ -338,6 +353,15 @@ impl Shared {
                 .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
                 .unwrap_or_default())
         })
+    }
+
+    /// Our rendezvous peers and where we reached them, for our record.
+    pub(crate) fn rendezvous_reach(&self) -> Vec<Reach> {
+        let addrs = lock(&self.rendezvous_addrs);
+        lock(&self.rendezvous)
+            .iter()
+            .map(|peer| (*peer, addrs.get(peer).copied().into_iter().collect()))
+            .collect()
     }
 
     /// Our display name now.
@@ -506,23 +530,33 @@ impl Node {
         let (service, crust_events) = start_service(crust_config, profile.secret()).await?;
         let profile_secret = profile.secret().clone();
         let listeners = service.listeners().await;
+        let (held, held_problem) = crate::mailbox::open_held(profile.dir());
         let shared = Arc::new(Shared {
             id: profile.peer_id(),
             name: Mutex::new(settings.display_name.clone()),
             store: Mutex::new(Some(store)),
             online: Mutex::new(HashMap::new()),
             rendezvous: Mutex::new(Vec::new()),
+            rendezvous_addrs: Mutex::new(HashMap::new()),
             their_rendezvous: Mutex::new(HashMap::new()),
             connecting: Mutex::new(std::collections::HashSet::new()),
             listeners: Mutex::new(listeners),
             address_hints: settings.address_hints.clone(),
-            mail: Mutex::new(crate::mailbox::MailState::new(profile.secret(), &holders)),
+            mail: Mutex::new(crate::mailbox::MailState::new(
+                profile.secret(),
+                &holders,
+                held,
+            )),
             profile: Mutex::new(Some(profile)),
         });
         if config.bootstrap {
             let _ = service.bootstrap();
         }
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        if let Some(problem) = held_problem {
+            tracing::warn!("{problem}");
+            let _ = events_tx.send(Event::Problem(problem));
+        }
         let mut dht_config = config.dht.clone();
         // The profile decides unless the config says server or client.
         if dht_config.mode == DhtMode::Auto {
@@ -533,6 +567,7 @@ impl Node {
             profile_secret,
             service.clone(),
             shared.my_addrs(true),
+            config.clock.clone(),
         );
         let commands = actor::spawn(
             shared.clone(),

@@ -227,3 +227,68 @@ async fn a_mutual_friends_chat_node_holds_mail_between_its_friends() {
     alice.stop().await;
     carol.stop().await;
 }
+
+/// A friend's chat node keeps the mail it holds in its profile: carol
+/// holds bob's message for alice, restarts while both are away, and still
+/// hands it over when alice comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_held_by_a_friends_chat_node_survives_its_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let (alice_port, bob_port, carol_port) = (free_port(), free_port(), free_port());
+    let mut dirs = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let dir = root.path().join(name);
+        drop(chat_core::Profile::create(&dir, name, None).unwrap());
+        dirs.push(dir);
+    }
+    let mut carol = open_with(&dirs[2], fixed(carol_port)).await;
+    let carol_contact = Contact {
+        id: Some(carol.id()),
+        addr: Endpoint::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], carol_port))),
+    };
+    let alice_config = || {
+        let mut config = fixed(alice_port);
+        config.holders = vec![carol_contact];
+        config
+    };
+    let mut alice = open_with(&dirs[0], alice_config()).await;
+    let mut bob = open_with(&dirs[1], fixed(bob_port)).await;
+    befriend(&mut carol, &mut alice).await;
+    befriend(&mut carol, &mut bob).await;
+    befriend(&mut alice, &mut bob).await;
+    let (alice_id, bob_id) = (alice.id(), bob.id());
+    let hello = bob.node.send(&alice_id, "hello").unwrap();
+    delivered(&mut bob, hello.id).await;
+
+    alice.stop().await;
+    bob.wait_for("alice offline", |e| {
+        matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
+    })
+    .await;
+    let text = "carol keeps this across her restart";
+    bob.node.send(&alice_id, text).unwrap();
+    // Carol's database has the box before anyone leaves.
+    let held = dirs[2].join("held-mail.sqlite");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if held.exists() {
+                let mailbox = Mailbox::open(&held, Limits::default(), Policy::Open).unwrap();
+                if mailbox.usage(&alice_id).0 == 1 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("carol holds nothing on disk");
+    bob.stop().await;
+    let carol = carol.stop().await;
+    let carol = open_with(&carol, fixed(carol_port)).await;
+
+    let mut alice = open_with(&dirs[0], alice_config()).await;
+    let got = receive(&mut alice, bob_id, 1).await;
+    assert_eq!(got, [text]);
+    alice.stop().await;
+    carol.stop().await;
+}

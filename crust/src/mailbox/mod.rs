@@ -248,6 +248,22 @@ trait Backend: Send {
     fn expire(&mut self, before: u64) -> usize;
 }
 
+/// The first items of `items` (oldest first) that fit in `max_bytes` of
+/// blobs, at least one if there is any; and whether more are left. Both
+/// backends page a collect with it.
+fn page(items: impl Iterator<Item = Item>, max_bytes: usize) -> (Vec<Item>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        if !out.is_empty() && bytes + item.blob.len() > max_bytes {
+            return (out, true);
+        }
+        bytes += item.blob.len();
+        out.push(item);
+    }
+    (out, false)
+}
+
 #[derive(Default)]
 struct Memory {
     next: u64,
@@ -293,19 +309,13 @@ impl Backend for Memory {
     }
 
     fn list(&self, recipient: &PeerId, max_bytes: usize) -> (Vec<Item>, bool) {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for (r, item) in self.items.values() {
-            if r != recipient {
-                continue;
-            }
-            if !out.is_empty() && bytes + item.blob.len() > max_bytes {
-                return (out, true);
-            }
-            bytes += item.blob.len();
-            out.push(item.clone());
-        }
-        (out, false)
+        page(
+            self.items
+                .values()
+                .filter(|(r, _)| r == recipient)
+                .map(|(_, item)| item.clone()),
+            max_bytes,
+        )
     }
 
     fn remove(&mut self, recipient: &PeerId, ids: &[u64]) -> usize {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Backend, Item, Refusal};
+use super::{Backend, Item, Refusal, page};
 use crate::id::PeerId;
 
 pub(super) struct Sqlite {
@@ -101,11 +101,10 @@ impl Backend for Sqlite {
     }
 
     fn list(&self, recipient: &PeerId, max_bytes: usize) -> (Vec<Item>, bool) {
-        let mut out = Vec::new();
         let Ok(mut statement) = self.db.prepare_cached(
             "SELECT id, sender, deposited, blob FROM mail WHERE recipient = ?1 ORDER BY id",
         ) else {
-            return (out, false);
+            return (Vec::new(), false);
         };
         let Ok(rows) = statement.query_map(params![recipient.as_bytes().as_slice()], |row| {
             Ok((
@@ -115,28 +114,20 @@ impl Backend for Sqlite {
                 row.get::<_, Vec<u8>>(3)?,
             ))
         }) else {
-            return (out, false);
+            return (Vec::new(), false);
         };
-        let mut bytes = 0;
-        for (id, sender, deposited, blob) in rows.flatten() {
-            let Some(from) = <[u8; 32]>::try_from(sender.as_slice())
+        let items = rows.flatten().filter_map(|(id, sender, deposited, blob)| {
+            let from = <[u8; 32]>::try_from(sender.as_slice())
                 .ok()
-                .and_then(|b| PeerId::from_bytes(b).ok())
-            else {
-                continue;
-            };
-            if !out.is_empty() && bytes + blob.len() > max_bytes {
-                return (out, true);
-            }
-            bytes += blob.len();
-            out.push(Item {
+                .and_then(|b| PeerId::from_bytes(b).ok())?;
+            Some(Item {
                 id: u64::try_from(id).unwrap_or_default(),
                 from,
                 deposited_at: u64::try_from(deposited).unwrap_or_default(),
                 blob,
-            });
-        }
-        (out, false)
+            })
+        });
+        page(items, max_bytes)
     }
 
     fn remove(&mut self, recipient: &PeerId, ids: &[u64]) -> usize {

@@ -1,0 +1,451 @@
+//! Reconnecting after the network changes under a node, or the machine
+//! sleeps (netsim).
+//!
+//! - A node loses its address (another takes its place, as when a laptop
+//!   joins another network): every contact is reconnected from the new
+//!   address at once, not after the dead connections time out.
+//! - A node is suspended while its friend moves away and the connection
+//!   between them dies without a word; on resume (a jump of the wall
+//!   clock) the node publishes its record again, finds the dead connection
+//!   by pinging it, looks the friend up again and reaches it at its new
+//!   address.
+//!
+//! Every node's peer timeout is a minute, far longer than the tests wait:
+//! what reconnects them is the node noticing the change, never crust
+//! timing a silent connection out.
+//!
+//! Needs root and `ip` (network namespaces, TUN); skips without them,
+//! except under `CI=true`.
+
+#![cfg(target_os = "linux")]
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use chat_core::{
+    DhtMode, Endpoint, Event, MessageState, Node, NodeConfig, NodeEvents, PeerId, Profile,
+    WallClock,
+};
+use common::{profiles, wait_on as wait};
+use netsim::{NatPreset, Network, Topology};
+use tokio::sync::oneshot;
+
+const NETWORK: &str = "chat-core-reconnect-netsim";
+const PORT: u16 = 40_000;
+/// Longer than any test waits: a dead connection is never found by it.
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a test gives a node to reconnect after the change.
+const RECONNECT_BOUND: Duration = Duration::from_secs(20);
+/// Crust takes a new connection over a live one only once that one is
+/// older than the handshake timeout (10 s by default; shorter here so the
+/// tests need not wait that long before changing the network).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn prerequisites() -> bool {
+    netsim::prerequisites(&["ip"])
+}
+
+fn config(mode: DhtMode, seed: Option<(PeerId, IpAddr)>) -> NodeConfig {
+    let mut config = NodeConfig::loopback(NETWORK);
+    let addr = SocketAddr::from(([0, 0, 0, 0], PORT));
+    config.crust.listen = vec![addr];
+    config.crust.utp = Some(addr);
+    config.crust.dial_timeout = Duration::from_secs(3);
+    config.crust.peer_timeout = PEER_TIMEOUT;
+    config.crust.channel.handshake_timeout = HANDSHAKE_TIMEOUT;
+    config.crust.rendezvous = false;
+    config.dht.mode = mode;
+    // Only a change of network sends a node looking again.
+    config.dht.record_retry = Duration::from_secs(120);
+    if let Some((id, ip)) = seed {
+        config.bootstrap = true;
+        config.crust.bootstrap_contacts = vec![crust::Contact {
+            id: Some(id),
+            addr: Endpoint::tcp(SocketAddr::new(ip, PORT)),
+        }];
+    }
+    config
+}
+
+async fn open(dir: &Path, config: NodeConfig) -> (Node, NodeEvents) {
+    Node::open(Profile::open(dir, None).unwrap(), config)
+        .await
+        .unwrap()
+}
+
+/// Waits until `deadline` for the first event `pick` accepts.
+async fn before<T>(
+    who: &str,
+    deadline: tokio::time::Instant,
+    events: &mut NodeEvents,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(e)) => {
+                if let Some(found) = pick(&e) {
+                    return found;
+                }
+            }
+            Ok(None) => panic!("{who}: node stopped"),
+            Err(_) => panic!("{who}: timed out"),
+        }
+    }
+}
+
+fn online(contact: PeerId) -> impl FnMut(&Event) -> Option<SocketAddr> {
+    move |e| match e {
+        Event::ContactOnline { contact: c, path } if *c == contact => Some(path.remote_addr),
+        _ => None,
+    }
+}
+
+fn delivered(e: &Event) -> Option<()> {
+    matches!(
+        e,
+        Event::MessageStateChanged {
+            state: MessageState::Delivered,
+            ..
+        }
+    )
+    .then_some(())
+}
+
+/// A friend of the node in `dir` (friends with it already): runs until
+/// told to stop, and returns the texts it received.
+fn friend_host(
+    net: &Network,
+    host: netsim::HostId,
+    dir: std::path::PathBuf,
+    invite_tx: oneshot::Sender<String>,
+    stop: oneshot::Receiver<()>,
+    want: usize,
+) -> netsim::HostTask<Vec<String>> {
+    net.spawn(host, move || async move {
+        let (node, mut events) = open(&dir, config(DhtMode::Server, None)).await;
+        invite_tx
+            .send(node.my_invite().unwrap().to_string())
+            .unwrap();
+        let request = wait("friend", &mut events, |e| match e {
+            Event::FriendRequest(r) => Some(r.from),
+            _ => None,
+        })
+        .await;
+        node.accept(&request).unwrap();
+        let mut texts = Vec::new();
+        while texts.len() < want {
+            texts.push(
+                wait("friend", &mut events, |e| match e {
+                    Event::MessageReceived(m) => Some(m.text.clone()),
+                    _ => None,
+                })
+                .await,
+            );
+        }
+        let _ = stop.await;
+        node.shutdown().await;
+        texts
+    })
+    .unwrap()
+}
+
+#[test]
+fn every_contact_is_reconnected_when_the_address_changes() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let [alice_dir, carol_dir, bob_dir] = profiles(root.path(), ["alice", "carol", "bob"]);
+    let mut t = Topology::new().seed(31);
+    let alice_host = t.public_host("alice");
+    let carol_host = t.public_host("carol");
+    // Bob's machine has two addresses; it starts on the first and loses
+    // it.
+    let bob_host = t.public_host_with_addrs("bob", 2);
+    let [old_ip, new_ip] = <[std::net::Ipv4Addr; 2]>::try_from(t.addrs(bob_host)).unwrap();
+    let net = Network::start(&t).unwrap();
+
+    let (alice_invite, alice_invite_rx) = oneshot::channel();
+    let (carol_invite, carol_invite_rx) = oneshot::channel();
+    let (alice_stop, alice_stopped) = oneshot::channel();
+    let (carol_stop, carol_stopped) = oneshot::channel();
+    let alice = friend_host(&net, alice_host, alice_dir, alice_invite, alice_stopped, 2);
+    let carol = friend_host(&net, carol_host, carol_dir, carol_invite, carol_stopped, 2);
+
+    let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+    let (moved, has_moved) = oneshot::channel::<()>();
+    let bob = net
+        .spawn(bob_host, move || async move {
+            let (bob, mut events) = open(&bob_dir, config(DhtMode::Server, None)).await;
+            let mut friends = Vec::new();
+            for invite in [
+                alice_invite_rx.await.unwrap(),
+                carol_invite_rx.await.unwrap(),
+            ] {
+                let invite: chat_core::Invite = invite.parse().unwrap();
+                bob.add_contact(&invite, "hi").unwrap();
+                friends.push(invite.peer);
+            }
+            let mut accepted = Vec::new();
+            while accepted.len() < friends.len() {
+                accepted.push(
+                    wait("bob", &mut events, |e| match e {
+                        Event::FriendAccepted { contact } => Some(*contact),
+                        _ => None,
+                    })
+                    .await,
+                );
+            }
+            for friend in &friends {
+                bob.send(friend, "before").unwrap();
+                wait("bob", &mut events, delivered).await;
+            }
+            let report = bob.network_report().await;
+            assert!(
+                report
+                    .connections
+                    .iter()
+                    .all(|(_, info)| info.local_addr.ip() == IpAddr::V4(old_ip)),
+                "{:?}",
+                report.connections
+            );
+            tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+            ready.send(()).unwrap();
+            has_moved.await.unwrap();
+            let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
+            let mut back = Vec::new();
+            while back.len() < friends.len() {
+                let (who, _) = before("bob", deadline, &mut events, |e| match e {
+                    Event::ContactOnline { contact, path }
+                        if path.local_addr.ip() == IpAddr::V4(new_ip) =>
+                    {
+                        Some((*contact, path.remote_addr))
+                    }
+                    _ => None,
+                })
+                .await;
+                if !back.contains(&who) {
+                    back.push(who);
+                }
+            }
+            for friend in &friends {
+                bob.send(friend, "after").unwrap();
+                before("bob", deadline, &mut events, delivered).await;
+            }
+            bob.shutdown().await;
+        })
+        .unwrap();
+    is_ready.recv().unwrap();
+    let status = net
+        .command(
+            bob_host,
+            std::process::Command::new("ip").args([
+                "addr",
+                "del",
+                &format!("{old_ip}/24"),
+                "dev",
+                "eth0",
+            ]),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(status.success());
+    moved.send(()).unwrap();
+    bob.join().unwrap();
+    alice_stop.send(()).unwrap();
+    carol_stop.send(()).unwrap();
+    assert_eq!(alice.join().unwrap(), ["before", "after"]);
+    assert_eq!(carol.join().unwrap(), ["before", "after"]);
+    net.shutdown();
+}
+
+/// A wall clock `offset` milliseconds off the system's.
+#[derive(Debug, Default)]
+struct MovableClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock for MovableClock {
+    fn now(&self) -> SystemTime {
+        let offset = self.offset_ms.load(Ordering::SeqCst);
+        let shift = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            SystemTime::now() + shift
+        } else {
+            SystemTime::now() - shift
+        }
+    }
+}
+
+#[test]
+fn a_resume_finds_a_connection_that_died_silently_and_reaches_the_friend_again() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let [seed_dir, alice_dir, bob_dir] = profiles(root.path(), ["seed", "alice", "bob"]);
+    let seed_id = Profile::open(&seed_dir, None).unwrap().peer_id();
+    let mut t = Topology::new().seed(37);
+    let seed_host = t.public_host("seed");
+    let alice_home = t.public_host("alice-home");
+    let alice_away = t.public_host("alice-away");
+    // Behind a NAT, so only Bob can open a connection between them.
+    let nat = t.router("bob-home", NatPreset::PortRestrictedCone);
+    let bob_host = t.host("bob-laptop", nat);
+    let seed = Some((seed_id, IpAddr::V4(t.ip(seed_host))));
+    let away_ip = IpAddr::V4(t.ip(alice_away));
+    let bob_wan = t.wan_ip(nat);
+    let net = Network::start(&t).unwrap();
+
+    let (seed_stop, seed_stopped) = oneshot::channel::<()>();
+    let (seed_up, seed_is_up) = std::sync::mpsc::channel::<()>();
+    let seed_task = net
+        .spawn(seed_host, move || async move {
+            let (node, mut events) = open(&seed_dir, config(DhtMode::Server, None)).await;
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            seed_up.send(()).unwrap();
+            let _ = seed_stopped.await;
+            node.shutdown().await;
+        })
+        .unwrap();
+    seed_is_up.recv().unwrap();
+
+    // Alice at home, friends with Bob.
+    let (invite_tx, invite_rx) = oneshot::channel::<String>();
+    let (leave, left) = oneshot::channel::<()>();
+    let alice_dir2 = alice_dir.clone();
+    let home = net
+        .spawn(alice_home, move || async move {
+            let (alice, mut events) = open(&alice_dir2, config(DhtMode::Server, seed)).await;
+            invite_tx
+                .send(alice.my_invite().unwrap().to_string())
+                .unwrap();
+            let bob = wait("alice", &mut events, |e| match e {
+                Event::FriendRequest(r) => Some(r.from),
+                _ => None,
+            })
+            .await;
+            alice.accept(&bob).unwrap();
+            left.await.unwrap();
+            // Alice's machine vanishes without a word to Bob: nothing
+            // goes from here to his NAT any more, not even her goodbye or
+            // a reset.
+            alice.shutdown().await;
+            bob
+        })
+        .unwrap();
+
+    let clock = Arc::new(MovableClock::default());
+    // Bob's clock runs two minutes behind while he "sleeps"; the resume
+    // puts it right (within the skew DHT records allow).
+    clock.offset_ms.store(-120_000, Ordering::SeqCst);
+    let bob_clock = clock.clone();
+    let (asleep, is_asleep) = std::sync::mpsc::channel::<()>();
+    let (resume, resumed) = oneshot::channel::<()>();
+    let bob = net
+        .spawn(bob_host, move || async move {
+            let mut config = config(DhtMode::Client, seed);
+            config.clock = bob_clock.clone();
+            let (bob, mut events) = open(&bob_dir, config).await;
+            let invite: chat_core::Invite = invite_rx.await.unwrap().parse().unwrap();
+            let alice = invite.peer;
+            bob.add_contact(&invite, "hi").unwrap();
+            wait("bob", &mut events, |e| {
+                matches!(e, Event::FriendAccepted { .. }).then_some(())
+            })
+            .await;
+            let before_sleep = loop {
+                let status = bob.dht_status().await.unwrap();
+                if status.published.is_some() && status.stored_at > 0 {
+                    break status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            asleep.send(()).unwrap();
+            resumed.await.unwrap();
+            // The machine wakes: its wall clock is two minutes ahead of
+            // where the monotonic clock left it.
+            bob_clock.offset_ms.store(0, Ordering::SeqCst);
+            let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
+            before("bob", deadline, &mut events, |e| {
+                matches!(e, Event::ContactOffline { contact } if *contact == alice).then_some(())
+            })
+            .await;
+            let at = before("bob", deadline, &mut events, online(alice)).await;
+            bob.send(&alice, "back").unwrap();
+            before("bob", deadline, &mut events, delivered).await;
+            let after = bob.dht_status().await.unwrap();
+            bob.shutdown().await;
+            (at, before_sleep, after)
+        })
+        .unwrap();
+    is_asleep.recv().unwrap();
+
+    // Alice's home drops everything for Bob, then Alice leaves.
+    let status = net
+        .command(
+            alice_home,
+            std::process::Command::new("ip").args([
+                "route",
+                "add",
+                "blackhole",
+                &format!("{bob_wan}/32"),
+            ]),
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert!(status.success());
+    leave.send(()).unwrap();
+    let bob_id = home.join().unwrap();
+
+    // Alice on another network, published there.
+    let (away_stop, away_stopped) = oneshot::channel::<()>();
+    let (published, is_published) = std::sync::mpsc::channel::<()>();
+    let away = net
+        .spawn(alice_away, move || async move {
+            let (alice, mut events) = open(&alice_dir, config(DhtMode::Server, seed)).await;
+            loop {
+                let status = alice.dht_status().await.unwrap();
+                if status.published.is_some() && status.stored_at > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            published.send(()).unwrap();
+            let text = wait("alice away", &mut events, |e| match e {
+                Event::MessageReceived(m) if m.contact == bob_id => Some(m.text.clone()),
+                _ => None,
+            })
+            .await;
+            let _ = away_stopped.await;
+            alice.shutdown().await;
+            text
+        })
+        .unwrap();
+    is_published.recv().unwrap();
+    resume.send(()).unwrap();
+    let (at, before_sleep, after) = bob.join().unwrap();
+    assert_eq!(at.ip(), away_ip, "Bob reached Alice at {at}");
+    // The resume published Bob's record again and looked Alice up again.
+    assert!(
+        after.published > before_sleep.published,
+        "{before_sleep:?} {after:?}"
+    );
+    assert!(
+        after.lookups > before_sleep.lookups,
+        "{before_sleep:?} {after:?}"
+    );
+    away_stop.send(()).unwrap();
+    assert_eq!(away.join().unwrap(), "back");
+    seed_stop.send(()).unwrap();
+    seed_task.join().unwrap();
+    net.shutdown();
+}
