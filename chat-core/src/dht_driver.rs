@@ -401,14 +401,14 @@ impl DhtDriver {
     /// the engine's Unix time if so.
     pub(crate) fn clock_jumped(&mut self) -> bool {
         let now = Instant::now();
-        let offset = unix_ms(&*self.clock) - now.duration_since(self.epoch).as_millis() as i128;
+        let unix = unix_ms(&*self.clock);
+        let offset = unix - now.duration_since(self.epoch).as_millis() as i128;
         let jumped = (offset - self.clock_offset).unsigned_abs() > CLOCK_JUMP.as_millis();
         self.clock_offset = offset;
         if jumped {
-            self.dht.set_unix_time(
-                now,
-                Duration::from_millis(u64::try_from(offset).unwrap_or(0)),
-            );
+            // The engine's clock reads `unix` at `now` from here on.
+            self.dht
+                .set_unix_time(now, Duration::from_millis(u64::try_from(unix).unwrap_or(0)));
         }
         jumped
     }

@@ -406,11 +406,7 @@ fn a_resume_finds_a_connection_that_died_silently_and_reaches_the_friend_again()
     leave.send(()).unwrap();
     let bob_id = home.join().unwrap();
 
-    // Alice on another network, published there. (A record's version is
-    // the Unix time in milliseconds as the engine counts it from whole
-    // seconds, so the same identity's records made by two processes less
-    // than a second apart need not be in order: let a second pass.)
-    std::thread::sleep(Duration::from_millis(1100));
+    // Alice on another network, published there.
     let (away_stop, away_stopped) = oneshot::channel::<()>();
     let (published, is_published) = std::sync::mpsc::channel::<()>();
     let away = net
