@@ -462,7 +462,7 @@ impl Actor {
             let rendezvous: Vec<Reach> = record
                 .rendezvous
                 .iter()
-                .map(|r| (*r, Vec::new()))
+                .map(|r| (r.peer, r.endpoints.clone()))
                 .filter(|(r, _)| *r != peer && *r != self.shared.id)
                 .take(MAX_RENDEZVOUS)
                 .collect();

@@ -34,7 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::dht::{
     Config, Contact, Dht, Event as DhtEvent, LookupStats, MAX_CONTACT_ENDPOINTS,
-    MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS, Message, Output, PeerRecord, QueryId,
+    MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS, MAX_RENDEZVOUS_ENDPOINTS, Message, Output,
+    PeerRecord, QueryId, RecordError, RendezvousPeer,
 };
 use crate::node::Reach;
 
@@ -167,8 +168,8 @@ pub(crate) struct DhtDriver {
     /// When each contact's record was last looked up.
     last_lookup: HashMap<PeerId, Instant>,
     publish_due: Option<Instant>,
-    /// What the last publication said.
-    published: Option<(Vec<Endpoint>, Vec<PeerId>)>,
+    /// What the last publication was made from (before any shrinking).
+    published: Option<(Vec<Endpoint>, Vec<Reach>)>,
     stored_at: usize,
     rejected: u64,
     /// Our endpoints as last computed (told to peers when we are a
@@ -203,13 +204,35 @@ fn unix_ms(clock: &dyn WallClock) -> i128 {
         .map_or(0, |d| d.as_millis() as i128)
 }
 
-/// Our rendezvous peers as our record names them.
-fn record_rendezvous(rendezvous: &[Reach]) -> Vec<PeerId> {
+/// Our rendezvous peers as our record names them, with where we reached
+/// each.
+fn record_rendezvous(rendezvous: &[Reach]) -> Vec<RendezvousPeer> {
     rendezvous
         .iter()
-        .map(|(peer, _)| *peer)
         .take(MAX_RECORD_RENDEZVOUS)
+        .map(|(peer, endpoints)| {
+            let mut endpoints = endpoints.clone();
+            endpoints.truncate(MAX_RENDEZVOUS_ENDPOINTS);
+            RendezvousPeer::new(*peer, endpoints)
+        })
         .collect()
+}
+
+/// Makes `rendezvous` smaller when the record does not fit in
+/// [`MAX_RECORD_BODY`](crate::dht::MAX_RECORD_BODY) (long IPv6 endpoints):
+/// the last peer's endpoints go first, then the peer. False if nothing is
+/// left to drop.
+fn shrink(rendezvous: &mut Vec<RendezvousPeer>) -> bool {
+    if let Some(last) = rendezvous
+        .iter_mut()
+        .rev()
+        .find(|r| !r.endpoints.is_empty())
+    {
+        last.endpoints.pop();
+        true
+    } else {
+        rendezvous.pop().is_some()
+    }
 }
 
 impl DhtDriver {
@@ -359,14 +382,18 @@ impl DhtDriver {
         self.publish_due = None;
         let endpoints = self.record_endpoints(own);
         self.endpoints.clone_from(&endpoints);
-        let rendezvous = record_rendezvous(&rendezvous);
-        match self.dht.publish(now, endpoints.clone(), rendezvous.clone()) {
-            Ok((_, out)) => {
-                tracing::debug!(endpoints = ?endpoints, "publishing our DHT record");
-                self.published = Some((endpoints, rendezvous));
-                self.run(out, found).await;
+        let mut named = record_rendezvous(&rendezvous);
+        loop {
+            match self.dht.publish(now, endpoints.clone(), named.clone()) {
+                Ok((_, out)) => {
+                    tracing::debug!(?endpoints, rendezvous = ?named, "publishing our DHT record");
+                    self.published = Some((endpoints, rendezvous));
+                    self.run(out, found).await;
+                }
+                Err(RecordError::TooLarge { .. }) if shrink(&mut named) => continue,
+                Err(error) => tracing::warn!(%error, "cannot sign our DHT record"),
             }
-            Err(error) => tracing::warn!(%error, "cannot sign our DHT record"),
+            break;
         }
     }
 
@@ -383,9 +410,8 @@ impl DhtDriver {
             .seen_endpoints
             .replace(endpoints.clone())
             .is_some_and(|seen| seen.iter().any(|old| !endpoints.contains(old)));
-        let rendezvous = record_rendezvous(rendezvous);
         match &self.published {
-            Some((e, r)) if *e == endpoints && *r == rendezvous => {}
+            Some((e, r)) if *e == endpoints && r.as_slice() == rendezvous => {}
             Some(_) => self.publish_due = Some(Instant::now() + PUBLISH_SETTLE),
             None => {
                 if self.publish_due.is_none() {

@@ -449,3 +449,184 @@ fn a_resume_finds_a_connection_that_died_silently_and_reaches_the_friend_again()
     seed_task.join().unwrap();
     net.shutdown();
 }
+
+/// Bob moves behind a port-restricted NAT and keeps a connection to a
+/// public rendezvous peer that Alice (behind a symmetric NAT) has never
+/// met.
+/// His record names that peer and where it is: Alice finds the record,
+/// connects to the rendezvous, and the two punch holes through it. Neither
+/// can dial the other, and the one node both know (the DHT seed) forwards
+/// no rendezvous.
+#[test]
+fn a_contact_is_reached_through_a_rendezvous_its_record_names() {
+    if !prerequisites() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let [seed_dir, alice_dir, bob_dir] = profiles(root.path(), ["seed", "alice", "bob"]);
+    let seed_id = Profile::open(&seed_dir, None).unwrap().peer_id();
+    let mut t = Topology::new().seed(41);
+    let seed_host = t.public_host("seed");
+    let rendezvous_host = t.public_host("rendezvous");
+    // Symmetric: her record names no mapping of hers, so Bob cannot dial
+    // her, nor open his NAT for her by dialling it at the same moment as
+    // she dials his.
+    let alice_nat = t.router("alice-home", NatPreset::Symmetric);
+    let alice_host = t.host("alice-laptop", alice_nat);
+    let bob_public = t.public_host("bob-office");
+    let bob_nat = t.router("bob-home", NatPreset::PortRestrictedCone);
+    let bob_host = t.host("bob-laptop", bob_nat);
+    let seed = Some((seed_id, IpAddr::V4(t.ip(seed_host))));
+    let rendezvous_addr = SocketAddr::new(IpAddr::V4(t.ip(rendezvous_host)), PORT);
+    let net = Network::start(&t).unwrap();
+
+    let (seed_stop, seed_stopped) = oneshot::channel::<()>();
+    let (seed_up, seed_is_up) = std::sync::mpsc::channel::<()>();
+    let seed_task = net
+        .spawn(seed_host, move || async move {
+            let (node, mut events) = open(&seed_dir, config(DhtMode::Server, None)).await;
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            seed_up.send(()).unwrap();
+            let _ = seed_stopped.await;
+            node.shutdown().await;
+        })
+        .unwrap();
+    seed_is_up.recv().unwrap();
+
+    // A public crust peer that forwards rendezvous (as crust-node does).
+    let (rendezvous_stop, rendezvous_stopped) = oneshot::channel::<()>();
+    let (rendezvous_up, rendezvous_is_up) = std::sync::mpsc::channel::<PeerId>();
+    let rendezvous_task = net
+        .spawn(rendezvous_host, move || async move {
+            let mut config = crust::Config {
+                listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
+                utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
+                upnp: false,
+                ..crust::Config::default()
+            };
+            config.channel.network_id = NETWORK.into();
+            let (service, mut events) = crust::Service::start(config, crust::SecretId::generate())
+                .await
+                .unwrap();
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            rendezvous_up.send(service.id()).unwrap();
+            let _ = rendezvous_stopped.await;
+            service.shutdown().await;
+        })
+        .unwrap();
+    let rendezvous_id = rendezvous_is_up.recv().unwrap();
+
+    let node_config = move |mode, bootstrap: Vec<crust::Contact>| {
+        let mut config = config(mode, seed);
+        config.crust.bootstrap_contacts.extend(bootstrap);
+        config.dht.record_retry = Duration::from_secs(1);
+        config
+    };
+
+    // Bob at the office (public), befriended by Alice.
+    let (invite_tx, invite_rx) = oneshot::channel::<String>();
+    let (accepted_tx, accepted_rx) = oneshot::channel::<()>();
+    let bob_dir2 = bob_dir.clone();
+    let office = net
+        .spawn(bob_public, move || async move {
+            let (bob, mut events) = open(&bob_dir2, node_config(DhtMode::Server, Vec::new())).await;
+            invite_tx
+                .send(bob.my_invite().unwrap().to_string())
+                .unwrap();
+            let alice = wait("bob", &mut events, |e| match e {
+                Event::FriendRequest(r) => Some(r.from),
+                _ => None,
+            })
+            .await;
+            bob.accept(&alice).unwrap();
+            // Alice knows she is a friend before Bob leaves.
+            accepted_rx.await.unwrap();
+            bob.shutdown().await;
+        })
+        .unwrap();
+
+    let (bob_home, bob_is_home) = oneshot::channel::<()>();
+    let alice = net
+        .spawn(alice_host, move || async move {
+            let (alice, mut events) =
+                open(&alice_dir, node_config(DhtMode::Client, Vec::new())).await;
+            let invite: chat_core::Invite = invite_rx.await.unwrap().parse().unwrap();
+            let bob = invite.peer;
+            alice.add_contact(&invite, "hi").unwrap();
+            wait("alice", &mut events, |e| {
+                matches!(e, Event::FriendAccepted { .. }).then_some(())
+            })
+            .await;
+            accepted_tx.send(()).unwrap();
+            wait("alice", &mut events, |e| {
+                matches!(e, Event::ContactOffline { contact } if *contact == bob).then_some(())
+            })
+            .await;
+            bob_is_home.await.unwrap();
+            let never_met = alice
+                .network_report()
+                .await
+                .connections
+                .iter()
+                .all(|(peer, _)| *peer != rendezvous_id);
+            let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
+            let path = before("alice", deadline, &mut events, |e| match e {
+                Event::ContactOnline { contact, path } if *contact == bob => Some(path.path),
+                _ => None,
+            })
+            .await;
+            let met = alice
+                .network_report()
+                .await
+                .connections
+                .iter()
+                .any(|(peer, _)| *peer == rendezvous_id);
+            alice.send(&bob, "through the rendezvous").unwrap();
+            wait("alice", &mut events, delivered).await;
+            alice.shutdown().await;
+            (never_met, path, met)
+        })
+        .unwrap();
+    office.join().unwrap();
+
+    // Bob at home, behind his NAT, keeping a connection to the
+    // rendezvous.
+    let (bob_stop, bob_stopped) = oneshot::channel::<()>();
+    let bob = net
+        .spawn(bob_host, move || async move {
+            let rendezvous = crust::Contact {
+                id: Some(rendezvous_id),
+                addr: Endpoint::tcp(rendezvous_addr),
+            };
+            let (bob, mut events) =
+                open(&bob_dir, node_config(DhtMode::Client, vec![rendezvous])).await;
+            loop {
+                let status = bob.dht_status().await.unwrap();
+                if status.published.is_some() && status.stored_at > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            bob_home.send(()).unwrap();
+            let text = wait("bob", &mut events, |e| match e {
+                Event::MessageReceived(m) => Some(m.text.clone()),
+                _ => None,
+            })
+            .await;
+            let _ = bob_stopped.await;
+            bob.shutdown().await;
+            text
+        })
+        .unwrap();
+    let (never_met, path, met) = alice.join().unwrap();
+    bob_stop.send(()).unwrap();
+    assert_eq!(bob.join().unwrap(), "through the rendezvous");
+    assert!(never_met, "Alice knew the rendezvous before");
+    assert!(met, "Alice never connected to the rendezvous");
+    assert_eq!(path, chat_core::ConnectionPath::HolePunched);
+    rendezvous_stop.send(()).unwrap();
+    rendezvous_task.join().unwrap();
+    seed_stop.send(()).unwrap();
+    seed_task.join().unwrap();
+    net.shutdown();
+}

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crust::dht::{
-    Config, Contact, Dht, Event, Key, MAX_MESSAGE_BYTES, MAX_RECORD_BODY, Message, MessageError,
-    Output, PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord,
+    Config, Contact, Dht, Event, Key, MAX_MESSAGE_BYTES, MAX_RECORD_BODY, MAX_RECORD_ENDPOINTS,
+    MAX_RECORD_RENDEZVOUS, MAX_RENDEZVOUS_ENDPOINTS, Message, MessageError, Output, PeerRecord,
+    RecordError, RecordStore, RendezvousPeer, SignedRecord, VerifiedRecord,
 };
 use crust::{Endpoint, PeerId, SecretId};
 
@@ -27,7 +28,12 @@ fn record(secret: &SecretId, version: u64) -> PeerRecord {
         endpoints: vec![Endpoint::tcp(
             "192.0.2.1:5483".parse::<SocketAddr>().unwrap(),
         )],
-        rendezvous: vec![secret_peer(99)],
+        rendezvous: vec![RendezvousPeer::new(
+            secret_peer(99),
+            vec![Endpoint::tcp(
+                "198.51.100.9:5483".parse::<SocketAddr>().unwrap(),
+            )],
+        )],
     }
 }
 
@@ -113,6 +119,32 @@ fn an_oversized_record_is_refused() {
     }
     .encode();
     assert!(Message::decode(&bytes).is_err());
+}
+
+#[test]
+fn a_record_names_its_rendezvous_peers_with_their_endpoints() {
+    let s = secret(1);
+    let v4 = |n: u8| Endpoint::tcp(SocketAddr::from(([203, 0, 113, n], 40_000 + u16::from(n))));
+    // The most a record may say, over IPv4: it fits.
+    let mut r = record(&s, 1);
+    r.endpoints = (0..MAX_RECORD_ENDPOINTS as u8).map(v4).collect();
+    r.rendezvous = (0..MAX_RECORD_RENDEZVOUS as u8)
+        .map(|n| {
+            RendezvousPeer::new(
+                secret_peer(100 + n),
+                (0..MAX_RENDEZVOUS_ENDPOINTS as u8)
+                    .map(|k| v4(10 * n + k))
+                    .collect(),
+            )
+        })
+        .collect();
+    let signed = r.sign(&s).unwrap();
+    assert!(signed.body().len() <= MAX_RECORD_BODY);
+    let back = signed.verify(NOW).unwrap();
+    assert_eq!(back.rendezvous, r.rendezvous);
+    // One endpoint too many for a rendezvous peer is malformed.
+    r.rendezvous[0].endpoints.push(v4(250));
+    assert!(matches!(r.sign(&s), Err(RecordError::Malformed(_))));
 }
 
 #[test]
@@ -506,7 +538,11 @@ fn our_record_is_published_served_and_republished_newer() {
     dht.handle(now, &peer, Message::Ping { id: 1 });
     let endpoint = Endpoint::tcp("198.51.100.7:5483".parse::<SocketAddr>().unwrap());
     let (q, out) = dht
-        .publish(now, vec![endpoint], vec![secret_peer(1)])
+        .publish(
+            now,
+            vec![endpoint],
+            vec![RendezvousPeer::new(secret_peer(1), Vec::new())],
+        )
         .unwrap();
     let stored = answer_lookups(&mut dht, now, &peer, out);
     assert_eq!(stored.len(), 1, "stored on the one node known");

@@ -15,7 +15,9 @@ use crate::{Endpoint, PeerId, SecretId};
 use super::key::Key;
 use super::lookup::{Lookup, Purpose};
 use super::message::{Contact, MAX_NODES_PER_REPLY, Message};
-use super::record::{PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord};
+use super::record::{
+    PeerRecord, RecordError, RecordStore, RendezvousPeer, SignedRecord, VerifiedRecord,
+};
 use super::routing::{Observed, RoutingTable};
 
 /// Tunables; the defaults are Kademlia's.
@@ -159,7 +161,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 struct Reach {
     endpoints: Vec<Endpoint>,
-    rendezvous: Vec<PeerId>,
+    rendezvous: Vec<RendezvousPeer>,
     version: u64,
 }
 
@@ -325,7 +327,7 @@ impl Dht {
         &mut self,
         now: Instant,
         endpoints: Vec<Endpoint>,
-        rendezvous: Vec<PeerId>,
+        rendezvous: Vec<RendezvousPeer>,
     ) -> Result<(QueryId, Vec<Output>), RecordError> {
         let last = self.reach.as_ref().map_or(0, |r| r.version);
         let unix_ms = u64::try_from(self.unix_time(now).as_millis()).unwrap_or(u64::MAX);

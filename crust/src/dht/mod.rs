@@ -47,6 +47,7 @@ pub use message::{
 pub use mode::{Mode, ParseModeError};
 pub use record::{
     MAX_CLOCK_SKEW_SECS, MAX_RECORD_BODY, MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS,
-    MAX_RECORD_TTL_SECS, PeerRecord, RecordError, RecordStore, SignedRecord, VerifiedRecord,
+    MAX_RECORD_TTL_SECS, MAX_RENDEZVOUS_ENDPOINTS, PeerRecord, RecordError, RecordStore,
+    RendezvousPeer, SignedRecord, VerifiedRecord,
 };
 pub use server::{Server, ServerConfig, ServerStatus, Wake};

@@ -21,12 +21,15 @@ pub const MAX_RECORD_BODY: usize = 1024;
 pub const MAX_RECORD_ENDPOINTS: usize = 8;
 /// Most rendezvous peers a record may list.
 pub const MAX_RECORD_RENDEZVOUS: usize = 8;
+/// Most endpoints a record may give for one rendezvous peer.
+pub const MAX_RENDEZVOUS_ENDPOINTS: usize = 2;
 /// Longest lifetime a record may claim.
 pub const MAX_RECORD_TTL_SECS: u32 = 7 * 24 * 3600;
 /// How far a record's issue time may be ahead of our clock.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 
-const SIGNING_CONTEXT: &[u8] = b"crust-chat dht peer record v1\0";
+/// v2: rendezvous peers carry their endpoints.
+const SIGNING_CONTEXT: &[u8] = b"crust-chat dht peer record v2\0";
 
 /// Where a peer can be reached, as the peer itself says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +47,28 @@ pub struct PeerRecord {
     pub ttl_secs: u32,
     /// Addresses the peer listens on (public, mapped or LAN).
     pub endpoints: Vec<Endpoint>,
-    /// Peers it keeps connections to and that can introduce others to it.
-    #[serde(with = "peer_list")]
-    pub rendezvous: Vec<PeerId>,
+    /// Peers it keeps connections to and that can introduce others to it
+    /// (forward a rendezvous for hole punching, or relay), with where they
+    /// take connections, so that a peer not connected to them yet can be.
+    pub rendezvous: Vec<RendezvousPeer>,
+}
+
+/// A rendezvous peer as a record names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RendezvousPeer {
+    /// Its id.
+    #[serde(with = "peer_bytes")]
+    pub peer: PeerId,
+    /// Where it takes connections (at most [`MAX_RENDEZVOUS_ENDPOINTS`];
+    /// empty if the publisher does not know).
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl RendezvousPeer {
+    /// `peer`, reachable at `endpoints`.
+    pub fn new(peer: PeerId, endpoints: Vec<Endpoint>) -> Self {
+        Self { peer, endpoints }
+    }
 }
 
 impl PeerRecord {
@@ -177,6 +199,15 @@ fn check_shape(record: &PeerRecord) -> Result<(), RecordError> {
     if record.rendezvous.len() > MAX_RECORD_RENDEZVOUS {
         return Err(RecordError::Malformed("too many rendezvous peers"));
     }
+    if record
+        .rendezvous
+        .iter()
+        .any(|r| r.endpoints.len() > MAX_RENDEZVOUS_ENDPOINTS)
+    {
+        return Err(RecordError::Malformed(
+            "too many endpoints for a rendezvous peer",
+        ));
+    }
     if record.ttl_secs > MAX_RECORD_TTL_SECS {
         return Err(RecordError::Malformed("ttl too long"));
     }
@@ -288,26 +319,5 @@ pub(crate) mod peer_bytes {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PeerId, D::Error> {
         let bytes = <[u8; 32]>::deserialize(d)?;
         PeerId::from_bytes(bytes).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A list of peer ids as raw bytes.
-pub(crate) mod peer_list {
-    use crate::PeerId;
-    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq as _};
-
-    pub(crate) fn serialize<S: Serializer>(ids: &[PeerId], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(ids.len()))?;
-        for id in ids {
-            seq.serialize_element(id.as_bytes())?;
-        }
-        seq.end()
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PeerId>, D::Error> {
-        let raw = Vec::<[u8; 32]>::deserialize(d)?;
-        raw.into_iter()
-            .map(|bytes| PeerId::from_bytes(bytes).map_err(serde::de::Error::custom))
-            .collect()
     }
 }
