@@ -19,7 +19,9 @@
 //! `SOAK_BYTES` per transport (`1GiB`, `32MiB`, `500000`; also the first
 //! argument), `SOAK_TRANSPORTS` (comma list of `tcp,utp,punched,relayed`,
 //! default all), `SOAK_RATE_MBIT` (default 200), `SOAK_LOSS` (per link
-//! each way, default 0.005), `RUST_LOG`.
+//! each way, default 0.005), `SOAK_UTP_STATS=1` (both peers print every
+//! uTP connection's state once a second: window, flight, RTO, delays, loss
+//! counters), `RUST_LOG`.
 
 // A bench binary: a failed step should stop it loudly.
 #![allow(clippy::unwrap_used)]
@@ -172,6 +174,76 @@ mod linux {
         }
     }
 
+    /// With `SOAK_UTP_STATS` set, prints `service`'s uTP connections
+    /// once a second until `stop`.
+    fn spawn_utp_stats(label: &'static str, service: Service, stop: Arc<AtomicBool>) {
+        if std::env::var_os("SOAK_UTP_STATS").is_none() {
+            return;
+        }
+        let start = Instant::now();
+        tokio::spawn(async move {
+            let mut last: std::collections::HashMap<
+                SocketAddr,
+                crust::utp::proto::ConnectionStats,
+            > = Default::default();
+            while !stop.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for (peer, d) in service.utp_diagnostics() {
+                    let prev = last.insert(peer, d.stats).unwrap_or_default();
+                    let ms = |x: Option<Duration>| {
+                        x.map_or_else(
+                            || "-".to_owned(),
+                            |d| format!("{:.1}", d.as_secs_f64() * 1e3),
+                        )
+                    };
+                    let k = |b: usize| b / 1024;
+                    eprintln!(
+                        "  utp-stats {label} {:>6.1}s {peer} {:?} cwnd {}k{} ssthr {} flight {}k pwnd {}k ownd {}k sq {}k unacked {}k pkts {} readable {}k \
+                         rto {} srtt {} min {} last {} qd {} raw {} steady {} peak {} floor {} reo {}/{} cto {} mtu {} \
+                         | +sent {} +rtx {} +to {} +lost {} +cuts {} +rnd {} +spur {} +recv {}",
+                        start.elapsed().as_secs_f64(),
+                        d.state,
+                        k(d.cwnd),
+                        if d.slow_start { "(ss)" } else { "" },
+                        if d.ssthresh == usize::MAX {
+                            "inf".to_owned()
+                        } else {
+                            format!("{}k", k(d.ssthresh))
+                        },
+                        k(d.in_flight),
+                        k(d.peer_window),
+                        k(d.our_window),
+                        k(d.send_queue),
+                        k(d.unacked),
+                        d.sent_packets,
+                        k(d.readable),
+                        ms(Some(d.rto)),
+                        ms(d.srtt),
+                        ms(d.min_rtt),
+                        ms(d.latest_rtt),
+                        ms(d.queuing_delay),
+                        ms(d.raw_queuing_delay),
+                        ms(d.steady_queue),
+                        ms(Some(d.peak_queue)),
+                        ms(Some(d.queue_floor)),
+                        ms(Some(d.reorder_window)),
+                        d.reorder_threshold,
+                        d.consecutive_timeouts,
+                        d.path_mtu,
+                        d.stats.packets_sent - prev.packets_sent,
+                        d.stats.retransmits - prev.retransmits,
+                        d.stats.timeouts - prev.timeouts,
+                        d.stats.fast_losses - prev.fast_losses,
+                        d.stats.window_cuts - prev.window_cuts,
+                        d.stats.random_losses - prev.random_losses,
+                        d.stats.spurious_retransmits - prev.spurious_retransmits,
+                        d.stats.packets_received - prev.packets_received,
+                    );
+                }
+            }
+        });
+    }
+
     struct Run {
         kind: Kind,
         bytes: u64,
@@ -256,6 +328,7 @@ mod linux {
                         .await
                         .unwrap();
                 join(&service, &b_public).await;
+                spawn_utp_stats("b", service.clone(), b_stop.clone());
                 let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
                 let mut received = 0u64;
                 let mut connected = false;
@@ -305,6 +378,7 @@ mod linux {
                     .await
                     .unwrap();
                 join(&service, &public).await;
+                spawn_utp_stats("a", service.clone(), a_stop.clone());
                 // b joins alongside; give it the same time.
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let mut info = None;

@@ -700,6 +700,16 @@ impl Service {
             .find_map(|(p, info)| (p == *peer).then_some(info))
     }
 
+    /// A snapshot of every uTP connection on the service's UDP socket (peer
+    /// address and state), for diagnostics; empty without uTP.
+    pub fn utp_diagnostics(&self) -> Vec<(SocketAddr, crate::utp::proto::Diagnostics)> {
+        self.inner
+            .utp
+            .as_ref()
+            .map(UtpSocket::diagnostics)
+            .unwrap_or_default()
+    }
+
     /// Closes every connection and listener, telling peers we are shutting
     /// down. Other handles see the service as stopped.
     pub async fn shutdown(&self) {

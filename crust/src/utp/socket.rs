@@ -608,7 +608,11 @@ async fn drive(
         let Some(shared) = weak.upgrade() else {
             return;
         };
-        let now = Instant::now();
+        // Read the clock after each receive call, never before: a datagram
+        // stamped before it arrived (the driver preempted between reading
+        // the clock and draining the socket) understates its one-way delay,
+        // and the base delay, a ten-minute minimum, would keep that.
+        let mut now = Instant::now();
         if let Some((n, from)) = received {
             let mut inner = shared.lock();
             handle_datagram(
@@ -629,6 +633,7 @@ async fn drive(
                 }) else {
                     break;
                 };
+                now = Instant::now();
                 for &(i, n, from) in &arrived {
                     handle_datagram(
                         &mut inner,
@@ -931,6 +936,17 @@ fn dispatch_events(shared: &Shared) {
 }
 
 impl UtpSocket {
+    /// A snapshot of every connection: the peer and its
+    /// [`Diagnostics`](super::proto::Diagnostics).
+    pub fn diagnostics(&self) -> Vec<(SocketAddr, super::proto::Diagnostics)> {
+        self.shared
+            .lock()
+            .endpoint
+            .connections()
+            .map(|(_, c)| (c.remote(), c.diagnostics()))
+            .collect()
+    }
+
     /// Number of connections the endpoint still tracks (for tests and
     /// diagnostics).
     pub fn connection_count(&self) -> usize {

@@ -154,6 +154,11 @@ impl Endpoint {
         self.conns.get(&handle).map(|e| &e.conn)
     }
 
+    /// Every connection, to inspect.
+    pub fn connections(&self) -> impl Iterator<Item = (ConnectionHandle, &Connection)> {
+        self.conns.iter().map(|(h, e)| (*h, &e.conn))
+    }
+
     /// A connection, to read, write or close.
     pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
         self.conns.get_mut(&handle).map(|e| &mut e.conn)

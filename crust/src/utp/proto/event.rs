@@ -135,6 +135,66 @@ pub struct ConnectionStats {
     pub packets_received: u64,
 }
 
+/// A snapshot of a connection's sending and receiving state, for
+/// diagnostics (the soak bench prints one per second with
+/// `SOAK_UTP_STATS=1`). Durations are `None` before the first sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Diagnostics {
+    /// Lifecycle state.
+    pub state: State,
+    /// The counters.
+    pub stats: ConnectionStats,
+    /// Congestion window, bytes.
+    pub cwnd: usize,
+    /// Slow-start threshold, bytes (`usize::MAX` before the first exit).
+    pub ssthresh: usize,
+    /// In slow start.
+    pub slow_start: bool,
+    /// Bytes sent and neither acknowledged nor declared lost.
+    pub in_flight: usize,
+    /// The window the peer last advertised, bytes.
+    pub peer_window: usize,
+    /// The window we advertise now (free receive buffer), bytes.
+    pub our_window: usize,
+    /// Bytes written by the application and not yet packetised.
+    pub send_queue: usize,
+    /// Bytes packetised and not yet acknowledged.
+    pub unacked: usize,
+    /// Packets in the send window (acknowledged ones leave it).
+    pub sent_packets: usize,
+    /// In-order bytes the application has not read yet.
+    pub readable: usize,
+    /// The retransmission timeout, backoff included.
+    pub rto: std::time::Duration,
+    /// Smoothed RTT.
+    pub srtt: Option<std::time::Duration>,
+    /// Smallest RTT seen.
+    pub min_rtt: Option<std::time::Duration>,
+    /// Latest RTT sample.
+    pub latest_rtt: Option<std::time::Duration>,
+    /// The queuing delay LEDBAT steers on (filtered current delay minus
+    /// base delay, clamped to the latest RTT's excess over the smallest).
+    pub queuing_delay: Option<std::time::Duration>,
+    /// The unfiltered latest one-way delay sample minus the base delay.
+    pub raw_queuing_delay: Option<std::time::Duration>,
+    /// The steady queue the loss classifier reads.
+    pub steady_queue: Option<std::time::Duration>,
+    /// The classifier's peak of the steady queue (last 30–60 s).
+    pub peak_queue: std::time::Duration,
+    /// The classifier's floor of the steady queue (last 30–60 s): our own
+    /// queue is measured from it.
+    pub queue_floor: std::time::Duration,
+    /// The RACK reordering window.
+    pub reorder_window: std::time::Duration,
+    /// The packet-count reordering threshold.
+    pub reorder_threshold: usize,
+    /// Consecutive RTO expiries without progress.
+    pub consecutive_timeouts: u32,
+    /// The largest UDP payload known to pass the path.
+    pub path_mtu: u16,
+}
+
 /// Connection lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {

@@ -94,6 +94,17 @@ impl DelayHistory {
         self.base
     }
 
+    /// The newest sample minus the base delay, in microseconds.
+    pub(crate) fn latest_queuing_delay(&self) -> Option<u32> {
+        let base = self.base?;
+        let latest = *self.recent.back()?;
+        Some(if ts_lt(latest, base) {
+            0
+        } else {
+            latest.wrapping_sub(base)
+        })
+    }
+
     /// Filtered current delay minus base delay, in microseconds.
     pub(crate) fn queuing_delay(&self) -> Option<u32> {
         let base = self.base?;
@@ -104,6 +115,19 @@ impl DelayHistory {
             current.wrapping_sub(base)
         })
     }
+}
+
+/// The most queuing delay the latest RTT sample leaves room for: its
+/// excess over the smallest RTT seen. Every queue on the path lengthens the
+/// round trip, so a one-way queue longer than that is a clock artefact (a
+/// base delay from a sample stamped before its datagram arrived), not a
+/// queue. libutp clamps to the whole RTT; the excess is tighter and still
+/// never binds on a real queue.
+/// An RTT of zero is no sample (a clock that did not move).
+pub(crate) fn queue_bound(latest: Option<Duration>, min: Option<Duration>) -> Option<Duration> {
+    latest
+        .filter(|l| !l.is_zero())
+        .map(|l| l.saturating_sub(min.unwrap_or_default()))
 }
 
 /// What the connection knows about round trips when an ACK arrives.
@@ -151,8 +175,11 @@ pub(crate) struct Ledbat {
     /// Window, threshold and phase before the last loss cut.
     undo: Option<(f64, f64, bool)>,
     slowdown: Slowdown,
-    /// Largest queuing delay seen in the previous and the current epoch, µs.
+    /// Largest steady queue seen in the previous and the current epoch, µs.
     peak_qd_us: [f64; 2],
+    /// Smallest steady queue seen in the previous and the current epoch,
+    /// µs (infinite before any sample): the floor our own queue sits on.
+    floor_qd_us: [f64; 2],
     peak_epoch: Option<Instant>,
 }
 
@@ -173,6 +200,7 @@ impl Ledbat {
             undo: None,
             slowdown: Slowdown::NotScheduled,
             peak_qd_us: [0.0; 2],
+            floor_qd_us: [f64::INFINITY; 2],
             peak_epoch: None,
         }
     }
@@ -221,14 +249,33 @@ impl Ledbat {
         }
     }
 
-    /// Queuing delay, clamped to the latest RTT sample (a one-way queue
-    /// longer than the round trip that contains it is clock noise; libutp).
-    pub(crate) fn queuing_delay(&self, latest_rtt: Option<Duration>) -> Option<Duration> {
+    /// Queuing delay, clamped to `bound` (see [`queue_bound`]).
+    pub(crate) fn queuing_delay(&self, bound: Option<Duration>) -> Option<Duration> {
         let qd = Duration::from_micros(u64::from(self.ours.queuing_delay()?));
-        Some(match latest_rtt {
-            Some(rtt) if rtt > Duration::ZERO => qd.min(rtt),
-            _ => qd,
-        })
+        Some(bound.map_or(qd, |b| qd.min(b)))
+    }
+
+    /// Slow-start threshold (infinite before the first exit) and whether
+    /// slow start is on.
+    pub(crate) fn slow_start_state(&self) -> (f64, bool) {
+        (self.ssthresh, self.slow_start)
+    }
+
+    /// The latest sample minus the base delay, unfiltered, and the steady
+    /// queue, its peak and its floor: what the loss classifier sees.
+    pub(crate) fn delay_diagnostics(
+        &self,
+        bound: Option<Duration>,
+    ) -> (Option<Duration>, Option<Duration>, Duration, Duration) {
+        let raw = self.ours.latest_queuing_delay();
+        let steady = self.steady_queue_us(bound);
+        let peak = self.peak_qd_us[0].max(self.peak_qd_us[1]);
+        (
+            raw.map(|us| Duration::from_micros(u64::from(us))),
+            steady.map(|us| Duration::from_micros(us as u64)),
+            Duration::from_micros(peak as u64),
+            Duration::from_micros(self.floor_us() as u64),
+        )
     }
 
     #[cfg(test)]
@@ -250,10 +297,11 @@ impl Ledbat {
         let acked = bytes_acked as f64;
         // Only a window that was actually used may grow (libtorrent).
         let saturated = flight as f64 + self.mss >= self.cwnd;
+        let bound = queue_bound(latest, min_rtt);
         let qd = self
-            .queuing_delay(latest)
+            .queuing_delay(bound)
             .map_or(0.0, |d| d.as_micros() as f64);
-        self.note_peak(now, latest);
+        self.note_peak(now, bound);
         let off_target = (self.target_us - qd) / self.target_us;
         match self.mode {
             CongestionMode::Ledbat => {
@@ -377,31 +425,37 @@ impl Ledbat {
     }
 
     /// The steady queue (minimum of the last 32 samples minus the base),
-    /// clamped to the latest RTT like the controller's, in µs.
-    fn steady_queue_us(&self, latest_rtt: Option<Duration>) -> Option<f64> {
+    /// clamped to `bound` like the controller's, in µs.
+    fn steady_queue_us(&self, bound: Option<Duration>) -> Option<f64> {
         let qd = u64::from(self.steady.queuing_delay()?);
-        let qd = match latest_rtt {
-            Some(rtt) if rtt > Duration::ZERO => qd.min(rtt.as_micros() as u64),
-            _ => qd,
-        };
+        let qd = bound.map_or(qd, |b| qd.min(b.as_micros() as u64));
         Some(qd as f64)
     }
 
-    fn note_peak(&mut self, now: Instant, latest_rtt: Option<Duration>) {
+    fn note_peak(&mut self, now: Instant, bound: Option<Duration>) {
         if self
             .peak_epoch
             .is_none_or(|t| now.saturating_duration_since(t) >= PEAK_EPOCH)
         {
             self.peak_qd_us = [self.peak_qd_us[1], 0.0];
+            self.floor_qd_us = [self.floor_qd_us[1], f64::INFINITY];
             self.peak_epoch = Some(now);
         }
-        if let Some(qd) = self.steady_queue_us(latest_rtt) {
+        if let Some(qd) = self.steady_queue_us(bound) {
             self.peak_qd_us[1] = self.peak_qd_us[1].max(qd);
+            self.floor_qd_us[1] = self.floor_qd_us[1].min(qd);
         }
     }
 
+    /// The lowest the steady queue has been in the last 30–60 s (0 before
+    /// any sample).
+    fn floor_us(&self) -> f64 {
+        let floor = self.floor_qd_us[0].min(self.floor_qd_us[1]);
+        if floor.is_finite() { floor } else { 0.0 }
+    }
+
     /// Whether a loss seen now should be read as congestion. A drop from a
-    /// full queue comes when the queue is at its peak; a loss while the
+    /// full queue comes when the queue is at its peak; a loss while our
     /// steady queue (the minimum of the last 32 delay samples, so jitter
     /// alone leaves it near zero) is under 1 ms, or less than half as deep
     /// as the deepest it has been in the last 30–60 s, and below half the
@@ -411,12 +465,25 @@ impl Ledbat {
     /// flow's load is at its peak then, so on shallow buffers (down to
     /// 1 ms) we still halve, and on deep ones the delay signal acts before
     /// any drop (RFC 6817's premise).
-    pub(crate) fn loss_is_congestion(&self, latest_rtt: Option<Duration>) -> bool {
-        let Some(qd) = self.steady_queue_us(latest_rtt) else {
+    ///
+    /// "Our" queue is measured from its floor, the lowest the steady queue
+    /// has been in the last 30–60 s, not from the base delay: a delay that
+    /// never goes away is no queue we build or could drain. A base delay
+    /// that is too low (a delay sample stamped before its datagram arrived,
+    /// by a driver starved of CPU), a route that got longer, or a
+    /// forwarding latency that stays would otherwise read as a standing
+    /// queue at its peak: every random loss would halve the window, the
+    /// window would never build a queue again to raise the peak, and the
+    /// connection would stay at Reno's loss-limited rate for the ten
+    /// minutes of base-delay history (the soak's fall under busy loops).
+    pub(crate) fn loss_is_congestion(&self, bound: Option<Duration>) -> bool {
+        let Some(qd) = self.steady_queue_us(bound) else {
             return true;
         };
-        let peak = self.peak_qd_us[0].max(self.peak_qd_us[1]);
-        qd >= 0.5 * self.target_us || (qd >= 0.5 * peak && qd >= MIN_STEADY_QUEUE_US)
+        let floor = self.floor_us().min(qd);
+        let own = qd - floor;
+        let own_peak = (self.peak_qd_us[0].max(self.peak_qd_us[1]) - floor).max(0.0);
+        own >= 0.5 * self.target_us || (own >= 0.5 * own_peak && own >= MIN_STEADY_QUEUE_US)
     }
 
     /// Whether a loss now could cut the window: not within an RTT of the
@@ -482,11 +549,12 @@ mod tests {
         Duration::from_millis(50)
     }
 
+    /// No smallest RTT: the queue is bounded by the whole latest RTT.
     fn info(srtt: Duration, latest: Option<Duration>) -> RttInfo {
         RttInfo {
             srtt,
             latest,
-            min: latest,
+            min: None,
         }
     }
 
@@ -517,9 +585,34 @@ mod tests {
         // Half the peak is congestion again.
         settle(&mut l, t0 + Duration::from_secs(2), 15_000);
         assert!(l.loss_is_congestion(None));
-        // The peak is forgotten after one to two epochs of 30 s.
+        // The peak is forgotten after one to two epochs of 30 s: a queue
+        // that rises from 2 ms to 4 ms is ours again ...
         settle(&mut l, t0 + Duration::from_secs(40), 2_000);
         settle(&mut l, t0 + Duration::from_secs(70), 2_000);
+        settle(&mut l, t0 + Duration::from_secs(71), 4_000);
+        assert!(l.loss_is_congestion(None));
+        // ... but 2 ms that never went away is no queue of ours.
+        settle(&mut l, t0 + Duration::from_secs(72), 2_000);
+        assert!(!l.loss_is_congestion(None));
+    }
+
+    #[test]
+    fn a_delay_that_never_goes_away_is_no_queue_of_ours() {
+        // A base delay 20 ms too low (a sample stamped before it arrived)
+        // or a route 20 ms longer: every sample reads 20 ms of "queue",
+        // with jitter on top. Once the classifier's memory has passed, a
+        // loss at 20–21 ms is random; a queue we build on top still counts.
+        let t0 = Instant::now();
+        let mut l = ledbat(CongestionMode::Ledbat);
+        for s in 0..70u64 {
+            settle(
+                &mut l,
+                t0 + Duration::from_secs(s),
+                20_000 + (s as u32 % 3) * 500,
+            );
+        }
+        assert!(!l.loss_is_congestion(None));
+        settle(&mut l, t0 + Duration::from_secs(71), 26_000);
         assert!(l.loss_is_congestion(None));
     }
 

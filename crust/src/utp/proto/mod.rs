@@ -35,7 +35,8 @@ mod tests;
 
 pub use config::{Config, CongestionMode, EndpointConfig};
 pub use connection::{
-    AcceptError, Connection, ConnectionError, ConnectionStats, Event, ReadError, State, Transmit,
+    AcceptError, Connection, ConnectionError, ConnectionStats, Diagnostics, Event, ReadError,
+    State, Transmit,
 };
 pub use endpoint::{ConnectionHandle, DatagramOutcome, Endpoint};
 pub use packet::{

@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use super::config::Config;
 pub use super::event::{
-    AcceptError, ConnectionError, ConnectionStats, Event, ReadError, State, Transmit,
+    AcceptError, ConnectionError, ConnectionStats, Diagnostics, Event, ReadError, State, Transmit,
 };
-use super::ledbat::Ledbat;
+use super::ledbat::{Ledbat, queue_bound};
 use super::packet::{DecodeError, HEADER_LEN, Header, Packet, PacketType, seq_lt, ts_lt};
 use super::recv::{Inserted, RecvBuffer};
 use super::rng::SplitMix64;
@@ -400,8 +400,13 @@ impl Connection {
 
     /// The filtered one-way queuing delay LEDBAT is steering on.
     pub fn queuing_delay(&self) -> Option<Duration> {
-        self.cc
-            .queuing_delay(Some(self.rtt.latest()).filter(|_| self.rtt.has_sample()))
+        self.cc.queuing_delay(self.queue_bound())
+    }
+
+    /// How much queuing delay the latest RTT sample leaves room for.
+    pub(super) fn queue_bound(&self) -> Option<Duration> {
+        let latest = self.rtt.has_sample().then(|| self.rtt.latest());
+        queue_bound(latest, self.rtt.min_rtt())
     }
 
     /// The largest UDP payload known to pass the path.
@@ -412,6 +417,45 @@ impl Connection {
     /// Counters since the connection started.
     pub fn stats(&self) -> ConnectionStats {
         self.stats
+    }
+
+    /// A snapshot of the sending and receiving state, for diagnostics.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let latest = self.rtt.has_sample().then(|| self.rtt.latest());
+        let (raw_queuing_delay, steady_queue, peak_queue, queue_floor) =
+            self.cc.delay_diagnostics(self.queue_bound());
+        let (ssthresh, slow_start) = self.cc.slow_start_state();
+        Diagnostics {
+            state: self.state,
+            stats: self.stats,
+            cwnd: self.cc.window(),
+            ssthresh: if ssthresh.is_finite() {
+                ssthresh as usize
+            } else {
+                usize::MAX
+            },
+            slow_start,
+            in_flight: self.in_flight,
+            peer_window: self.peer_wnd,
+            our_window: self.recv.window(),
+            send_queue: self.send_queue.len(),
+            unacked: self.unacked_bytes,
+            sent_packets: self.sent.len(),
+            readable: self.recv.readable(),
+            rto: self.rtt.rto(),
+            srtt: self.rtt.has_sample().then(|| self.rtt.srtt()),
+            min_rtt: self.rtt.min_rtt(),
+            latest_rtt: latest,
+            queuing_delay: self.queuing_delay(),
+            raw_queuing_delay,
+            steady_queue,
+            peak_queue,
+            queue_floor,
+            reorder_window: self.reorder_window(),
+            reorder_threshold: self.reorder_threshold,
+            consecutive_timeouts: self.consecutive_timeouts,
+            path_mtu: self.mtu.floor,
+        }
     }
 
     /// Why the connection died, if it did.

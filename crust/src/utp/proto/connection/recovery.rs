@@ -291,13 +291,11 @@ impl Connection {
     /// applies.
     pub(super) fn detect_losses(&mut self, now: Instant) {
         self.rack.deadline = None;
-        let (Some(rack_rtt), Some(min_rtt)) = (self.rack.rtt, self.rtt.min_rtt()) else {
+        let (Some(rack_rtt), Some(_)) = (self.rack.rtt, self.rtt.min_rtt()) else {
             self.detect_sack_losses(now);
             return;
         };
-        let reo_wnd = (min_rtt / 4 * self.rack.reo_wnd_mult)
-            .min(self.rtt.srtt())
-            .max(MIN_REO_WND);
+        let reo_wnd = self.reorder_window();
         let mut lost = Vec::new();
         let mut next: Option<Instant> = None;
         for (i, s) in self.sent.iter().enumerate() {
@@ -323,6 +321,16 @@ impl Connection {
             self.mark_lost(now, i);
         }
         self.rack.deadline = next;
+    }
+
+    /// RACK's reordering window: a quarter of min_rtt times the multiplier,
+    /// at most srtt, at least [`MIN_REO_WND`].
+    pub(super) fn reorder_window(&self) -> Duration {
+        self.rtt.min_rtt().map_or(MIN_REO_WND, |min_rtt| {
+            (min_rtt / 4 * self.rack.reo_wnd_mult)
+                .min(self.rtt.srtt())
+                .max(MIN_REO_WND)
+        })
     }
 
     /// A packet is lost when `reorder_threshold` packets sent after its
@@ -382,9 +390,8 @@ impl Connection {
             self.stats.fast_losses += 1;
             // Within an RTT of the last cut a loss changes nothing (one cut
             // per RTT); otherwise the queue says whether it is congestion.
-            let latest = self.rtt.has_sample().then(|| self.rtt.latest());
             if self.cc.may_cut(now, self.rtt.srtt()) {
-                if !self.cc.loss_is_congestion(latest) {
+                if !self.cc.loss_is_congestion(self.queue_bound()) {
                     self.stats.random_losses += 1;
                 } else if self.cc.on_loss(now, self.rtt.srtt()) {
                     self.stats.window_cuts += 1;

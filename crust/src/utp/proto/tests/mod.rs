@@ -8,4 +8,5 @@ mod hello;
 mod interop;
 mod reliability;
 mod sim;
+mod stall;
 mod transfer;

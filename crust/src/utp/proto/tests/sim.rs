@@ -176,6 +176,15 @@ pub(crate) struct Pair {
     /// What the "OS" says the route towards the peer carries, told to every
     /// connection as the driver does (`Connection::set_interface_mtu`).
     pub(crate) interface_mtu: Option<u16>,
+    /// `b`'s driver is preempted (CPU starvation) at these offsets from
+    /// `start`, for these lengths, in order: it has just woken up, handled
+    /// what had arrived, and runs nothing more until the preemption ends.
+    pub(crate) b_preemptions: std::collections::VecDeque<(Duration, Duration)>,
+    /// How `b`'s driver stamps the datagrams that arrived while it was
+    /// preempted: with the time it woke up, before they arrived (what
+    /// crust's driver did before it read the clock after each receive
+    /// call), or else with the time it got them.
+    pub(crate) b_stale_stamps: bool,
 }
 
 impl Pair {
@@ -207,6 +216,8 @@ impl Pair {
             b_events: Vec::new(),
             b_skew: 0.0,
             interface_mtu: None,
+            b_preemptions: std::collections::VecDeque::new(),
+            b_stale_stamps: false,
         }
     }
 
@@ -220,10 +231,12 @@ impl Pair {
             assert_eq!(t.destination, addr(B_ADDR));
             self.ab.send(self.now, t);
         }
-        let b_now = self.b_clock();
-        while let Some(t) = self.b.poll_transmit(b_now) {
-            assert_eq!(t.destination, addr(A_ADDR));
-            self.ba.send(self.now, t);
+        if self.b_preempted().is_none() {
+            let b_now = self.b_clock();
+            while let Some(t) = self.b.poll_transmit(b_now) {
+                assert_eq!(t.destination, addr(A_ADDR));
+                self.ba.send(self.now, t);
+            }
         }
         while let Some(e) = self.a.poll_event() {
             self.a_events.push(e);
@@ -233,33 +246,62 @@ impl Pair {
         }
     }
 
+    /// The start and end of the preemption `b` is in now, if any.
+    fn b_preempted(&self) -> Option<(Instant, Instant)> {
+        let &(at, len) = self.b_preemptions.front()?;
+        let (from, to) = (self.start + at, self.start + at + len);
+        (self.now >= from && self.now < to).then_some((from, to))
+    }
+
     /// Flushes, jumps the clock to the next event and handles it. Returns
     /// false when nothing at all is scheduled.
     pub(crate) fn step(&mut self) -> bool {
         self.flush();
-        let b_next = self.b.poll_timeout().map(|t| self.true_time_of_b_clock(t));
-        let next = [
-            self.ab.next_time(),
-            self.ba.next_time(),
-            self.a.poll_timeout(),
-            b_next,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let b_events = match self.b_preempted() {
+            Some((_, to)) => [Some(to), None, None],
+            None => [
+                self.ab.next_time(),
+                self.b.poll_timeout().map(|t| self.true_time_of_b_clock(t)),
+                self.b_preemptions
+                    .front()
+                    .map(|(at, _)| self.start + *at)
+                    .filter(|t| *t > self.now),
+            ],
+        };
+        let next = [self.ba.next_time(), self.a.poll_timeout()]
+            .into_iter()
+            .chain(b_events)
+            .flatten()
+            .min();
         let Some(next) = next else { return false };
         self.now = self.now.max(next);
-        let b_now = self.b_clock();
-        while let Some(d) = self.ab.pop_due(self.now) {
-            let outcome = self
-                .b
-                .handle_datagram(b_now, addr(A_ADDR), &d)
-                .expect("valid datagram");
-            if let (DatagramOutcome::Incoming(h), Some(mtu)) = (outcome, self.interface_mtu)
-                && let Some(c) = self.b.connection_mut(h)
+        let mut b_now = self.b_clock();
+        if self.b_preempted().is_none() {
+            if let Some(&(at, len)) = self.b_preemptions.front()
+                && self.now >= self.start + at + len
             {
-                c.set_interface_mtu(mtu);
+                // The preemption is over: what arrived meanwhile is handled
+                // now, stamped with the time the driver had woken up at.
+                self.b_preemptions.pop_front();
+                if self.b_stale_stamps {
+                    let woke = self.now;
+                    self.now = self.start + at;
+                    b_now = self.b_clock();
+                    self.now = woke;
+                }
             }
+            while let Some(d) = self.ab.pop_due(self.now) {
+                let outcome = self
+                    .b
+                    .handle_datagram(b_now, addr(A_ADDR), &d)
+                    .expect("valid datagram");
+                if let (DatagramOutcome::Incoming(h), Some(mtu)) = (outcome, self.interface_mtu)
+                    && let Some(c) = self.b.connection_mut(h)
+                {
+                    c.set_interface_mtu(mtu);
+                }
+            }
+            self.b.handle_timeout(b_now);
         }
         while let Some(d) = self.ba.pop_due(self.now) {
             self.a
@@ -267,7 +309,6 @@ impl Pair {
                 .expect("valid datagram");
         }
         self.a.handle_timeout(self.now);
-        self.b.handle_timeout(b_now);
         self.flush();
         true
     }
