@@ -230,14 +230,14 @@ mod linux {
                         d.reorder_threshold,
                         d.consecutive_timeouts,
                         d.path_mtu,
-                        d.stats.packets_sent - prev.packets_sent,
-                        d.stats.retransmits - prev.retransmits,
-                        d.stats.timeouts - prev.timeouts,
-                        d.stats.fast_losses - prev.fast_losses,
-                        d.stats.window_cuts - prev.window_cuts,
-                        d.stats.random_losses - prev.random_losses,
-                        d.stats.spurious_retransmits - prev.spurious_retransmits,
-                        d.stats.packets_received - prev.packets_received,
+                        d.stats.packets_sent.saturating_sub(prev.packets_sent),
+                        d.stats.retransmits.saturating_sub(prev.retransmits),
+                        d.stats.timeouts.saturating_sub(prev.timeouts),
+                        d.stats.fast_losses.saturating_sub(prev.fast_losses),
+                        d.stats.window_cuts.saturating_sub(prev.window_cuts),
+                        d.stats.random_losses.saturating_sub(prev.random_losses),
+                        d.stats.spurious_retransmits.saturating_sub(prev.spurious_retransmits),
+                        d.stats.packets_received.saturating_sub(prev.packets_received),
                     );
                 }
             }

@@ -187,6 +187,16 @@ async fn loopback_transfer(t: Transport, total: usize, limit: Duration) -> Trans
                 let _ = pump(&mut s, total).await;
                 // Keep the socket and stream alive until everything arrived.
                 d.notified().await;
+                if let Some(stats) = s.stats() {
+                    eprintln!(
+                        "  sender: path MTU {:?}, {} packets, {} retransmits, {} MTU probes, {} timeouts",
+                        s.path_mtu(),
+                        stats.packets_sent,
+                        stats.retransmits,
+                        stats.mtu_probes,
+                        stats.timeouts
+                    );
+                }
                 drop(s);
             });
             (rx, tx)
