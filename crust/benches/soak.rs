@@ -236,8 +236,12 @@ mod linux {
                         d.stats.fast_losses.saturating_sub(prev.fast_losses),
                         d.stats.window_cuts.saturating_sub(prev.window_cuts),
                         d.stats.random_losses.saturating_sub(prev.random_losses),
-                        d.stats.spurious_retransmits.saturating_sub(prev.spurious_retransmits),
-                        d.stats.packets_received.saturating_sub(prev.packets_received),
+                        d.stats
+                            .spurious_retransmits
+                            .saturating_sub(prev.spurious_retransmits),
+                        d.stats
+                            .packets_received
+                            .saturating_sub(prev.packets_received),
                     );
                 }
             }
