@@ -254,3 +254,70 @@ async fn the_profiles_dht_mode_applies_unless_the_config_says_otherwise() {
         node.shutdown().await;
     }
 }
+
+/// A DHT server that listens on all interfaces (a `crust-node` on a
+/// public host says `tcp:0.0.0.0:PORT`) and reached us by bootstrapping
+/// (no chat session, so the actor knows no address for it) enters our
+/// routing table at the address its connection comes from; without that
+/// address it would be a client nobody can dial, and a node that
+/// bootstraps only from it would never publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_listening_on_all_interfaces_is_dialled_where_it_came_from() {
+    use crust::dht::{Envelope, Message};
+    let dir = tempfile::tempdir().unwrap();
+    let profile = Profile::create(&dir.path().join("a"), "a", None).unwrap();
+    let (node, _events) = Node::open(profile, NodeConfig::loopback(NETWORK))
+        .await
+        .unwrap();
+    let node_addrs = node.network_report().await.listeners;
+    let mut config = crust::Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        bootstrap_contacts: node_addrs
+            .iter()
+            .map(|addr| crust::Contact {
+                id: Some(node.id()),
+                addr: *addr,
+            })
+            .collect(),
+        ..crust::Config::default()
+    };
+    config.channel.network_id = NETWORK.into();
+    let (server, mut events) = crust::Service::start(config, SecretId::generate())
+        .await
+        .unwrap();
+    let port = server.listeners().await[0].addr.port();
+    server.bootstrap().unwrap();
+    // Answer the node's ping as a server on 0.0.0.0.
+    let ping = loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("no ping from the node")
+            .expect("service stopped");
+        if let CrustEvent::NewMessage { data, .. } = event
+            && let Ok(Some(Envelope {
+                message: Message::Ping { id },
+                ..
+            })) = Envelope::decode(&data)
+        {
+            break id;
+        }
+    };
+    let pong = Envelope {
+        reachable: vec![crust::Endpoint::tcp(([0, 0, 0, 0], port).into())],
+        message: Message::Pong { id: ping },
+    };
+    server
+        .send(&node.id(), pong.encode(), Priority::NORMAL)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while node.dht_status().await.unwrap().table == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never entered the table"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+    node.shutdown().await;
+}
