@@ -444,6 +444,9 @@ impl DhtDriver {
     pub(crate) fn network_changed(&mut self) {
         self.publish_due = Some(Instant::now() + PUBLISH_SETTLE);
         self.last_lookup.clear();
+        // A lookup started on the old network may wait on nodes we can no
+        // longer reach: start afresh (what it still finds is dropped).
+        self.for_reconnect.clear();
     }
 
     /// Whether we know no DHT server and did not bootstrap for a while
