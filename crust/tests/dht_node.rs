@@ -174,6 +174,9 @@ async fn chat_nodes_meet_through_crust_nodes_alone() {
     let n1_contact = format!("{}@{}", n1.id, n1.addr);
     let n2 = start_node(&["--no-rendezvous", "--bootstrap", &n1_contact]);
     n1.wait_for_log("peer bootstrapped from us");
+    // Each crust-node takes the other into its DHT table.
+    n1.wait_for_log("the first server we know");
+    n2.wait_for_log("the first server we know");
     let root = tempfile::tempdir().unwrap();
     let mut alice = Chat::create(root.path(), "alice", &[&n1]).await;
     let mut bob = Chat::create(root.path(), "bob", &[&n2]).await;

@@ -45,6 +45,8 @@ const MAX_DIALS: usize = 16;
 const SEND_WAIT: Duration = Duration::ZERO;
 /// How often connections opened for the DHT alone are checked for idleness.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+/// How often the server logs what it holds (at `info`).
+const REPORT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How the server takes part.
 #[derive(Debug, Clone)]
@@ -111,6 +113,7 @@ pub struct Server {
     dial_tx: mpsc::UnboundedSender<(PeerId, bool)>,
     dial_rx: mpsc::UnboundedReceiver<(PeerId, bool)>,
     next_idle_check: Instant,
+    next_report: Instant,
     rejected: u64,
     pings: u64,
 }
@@ -146,6 +149,7 @@ impl Server {
             dial_tx,
             dial_rx,
             next_idle_check: now + IDLE_CHECK,
+            next_report: now + REPORT_INTERVAL,
             rejected: 0,
             pings: 0,
         }
@@ -280,6 +284,17 @@ impl Server {
                     self.next_idle_check = now + IDLE_CHECK;
                     self.close_idle(now).await;
                 }
+                if now >= self.next_report {
+                    self.next_report = now + REPORT_INTERVAL;
+                    let status = self.status();
+                    tracing::info!(
+                        serving = status.serving,
+                        table = status.table,
+                        records = status.records_held,
+                        refused = status.rejected,
+                        "DHT"
+                    );
+                }
             }
         }
     }
@@ -327,6 +342,7 @@ impl Server {
         let out = self.dht.handle_from(now, &from, server, envelope.message);
         self.run(out).await;
         if first && self.dht.table_len() > 0 {
+            tracing::info!(%peer, "DHT: the first server we know; joining through it");
             // The first server we know: look ourselves up through it.
             let out = self.dht.bootstrap(now, &[]);
             self.run(out).await;
