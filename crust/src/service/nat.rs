@@ -564,9 +564,27 @@ impl Driver {
             }
             s.plan = Some(PunchPlan::new(&targets, birthday));
             let birthday = s.birthday;
-            self.start_tcp_dials(id);
-            if self.inner.config.tcp_hole_punching && !birthday {
-                self.start_tcp_punch(id);
+            // Plain dials and punches alternate, most promising candidate
+            // first: they queue in this order for the budget's TCP slots.
+            let dials = self.start_tcp_dials(id);
+            let punches = if self.inner.config.tcp_hole_punching && !birthday {
+                self.start_tcp_punch(id)
+            } else {
+                Vec::new()
+            };
+            let mut handles = Vec::with_capacity(dials.len() + punches.len());
+            let (mut dials, mut punches) = (dials.into_iter(), punches.into_iter());
+            loop {
+                let (dial, punch) = (dials.next(), punches.next());
+                if dial.is_none() && punch.is_none() {
+                    break;
+                }
+                for task in dial.into_iter().chain(punch) {
+                    handles.push(tokio::spawn(task).abort_handle());
+                }
+            }
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.tasks.extend(handles);
             }
         }
         let now = Instant::now();
@@ -903,9 +921,9 @@ impl Driver {
     }
 
     /// Direct TCP to the peer's listeners, alongside the punching.
-    fn start_tcp_dials(&mut self, session: u64) {
+    fn start_tcp_dials(&self, session: u64) -> Vec<TcpTask> {
         let Some(s) = self.sessions.get(&session) else {
-            return;
+            return Vec::new();
         };
         let (peer, started, deadline) = (s.peer, s.started, s.deadline);
         let mut tasks = Vec::new();
@@ -915,7 +933,7 @@ impl Driver {
             let input = self.input_tx.clone();
             let relayed = self.relayed_only.clone();
             let budget = s.budget.clone();
-            let task = tokio::spawn(async move {
+            let task: TcpTask = Box::pin(async move {
                 if let Some(mut dialled) =
                     tcp_dial(&inner, &relayed, &budget, peer, addr, deadline).await
                 {
@@ -929,11 +947,9 @@ impl Driver {
                     let _ = input.send(NatInput::Direct { peer });
                 }
             });
-            tasks.push(task.abort_handle());
+            tasks.push(task);
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.tasks.extend(tasks);
-        }
+        tasks
     }
 
     /// TCP hole punching: from our listener's port to each of the peer's
@@ -941,9 +957,9 @@ impl Driver {
     /// `nat::tcp`). Both sides think they dialled, so the secure channel's
     /// roles go by peer id: the smaller id initiates. A refused or failed
     /// attempt is retried until the session ends.
-    fn start_tcp_punch(&mut self, session: u64) {
+    fn start_tcp_punch(&self, session: u64) -> Vec<TcpTask> {
         let Some(s) = self.sessions.get(&session) else {
-            return;
+            return Vec::new();
         };
         let (peer, started, deadline) = (s.peer, s.started, s.deadline);
         let budget = s.budget.clone();
@@ -958,7 +974,7 @@ impl Driver {
             let input = self.input_tx.clone();
             let relayed = self.relayed_only.clone();
             let budget = budget.clone();
-            let task = tokio::spawn(async move {
+            let task: TcpTask = Box::pin(async move {
                 let Some(stream) =
                     tcp_punch(&inner, &relayed, &budget, peer, local, addr, deadline).await
                 else {
@@ -1018,11 +1034,9 @@ impl Driver {
                     }
                 }
             });
-            tasks.push(task.abort_handle());
+            tasks.push(task);
         }
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.tasks.extend(tasks);
-        }
+        tasks
     }
 
     fn connect_via(
@@ -1506,6 +1520,10 @@ async fn run_upnp(
         let _ = tokio::task::spawn_blocking(move || nat::upnp::unmap(&gateway, &mapping)).await;
     }
 }
+
+/// A TCP dial or punch of an attempt, spawned in the order the budget
+/// should serve them.
+type TcpTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Peers connected only through a relayed circuit.
 type RelayedOnly = Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>;
