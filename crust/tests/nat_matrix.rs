@@ -204,7 +204,7 @@ fn assert_within_budget(o: &nat_common::Outcome, b: bool) {
 /// port, `a`'s is endpoint-independent. `b` opens many sockets towards
 /// `a`, `a` probes random ports of `b`'s address; the connection starts
 /// relayed (3 s in) and moves to the uTP connection over the winning
-/// socket. A match within 10 s is ≈ 98.5% likely, so a miss gets a second
+/// socket. A match within 10 s is ≈ 98.6% likely, so a miss gets a second
 /// run (another seed) before the test fails.
 #[test]
 fn the_birthday_technique_gets_a_random_port_nat_through_a_port_restricted_one() {
