@@ -36,11 +36,15 @@
 //! send on the socket (see [`UtpSocket::send_datagram_with_ttl`]). Elsewhere
 //! the OS default applies.
 //!
-//! Batched I/O (Linux): after the first datagram of a wake-up, the driver
+//! Batched I/O (Linux): when the socket turns readable, the driver
 //! drains the socket with `recvmmsg` (32 datagrams per call) and sends with
 //! `sendmmsg` (32 per call); a run of equal-sized datagrams to one peer
 //! goes as one GSO send (`UDP_SEGMENT`) where the path supports it (turned
-//! off for the socket at the first failure). Not done: GRO on receive.
+//! off for the socket at the first failure). On receive, GRO (`UDP_GRO`)
+//! lets the kernel hand over a train of equal-sized datagrams from one
+//! sender as one message (loopback passes a GSO train through whole), which
+//! the driver splits again. Every receive slot holds 64 KiB, the largest
+//! datagram, as crust's hello promises the peer.
 //!
 //! Path MTU: the driver tells each connection the route's MTU (`IP_MTU` of
 //! a connected probe socket, `Connection::set_interface_mtu`): for an
@@ -80,11 +84,6 @@ pub type OtherDatagram = (Vec<u8>, SocketAddr);
 const OTHER_QUEUE: usize = 1024;
 /// Datagrams handled per wake-up before the driver flushes transmits.
 const RECV_BATCH: usize = 128;
-/// Receive buffer per datagram of a batch, to start with: uTP packets
-/// rarely exceed 1472 bytes and crust's own datagrams are small. The first
-/// datagram of each wake-up has a 64 KiB buffer, and the slots grow to that
-/// the first time a datagram does not fit.
-const RECV_SLOT: usize = 2048;
 /// Most bytes one GSO send carries: the whole train is one UDP datagram
 /// to the kernel, so it must fit in 64 KiB.
 const GSO_MAX_BYTES: usize = 65_000;
@@ -203,6 +202,9 @@ impl UtpSocket {
         let ipv6 = addr.is_ipv6();
         if let Err(e) = sys::set_fragmentation(&*socket, ipv6, Fragmentation::Allowed) {
             tracing::debug!(%addr, error = %e, "uTP socket: cannot clear don't-fragment");
+        }
+        if let Err(e) = sys::enable_gro(&*socket) {
+            tracing::debug!(%addr, error = %e, "uTP socket: no GRO");
         }
         if let Ok((recv, send)) = buffer_sizes(&socket) {
             tracing::debug!(%addr, recv, send, asked = SOCKET_BUFFER, "uTP socket buffers");
@@ -582,8 +584,9 @@ async fn drive(
     shutdown: Arc<Notify>,
     other: mpsc::Sender<OtherDatagram>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut slots: Vec<Vec<u8>> = (0..sys::BATCH).map(|_| vec![0u8; RECV_SLOT]).collect();
+    // One allocation for every slot: large enough that the allocator maps
+    // it lazily, so only the pages datagrams reach are ever resident.
+    let mut slots = vec![0u8; sys::BATCH * sys::SLOT];
     let mut arrived = Vec::with_capacity(sys::BATCH);
     loop {
         let Some(shared) = weak.upgrade() else {
@@ -599,10 +602,10 @@ async fn drive(
         // Hold no strong reference while parked, so dropping the last
         // handle can end the driver.
         drop(shared);
-        let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r.ok(),
-            () = sleep => None,
-            () = wake.notified() => None,
+        let readable = tokio::select! {
+            r = socket.readable() => r.is_ok(),
+            () = sleep => false,
+            () = wake.notified() => false,
             () = shutdown.notified() => return,
         };
         let Some(shared) = weak.upgrade() else {
@@ -613,19 +616,11 @@ async fn drive(
         // the clock and draining the socket) understates its one-way delay,
         // and the base delay, a ten-minute minimum, would keep that.
         let mut now = Instant::now();
-        if let Some((n, from)) = received {
+        if readable {
             let mut inner = shared.lock();
-            handle_datagram(
-                &mut inner,
-                shared.mtu_from_interface,
-                &other,
-                now,
-                &buf[..n],
-                from,
-            );
-            // Drain what else is queued, a batch per system call, then
-            // flush once.
-            let mut handled = 1;
+            // Drain what is queued, a batch per system call, then flush
+            // once.
+            let mut handled = 0;
             while handled < RECV_BATCH {
                 arrived.clear();
                 let Ok(count) = socket.try_io(Interest::READABLE, || {
@@ -634,24 +629,22 @@ async fn drive(
                     break;
                 };
                 now = Instant::now();
-                for &(i, n, from) in &arrived {
-                    handle_datagram(
-                        &mut inner,
-                        shared.mtu_from_interface,
-                        &other,
-                        now,
-                        &slots[i][..n],
-                        from,
-                    );
-                }
-                if arrived.len() < count && slots[0].len() < buf.len() {
-                    // A datagram did not fit (a path MTU above the slot):
-                    // it is lost, uTP resends it, and the slots grow.
-                    for slot in &mut slots {
-                        slot.resize(buf.len(), 0);
+                for a in &arrived {
+                    let data = &slots[a.slot * sys::SLOT..][..a.len];
+                    // A GRO train: datagrams of `segment` bytes, the last
+                    // perhaps shorter.
+                    for datagram in data.chunks(a.segment.max(1)) {
+                        handle_datagram(
+                            &mut inner,
+                            shared.mtu_from_interface,
+                            &other,
+                            now,
+                            datagram,
+                            a.from,
+                        );
+                        handled += 1;
                     }
                 }
-                handled += count;
                 if count < sys::BATCH {
                     break;
                 }
@@ -718,11 +711,15 @@ async fn flush(shared: &Shared, socket: &UdpSocket) {
     // A probe polled while a batch of ordinary datagrams was filling.
     let mut held: Option<Transmit> = None;
     loop {
-        batch.clear();
         if let Some(t) = held.take() {
+            batch.clear();
             batch.push(t);
         } else {
             let mut inner = shared.lock();
+            // The buffers of what went out build the next datagrams.
+            for t in batch.drain(..) {
+                inner.endpoint.recycle(t.destination, t.contents);
+            }
             let now = Instant::now();
             while batch.len() < sys::BATCH {
                 let Some(t) = inner.endpoint.poll_transmit(now) else {
@@ -994,13 +991,32 @@ mod sys {
     /// One datagram per call: no `recvmmsg`/`sendmmsg` here.
     pub(super) const BATCH: usize = 32;
 
+    pub(super) const SLOT: usize = 1 << 16;
+
+    #[derive(Debug, Clone, Copy)]
+    pub(super) struct Arrival {
+        pub(super) slot: usize,
+        pub(super) len: usize,
+        pub(super) from: std::net::SocketAddr,
+        pub(super) segment: usize,
+    }
+
+    pub(super) fn enable_gro(_socket: &tokio::net::UdpSocket) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
     pub(super) fn recv_batch(
         socket: &tokio::net::UdpSocket,
-        bufs: &mut [Vec<u8>],
-        out: &mut Vec<(usize, usize, std::net::SocketAddr)>,
+        slots: &mut [u8],
+        out: &mut Vec<Arrival>,
     ) -> std::io::Result<usize> {
-        let (n, from) = socket.try_recv_from(&mut bufs[0])?;
-        out.push((0, n, from));
+        let (len, from) = socket.try_recv_from(&mut slots[..SLOT])?;
+        out.push(Arrival {
+            slot: 0,
+            len,
+            from,
+            segment: len,
+        });
         Ok(1)
     }
 

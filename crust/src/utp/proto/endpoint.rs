@@ -63,6 +63,8 @@ pub struct Endpoint {
     reset_tokens: f64,
     reset_refilled: Option<Instant>,
     cursor: Option<ConnectionHandle>,
+    /// The peer and connection of the last datagram polled, for `recycle`.
+    last_transmitter: Option<(SocketAddr, ConnectionHandle)>,
     event_cursor: Option<ConnectionHandle>,
 }
 
@@ -81,6 +83,7 @@ impl Endpoint {
             transmits: VecDeque::new(),
             reset_refilled: None,
             cursor: None,
+            last_transmitter: None,
             event_cursor: None,
         }
     }
@@ -388,6 +391,18 @@ impl Endpoint {
             .min()
     }
 
+    /// Hands back the buffer of a datagram that has been sent, for the
+    /// connection with `remote` to build its next one in (no allocation
+    /// per datagram; see `Connection::recycle`). Optional.
+    pub fn recycle(&mut self, remote: SocketAddr, contents: Vec<u8>) {
+        if let Some(h) = self.last_transmitter.filter(|(addr, _)| *addr == remote)
+            && let Some(e) = self.conns.get_mut(&h.1)
+            && e.conn.wants_buffers()
+        {
+            e.conn.recycle(contents);
+        }
+    }
+
     /// The next datagram to send: endpoint RESETs first, then the
     /// connections in turn, so one busy connection cannot starve the rest.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
@@ -403,12 +418,14 @@ impl Endpoint {
         {
             if let Some(t) = e.conn.poll_transmit(now) {
                 self.cursor = Some(*h);
+                self.last_transmitter = Some((t.destination, *h));
                 return Some(t);
             }
         }
         for (h, e) in self.conns.range_mut(..=ConnectionHandle(start)) {
             if let Some(t) = e.conn.poll_transmit(now) {
                 self.cursor = Some(*h);
+                self.last_transmitter = Some((t.destination, *h));
                 return Some(t);
             }
         }

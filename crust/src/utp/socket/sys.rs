@@ -1,7 +1,8 @@
 //! What neither `std` nor `socket2` exposes: the per-send
 //! `IP_MTU_DISCOVER`/`IPV6_MTU_DISCOVER` option, which decides whether a
 //! datagram leaves with the "don't fragment" bit, and batched I/O
-//! (`recvmmsg`/`sendmmsg`, many datagrams per system call).
+//! (`recvmmsg`/`sendmmsg`, many datagrams per system call; GSO trains out
+//! with `UDP_SEGMENT`, GRO trains in with `UDP_GRO`).
 //!
 //! Unsafe is allowed here, and only here, because these are raw libc calls.
 //! Each unsafe block passes pointers to live, correctly sized locals or
@@ -52,36 +53,65 @@ pub(super) fn set_fragmentation(
     }
 }
 
-/// Receives up to `bufs.len()` (at most [`BATCH`]) datagrams without
-/// blocking, into one buffer each; pushes `(buffer index, length, sender)`
-/// for each to `out`, and returns how many arrived. A datagram too big for
-/// its buffer is dropped (counted, not pushed). `WouldBlock` when nothing
-/// is queued.
+/// Bytes of each receive slot: the largest UDP payload (65 507 bytes), and
+/// the largest GRO train the kernel builds.
+pub(super) const SLOT: usize = 1 << 16;
+
+/// One received message: `len` bytes in slot `slot` from `from`, made of
+/// datagrams of `segment` bytes (the last perhaps shorter) when the kernel
+/// coalesced a train of them (GRO), else one datagram (`segment == len`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Arrival {
+    pub(super) slot: usize,
+    pub(super) len: usize,
+    pub(super) from: SocketAddr,
+    pub(super) segment: usize,
+}
+
+/// Asks the kernel to coalesce trains of equal-sized datagrams from one
+/// sender into one message (`UDP_GRO`); [`recv_batch`] splits them again.
+/// Loopback hands a GSO train over whole.
+pub(super) fn enable_gro(socket: &impl AsFd) -> io::Result<()> {
+    set_int(socket, libc::SOL_UDP, libc::UDP_GRO, 1)
+}
+
+/// Room for one `UDP_GRO` control message (an int) per received message.
+const CONTROL_WORDS: usize = 4;
+
+/// Receives up to [`BATCH`] messages without blocking, message `i` into
+/// `slots[i * SLOT..][..SLOT]`; pushes an [`Arrival`] for each to `out`,
+/// and returns how many arrived. A truncated message (cannot happen with
+/// 64 KiB slots) is dropped. `WouldBlock` when nothing is queued.
 pub(super) fn recv_batch(
     socket: &impl AsFd,
-    bufs: &mut [Vec<u8>],
-    out: &mut Vec<(usize, usize, SocketAddr)>,
+    slots: &mut [u8],
+    out: &mut Vec<Arrival>,
 ) -> io::Result<usize> {
-    let n = bufs.len().min(BATCH);
+    let n = (slots.len() / SLOT).min(BATCH);
     // SAFETY: iovec, sockaddr_storage and mmsghdr are plain old data for
     // which all-zero is valid.
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
+    // u64s keep each control buffer aligned for cmsghdr.
+    let mut control = [[0u64; CONTROL_WORDS]; BATCH];
+    for (i, slot) in slots.chunks_exact_mut(SLOT).take(n).enumerate() {
         iovs[i] = libc::iovec {
-            iov_base: bufs[i].as_mut_ptr().cast(),
-            iov_len: bufs[i].len(),
+            iov_base: slot.as_mut_ptr().cast(),
+            iov_len: slot.len(),
         };
         let h = &mut hdrs[i].msg_hdr;
         h.msg_name = (&raw mut addrs[i]).cast();
         h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         h.msg_iov = &raw mut iovs[i];
         h.msg_iovlen = 1;
+        h.msg_control = control[i].as_mut_ptr().cast();
+        h.msg_controllen = size_of::<[u64; CONTROL_WORDS]>() as _;
     }
     // SAFETY: the first `n` headers point at `iovs` (each describing a live,
-    // writable caller buffer of the stated length) and at `addrs`; all of
-    // them outlive the call, and the kernel writes only within those bounds.
+    // writable slot of the stated length), at `addrs` and at `control`; all
+    // of them outlive the call, and the kernel writes only within those
+    // bounds.
     let r = unsafe {
         libc::recvmmsg(
             socket.as_fd().as_raw_fd(),
@@ -92,13 +122,37 @@ pub(super) fn recv_batch(
         )
     };
     let received = usize::try_from(r).map_err(|_| io::Error::last_os_error())?;
-    for i in 0..received {
-        let h = &hdrs[i];
+    for (i, h) in hdrs.iter().enumerate().take(received) {
         if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             continue;
         }
+        let len = h.msg_len as usize;
+        let mut segment = len;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel just
+        // filled, within the `msg_controllen` it set; a UDP_GRO payload is
+        // an int.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const h.msg_hdr);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                    let size =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    if let Ok(size) = usize::try_from(size)
+                        && size > 0
+                    {
+                        segment = size.min(len.max(1));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const h.msg_hdr, cmsg);
+            }
+        }
         if let Some(from) = socket_addr(&addrs[i]) {
-            out.push((i, h.msg_len as usize, from));
+            out.push(Arrival {
+                slot: i,
+                len,
+                from,
+                segment,
+            });
         }
     }
     Ok(received)

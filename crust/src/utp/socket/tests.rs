@@ -377,3 +377,39 @@ async fn bulk_data_goes_as_gso_trains_over_loopback() {
         "GSO was turned off on loopback"
     );
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_gro_train_arrives_as_its_datagrams() {
+    // A GSO train of equal-sized datagrams (the last shorter) reaches a
+    // socket with UDP_GRO on loopback as one message; the driver must hand
+    // on each datagram as it was sent, in order.
+    let (b, mut other) = UtpSocket::bind(loopback(), EndpointConfig::default())
+        .await
+        .expect("bind");
+    let to = b.local_addr().expect("addr");
+    let sender = tokio::net::UdpSocket::bind(loopback()).await.expect("bind");
+    let datagrams: Vec<Vec<u8>> = (0..20u8)
+        .map(|i| {
+            let len = if i == 19 { 300 } else { 1200 };
+            let mut d = b"CRST".to_vec();
+            d.extend((0..len - 4).map(|k| i.wrapping_mul(31).wrapping_add(k as u8)));
+            d
+        })
+        .collect();
+    let segments: Vec<&[u8]> = datagrams.iter().map(Vec::as_slice).collect();
+    sender.writable().await.expect("writable");
+    let sent = sender
+        .try_io(tokio::io::Interest::WRITABLE, || {
+            super::sys::send_gso(&sender, &segments, to)
+        })
+        .expect("GSO send on loopback");
+    assert_eq!(sent, datagrams.len());
+    for (i, want) in datagrams.iter().enumerate() {
+        let (data, _) = tokio::time::timeout(Duration::from_secs(5), other.recv())
+            .await
+            .expect("in time")
+            .expect("datagram");
+        assert_eq!(&data, want, "datagram {i}");
+    }
+}

@@ -65,6 +65,8 @@ pub struct Connection {
     /// Next sequence number to send.
     seq_nr: u16,
     sent: VecDeque<Sent>,
+    /// Payload buffers of acknowledged packets, for the next ones.
+    spare: Vec<Vec<u8>>,
     /// No packet before this index of `sent` needs resending, so
     /// `poll_resend` starts looking here: amortised O(1) per packet instead
     /// of a scan of the whole window.
@@ -217,6 +219,7 @@ impl Connection {
             rng: SplitMix64::new(rng.next_u64()),
             seq_nr: isn,
             sent: VecDeque::new(),
+            spare: Vec::new(),
             resend_from: 0,
             in_flight: 0,
             unacked_bytes: 0,

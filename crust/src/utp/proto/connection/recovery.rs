@@ -157,6 +157,7 @@ impl Connection {
             if !s.sacked {
                 bytes_acked += self.on_delivered(now, Delivered::of(&s), &mut rtt_sample);
             }
+            self.recycle(s.payload);
         }
         let mut newly_sacked = 0;
         if let Some(mask) = sack {

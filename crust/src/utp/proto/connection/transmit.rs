@@ -10,6 +10,9 @@ use super::super::packet::{self, HEADER_LEN, Header, PacketType};
 use super::recovery::Sent;
 use super::{Connection, State, Transmit};
 
+/// Buffers a connection keeps for reuse.
+const SPARE_BUFFERS: usize = 16;
+
 impl Connection {
     pub(super) fn push_sent(&mut self, ty: PacketType, payload: Vec<u8>) -> usize {
         self.unacked_bytes += payload.len();
@@ -27,6 +30,38 @@ impl Connection {
         });
         self.seq_nr = self.seq_nr.wrapping_add(1);
         self.sent.len() - 1
+    }
+
+    /// A buffer for a packet's payload or a datagram: a recycled one, when
+    /// one is big enough. Loopback packets are 64 KiB, and allocating and
+    /// freeing one per packet made glibc hand the heap's top back to the OS
+    /// and fault it in again, packet after packet: the first transfer of a
+    /// process ran at a third of the speed of the next ones (the next
+    /// ones found the allocator's thresholds raised).
+    fn spare_buffer(&mut self, size: usize) -> Vec<u8> {
+        match self.spare.pop() {
+            Some(mut v) if v.capacity() >= size => {
+                v.clear();
+                v
+            }
+            // Room for a header and extensions too, so that the buffer can
+            // carry a whole datagram next time.
+            _ => Vec::with_capacity(size.max(self.mss() + HEADER_LEN + 64)),
+        }
+    }
+
+    /// Keeps a buffer (an acknowledged packet's payload, or a sent
+    /// datagram the driver hands back) for the next packet; a few, so an
+    /// idle connection holds little.
+    pub(crate) fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() >= self.mss() {
+            self.spare.push(buffer);
+        }
+    }
+
+    /// Whether [`Self::recycle`] would keep another buffer.
+    pub(crate) fn wants_buffers(&self) -> bool {
+        self.spare.len() < SPARE_BUFFERS
     }
 
     pub(super) fn window(&self) -> usize {
@@ -183,7 +218,7 @@ impl Connection {
         }
         self.zero_window_deadline = None;
         // Slice copies: collecting a `VecDeque<u8>` drain goes byte by byte.
-        let mut payload = Vec::with_capacity(size);
+        let mut payload = self.spare_buffer(size);
         let (front, back) = self.send_queue.as_slices();
         let from_front = size.min(front.len());
         payload.extend_from_slice(&front[..from_front]);
@@ -228,7 +263,7 @@ impl Connection {
                     && self.state == State::SynRecv
                     && self.peer_max_datagram.is_some())))
         .then_some(self.config.max_datagram);
-        let mut contents = Vec::new();
+        let mut contents = self.spare_buffer(HEADER_LEN + 64 + payload.len());
         packet::encode_with(&header, sack, hello, payload, &mut contents);
         self.last_sent = now;
         self.last_advertised = wnd;
