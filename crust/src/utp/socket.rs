@@ -584,9 +584,7 @@ async fn drive(
     shutdown: Arc<Notify>,
     other: mpsc::Sender<OtherDatagram>,
 ) {
-    // One allocation for every slot: large enough that the allocator maps
-    // it lazily, so only the pages datagrams reach are ever resident.
-    let mut slots = vec![0u8; sys::BATCH * sys::SLOT];
+    let mut slots = sys::Slots::new();
     let mut arrived = Vec::with_capacity(sys::BATCH);
     loop {
         let Some(shared) = weak.upgrade() else {
@@ -992,6 +990,28 @@ mod sys {
     pub(super) const BATCH: usize = 32;
 
     pub(super) const SLOT: usize = 1 << 16;
+
+    /// One slot here (one datagram per call).
+    pub(super) struct Slots(Vec<u8>);
+
+    impl Slots {
+        pub(super) fn new() -> Self {
+            Self(vec![0u8; SLOT])
+        }
+    }
+
+    impl std::ops::Deref for Slots {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for Slots {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+    }
 
     #[derive(Debug, Clone, Copy)]
     pub(super) struct Arrival {

@@ -57,6 +57,82 @@ pub(super) fn set_fragmentation(
 /// the largest GRO train the kernel builds.
 pub(super) const SLOT: usize = 1 << 16;
 
+/// The receive slots of one socket: [`BATCH`] × [`SLOT`] bytes of
+/// anonymous memory that the kernel maps on first touch, so an idle socket
+/// costs no resident memory (from the heap, glibc would clear 2 MiB of
+/// reused memory for each new socket once its mmap threshold has risen,
+/// and a NAT traversal binds hundreds). Heap memory if mapping fails.
+pub(super) enum Slots {
+    Mapped {
+        ptr: std::ptr::NonNull<u8>,
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+// SAFETY: `Mapped` owns its mapping exclusively (like a Box<[u8]>), so
+// moving it to another thread is sound.
+unsafe impl Send for Slots {}
+
+impl Slots {
+    pub(super) fn new() -> Self {
+        let len = BATCH * SLOT;
+        // SAFETY: an anonymous private mapping of `len` bytes with no
+        // address hint touches no existing memory; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(ptr.cast::<u8>()) {
+            Some(ptr) if ptr.as_ptr().cast() != libc::MAP_FAILED => Self::Mapped { ptr, len },
+            _ => Self::Heap(vec![0u8; len]),
+        }
+    }
+}
+
+impl std::ops::Deref for Slots {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            // SAFETY: the mapping is `len` readable bytes, zero-filled by
+            // the kernel, alive until drop.
+            Self::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *len) },
+            Self::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Slots {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            // SAFETY: as above, writable, and `&mut self` makes this the
+            // only reference.
+            Self::Mapped { ptr, len } => unsafe {
+                std::slice::from_raw_parts_mut(ptr.as_ptr(), *len)
+            },
+            Self::Heap(v) => v,
+        }
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        if let Self::Mapped { ptr, len } = self {
+            // SAFETY: unmaps exactly the mapping `new` made, once; no slice
+            // into it outlives `self`.
+            unsafe {
+                libc::munmap(ptr.as_ptr().cast(), *len);
+            }
+        }
+    }
+}
+
 /// One received message: `len` bytes in slot `slot` from `from`, made of
 /// datagrams of `segment` bytes (the last perhaps shorter) when the kernel
 /// coalesced a train of them (GRO), else one datagram (`segment == len`).
