@@ -238,6 +238,10 @@ pub(crate) struct PunchPlan {
     round: u32,
     birthday: Birthday,
     sent: u64,
+    /// Each first-round probe goes out twice in a row (see
+    /// [`PunchPlan::first_round_twice`]); whether the current one has.
+    first_round_twice: bool,
+    repeated: bool,
 }
 
 impl PunchPlan {
@@ -257,7 +261,18 @@ impl PunchPlan {
             round: 0,
             birthday,
             sent: 0,
+            first_round_twice: false,
+            repeated: false,
         }
+    }
+
+    /// Sends each first-round probe twice in a row. For two sequential
+    /// NATs, whose meeting depends on the order in which the first round
+    /// makes its mappings: a probe lost before our NAT would leave its
+    /// mapping for the next round and shift the port of every later one.
+    pub(crate) fn first_round_twice(mut self) -> Self {
+        self.first_round_twice = true;
+        self
     }
 
     /// Whether there is anything to probe.
@@ -291,6 +306,11 @@ impl PunchPlan {
     fn next_plain(&mut self) -> Option<Probe> {
         let addr = *self.targets.get(self.next)?;
         let ttl = (self.round == 0).then_some(LOW_TTL);
+        if self.round == 0 && self.first_round_twice && !self.repeated {
+            self.repeated = true;
+            return Some(Probe::Main { to: addr, ttl });
+        }
+        self.repeated = false;
         self.next += 1;
         if self.next == self.targets.len() {
             self.next = 0;
@@ -367,6 +387,49 @@ mod tests {
         );
         let t2 = budget.next_at();
         assert_eq!(plan.poll_probe(t2, &mut budget), main(addr(1), None));
+    }
+
+    #[test]
+    fn the_first_round_can_go_out_twice() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(t0);
+        let mut plan = PunchPlan::new(&[addr(1), addr(2)], Birthday::Off).first_round_twice();
+        let mut got = Vec::new();
+        let mut now = t0;
+        while got.len() < 6 {
+            got.extend(plan.poll_probe(now, &mut budget));
+            now += Duration::from_millis(10);
+        }
+        let low = Some(LOW_TTL);
+        assert_eq!(
+            got,
+            [
+                Probe::Main {
+                    to: addr(1),
+                    ttl: low
+                },
+                Probe::Main {
+                    to: addr(1),
+                    ttl: low
+                },
+                Probe::Main {
+                    to: addr(2),
+                    ttl: low
+                },
+                Probe::Main {
+                    to: addr(2),
+                    ttl: low
+                },
+                Probe::Main {
+                    to: addr(1),
+                    ttl: None
+                },
+                Probe::Main {
+                    to: addr(2),
+                    ttl: None
+                },
+            ]
+        );
     }
 
     #[test]

@@ -547,9 +547,9 @@ impl Driver {
             };
             s.birthday = !matches!(birthday, Birthday::Off);
             let mut targets = s.theirs.udp.clone();
-            if ours == MappingHint::SequentialPerDestination
-                && s.theirs.mapping == MappingHint::SequentialPerDestination
-            {
+            let both_sequential = ours == MappingHint::SequentialPerDestination
+                && s.theirs.mapping == MappingHint::SequentialPerDestination;
+            if both_sequential {
                 // Both sides predicted: see `stride_two`. TCP SYNs take
                 // ports from the same allocator, so they wait until the
                 // UDP probes have taken theirs.
@@ -562,7 +562,12 @@ impl Driver {
                 tracing::debug!(peer = %s.peer, stride = s.initiator,
                     "both NATs sequential: predicting both sides");
             }
-            s.plan = Some(PunchPlan::new(&targets, birthday));
+            let plan = PunchPlan::new(&targets, birthday);
+            s.plan = Some(if both_sequential {
+                plan.first_round_twice()
+            } else {
+                plan
+            });
             let birthday = s.birthday;
             // Plain dials and punches alternate, most promising candidate
             // first: they queue in this order for the budget's TCP slots.
