@@ -7,18 +7,18 @@ use std::time::Duration;
 use super::sim::{LinkConfig, Pair};
 use crate::utp::proto::{Config, ConnectionHandle, Diagnostics};
 
-/// 20 Mbit/s, 10 ms each way with up to 2 ms of jitter, 1 % loss and
-/// 0.5 % duplication each way, a 1 MiB queue: Reno's loss-limited rate
-/// on this path is about 7 Mbit/s, so a sender that halves for every
+/// 10 Mbit/s, 20 ms each way with up to 2 ms of jitter, 1 % loss and
+/// 0.5 % duplication each way, a 512 KiB queue: Reno's loss-limited rate
+/// on this path is about 3.4 Mbit/s, so a sender that halves for every
 /// random loss shows.
 fn lossy_link() -> LinkConfig {
     LinkConfig {
-        delay: Duration::from_millis(10),
+        delay: Duration::from_millis(20),
         jitter: Duration::from_millis(2),
         loss: 0.01,
         duplicate: 0.005,
-        rate: Some(2_500_000),
-        queue_bytes: 1 << 20,
+        rate: Some(1_250_000),
+        queue_bytes: 512 << 10,
         ..LinkConfig::default()
     }
 }
@@ -74,31 +74,20 @@ impl Bulk {
 
 /// Goodput before the stalls and long after them (past the loss
 /// classifier's 30–60 s memory), with `b`'s driver stamping the datagrams
-/// that arrived during each stall with the time it had woken up at
-/// (`stale`) or with the time it got them.
-fn before_and_after_stalls(seed: u64, stale: bool) -> (f64, f64, Diagnostics) {
+/// that arrived during each stall with the time it had woken up at.
+fn before_and_after_stalls(seed: u64) -> (f64, f64, Diagnostics) {
     let mut bulk = Bulk::new(seed);
-    bulk.run_until(Duration::from_secs(10));
-    let before = bulk.run_until(Duration::from_secs(20));
-    bulk.pair.b_stale_stamps = stale;
-    for (at_ms, len_ms) in [(20_000, 300), (21_500, 200), (23_000, 500), (24_500, 400)] {
+    bulk.run_until(Duration::from_secs(5));
+    let before = bulk.run_until(Duration::from_secs(12));
+    bulk.pair.b_stale_stamps = true;
+    for (at_ms, len_ms) in [(12_000, 300), (13_500, 200), (15_000, 500), (16_500, 400)] {
         bulk.pair
             .b_preemptions
             .push_back((Duration::from_millis(at_ms), Duration::from_millis(len_ms)));
     }
-    bulk.run_until(Duration::from_secs(90));
-    let after = bulk.run_until(Duration::from_secs(110));
+    bulk.run_until(Duration::from_secs(78));
+    let after = bulk.run_until(Duration::from_secs(88));
     (before, after, bulk.sender())
-}
-
-#[test]
-fn throughput_recovers_after_the_receiver_is_starved_of_cpu() {
-    let (before, after, d) = before_and_after_stalls(21, false);
-    eprintln!("before {before:.1} Mbit/s, after {after:.1}: {d:?}");
-    assert!(
-        after > before * 0.7,
-        "before {before:.1}, after {after:.1}: {d:?}"
-    );
 }
 
 #[test]
@@ -111,7 +100,7 @@ fn delay_samples_stamped_before_they_arrived_do_not_trap_the_sender() {
     // halved for every random loss, never built a queue again, and stayed
     // at Reno's loss-limited rate: the soak's fall from 50–100 to
     // 4–6 Mbit/s under busy loops.
-    let (before, after, d) = before_and_after_stalls(21, true);
+    let (before, after, d) = before_and_after_stalls(21);
     eprintln!("before {before:.1} Mbit/s, after {after:.1}: {d:?}");
     assert!(
         after > before * 0.7,
