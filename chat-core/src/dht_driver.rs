@@ -28,9 +28,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crust::dht::Envelope;
+use crust::dht::{Dials, Envelope};
 use crust::{Endpoint, Mapping, PeerId, Priority};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::dht::{
     Config, Contact, Dht, Event as DhtEvent, LookupStats, MAX_CONTACT_ENDPOINTS,
@@ -54,8 +54,6 @@ const PUBLISH_SETTLE: Duration = Duration::from_millis(300);
 const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// With an empty routing table, crust bootstraps again this often.
 const REBOOTSTRAP: Duration = Duration::from_secs(10);
-/// Messages waiting for one connection at most.
-const MAX_WAITING: usize = 32;
 /// How long a DHT message may wait for room in a peer's send queue: not
 /// at all (the send is polled once, so it is queued when there is room).
 /// A peer that asks and never reads loses its answers, as over UDP,
@@ -155,12 +153,8 @@ pub(crate) struct DhtDriver {
     service: crust::Service,
     /// Connected peers (any kind).
     connected: HashSet<PeerId>,
-    /// Messages waiting for a connection being dialled.
-    waiting: HashMap<PeerId, Vec<Message>>,
-    /// Peers connected only for the DHT, and when last used.
-    dht_only: HashMap<PeerId, Instant>,
-    dial_tx: mpsc::UnboundedSender<(PeerId, bool)>,
-    dial_rx: mpsc::UnboundedReceiver<(PeerId, bool)>,
+    /// Dials for the DHT and the connections opened for it alone.
+    dials: Dials,
     /// Record lookups asked for by `Node::find_record`.
     replies: HashMap<QueryId, Vec<oneshot::Sender<RecordLookup>>>,
     /// Record lookups for contacts we cannot reach.
@@ -253,16 +247,13 @@ impl DhtDriver {
             ..Config::default()
         };
         let unix = Duration::from_millis(u64::try_from(unix_ms(&*clock)).unwrap_or(0));
-        let (dial_tx, dial_rx) = mpsc::unbounded_channel();
+        let dials = Dials::new(service.clone(), config.request_timeout);
         Self {
             dht: Dht::new(engine, secret, now, unix),
             config,
             service,
             connected: HashSet::new(),
-            waiting: HashMap::new(),
-            dht_only: HashMap::new(),
-            dial_tx,
-            dial_rx,
+            dials,
             replies: HashMap::new(),
             for_reconnect: HashMap::new(),
             last_lookup: HashMap::new(),
@@ -325,7 +316,7 @@ impl DhtDriver {
     pub(crate) async fn wait(&mut self) -> Wake {
         let deadline = self.deadline();
         tokio::select! {
-            Some((peer, ok)) = self.dial_rx.recv() => Wake::Dialled(peer, ok),
+            (peer, ok) = self.dials.next_dial_end() => Wake::Dialled(peer, ok),
             () = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -346,13 +337,13 @@ impl DhtDriver {
         let now = Instant::now();
         let mut found = Vec::new();
         match wake {
-            Wake::Dialled(peer, true) => {
-                self.connected.insert(peer);
-                self.flush(peer).await;
-            }
-            Wake::Dialled(peer, false) => {
-                // The engine times the requests out and notes the failure.
-                self.waiting.remove(&peer);
+            Wake::Dialled(peer, ok) => {
+                if ok {
+                    self.connected.insert(peer);
+                }
+                for message in self.dials.dial_ended(peer, ok) {
+                    self.send_now(&peer, &message).await;
+                }
             }
             Wake::Timer => {
                 let out = self.dht.handle_timeout(now);
@@ -473,7 +464,7 @@ impl DhtDriver {
     /// A connection to `peer` was opened for one purpose (a rendezvous):
     /// close it after [`DHT_IDLE`] unused, as one opened for the DHT.
     pub(crate) fn close_when_idle(&mut self, peer: PeerId) {
-        self.dht_only.entry(peer).or_insert_with(Instant::now);
+        self.dials.close_when_idle(peer);
     }
 
     /// Publish again now.
@@ -517,8 +508,7 @@ impl DhtDriver {
     /// The connection to `peer` is gone.
     pub(crate) fn lost(&mut self, peer: &PeerId) {
         self.connected.remove(peer);
-        self.dht_only.remove(peer);
-        self.waiting.remove(peer);
+        self.dials.lost(peer);
     }
 
     /// DHT traffic (an [`Envelope`]) from `peer`; `remote_ip`, where its
@@ -554,9 +544,7 @@ impl DhtDriver {
                 return found;
             }
         };
-        if let Some(used) = self.dht_only.get_mut(&peer) {
-            *used = Instant::now();
-        }
+        self.dials.used(&peer);
         let endpoints = reachable;
         let server = !endpoints.is_empty();
         let from = Contact {
@@ -609,15 +597,9 @@ impl DhtDriver {
 
     /// Peers connected only for the DHT and unused for [`DHT_IDLE`].
     pub(crate) fn idle(&mut self) -> Vec<PeerId> {
-        let now = Instant::now();
-        let idle: Vec<PeerId> = self
-            .dht_only
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) >= DHT_IDLE)
-            .map(|(p, _)| *p)
-            .collect();
+        let idle = self.dials.take_idle(Instant::now(), DHT_IDLE);
         for peer in &idle {
-            self.lost(peer);
+            self.connected.remove(peer);
         }
         idle
     }
@@ -698,9 +680,7 @@ impl DhtDriver {
     }
 
     async fn send_now(&mut self, peer: &PeerId, message: &Message) -> bool {
-        if let Some(used) = self.dht_only.get_mut(peer) {
-            *used = Instant::now();
-        }
+        self.dials.used(peer);
         let wire = self.wire(message);
         matches!(
             tokio::time::timeout(SEND_WAIT, self.service.send(peer, wire, Priority::NORMAL)).await,
@@ -712,33 +692,11 @@ impl DhtDriver {
         if self.connected.contains(&to.id) && self.send_now(&to.id, &message).await {
             return;
         }
-        if to.endpoints.is_empty() {
-            return;
-        }
-        let queue = self.waiting.entry(to.id).or_default();
-        if queue.len() >= MAX_WAITING {
-            return;
-        }
-        queue.push(message);
-        if queue.len() > 1 {
-            // Already dialling.
-            return;
-        }
-        let service = self.service.clone();
-        let done = self.dial_tx.clone();
-        let timeout = self.config.request_timeout;
-        self.dht_only.insert(to.id, Instant::now());
-        tokio::spawn(async move {
-            let ok = matches!(
-                tokio::time::timeout(timeout, service.connect(to.id, &to.endpoints)).await,
-                Ok(Ok(_))
-            );
-            let _ = done.send((to.id, ok));
-        });
+        self.dials.send_after_dial(to, message);
     }
 
     async fn flush(&mut self, peer: PeerId) {
-        for message in self.waiting.remove(&peer).unwrap_or_default() {
+        for message in self.dials.take_waiting(&peer) {
             self.send_now(&peer, &message).await;
         }
     }

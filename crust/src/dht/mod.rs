@@ -25,8 +25,10 @@
 //! The parts: `key` (key space, distance), `record` (records, their store),
 //! `message` (wire format), `routing` (k-buckets), `lookup` (one iterative
 //! lookup), `engine` (the node), `envelope` (on a crust connection),
-//! `mode` (server or client), `server` (the serving driver).
+//! `mode` (server or client), `dials` (connections a driver opens for the
+//! DHT), `server` (the serving driver).
 
+mod dials;
 mod engine;
 mod envelope;
 mod key;
@@ -37,6 +39,7 @@ mod record;
 mod routing;
 mod server;
 
+pub use dials::{Dials, MAX_DIALS, MAX_WAITING};
 pub use engine::{Config, Dht, Event, LookupStats, Output, QueryId};
 pub use envelope::{Envelope, MAGIC, MAX_ENVELOPE_BYTES};
 pub use key::{Distance, Key};

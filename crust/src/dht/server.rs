@@ -20,23 +20,17 @@
 //! send queue is full misses the reply rather than stalling the owner's
 //! loop. Broken DHT traffic is counted and dropped, never fatal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::mpsc;
-
+use super::dials::Dials;
 use super::engine::{Config, Dht, Event as DhtEvent, Output};
 use super::envelope::Envelope;
 use super::message::{Contact, MAX_CONTACT_ENDPOINTS, Message};
 use super::mode::Mode;
 use crate::{Endpoint, Event, Mapping, PeerId, Priority, SecretId, Service};
 
-/// Messages waiting for one connection at most.
-const MAX_WAITING: usize = 32;
-/// Dials in progress at most; messages for more peers are dropped (the
-/// engine times the requests out).
-const MAX_DIALS: usize = 16;
 /// How long a message may wait for room in the peer's send queue: not at
 /// all (`tokio::time::timeout` polls the send once before it looks at the
 /// clock, so it is queued when there is room). A peer that asks and never
@@ -105,13 +99,8 @@ pub struct Server {
     listeners: Vec<Endpoint>,
     /// Connected peers and the IP each connection comes from.
     peers: HashMap<PeerId, Option<IpAddr>>,
-    /// Messages waiting for a connection being dialled.
-    waiting: HashMap<PeerId, Vec<Message>>,
-    /// Peers we dialled for the DHT alone, and when last used.
-    dht_only: HashMap<PeerId, Instant>,
-    dialling: HashSet<PeerId>,
-    dial_tx: mpsc::UnboundedSender<(PeerId, bool)>,
-    dial_rx: mpsc::UnboundedReceiver<(PeerId, bool)>,
+    /// Dials for the DHT and the connections opened for it alone.
+    dials: Dials,
     next_idle_check: Instant,
     next_report: Instant,
     rejected: u64,
@@ -136,18 +125,14 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let listeners = service.listeners().await;
-        let (dial_tx, dial_rx) = mpsc::unbounded_channel();
+        let dials = Dials::new(service.clone(), config.engine.request_timeout);
         Self {
             dht: Dht::new(config.engine.clone(), secret, now, unix),
             service,
             config,
             listeners,
             peers: HashMap::new(),
-            waiting: HashMap::new(),
-            dht_only: HashMap::new(),
-            dialling: HashSet::new(),
-            dial_tx,
-            dial_rx,
+            dials,
             next_idle_check: now + IDLE_CHECK,
             next_report: now + REPORT_INTERVAL,
             rejected: 0,
@@ -211,9 +196,7 @@ impl Server {
                 }
                 Ok(None) => {
                     // The connection is in use for something else.
-                    if let Some(used) = self.dht_only.get_mut(peer) {
-                        *used = Instant::now();
-                    }
+                    self.dials.used(peer);
                     false
                 }
                 Err(error) => {
@@ -236,8 +219,7 @@ impl Server {
             }
             Event::LostPeer { peer, .. } => {
                 self.peers.remove(peer);
-                self.dht_only.remove(peer);
-                self.waiting.remove(peer);
+                self.dials.lost(peer);
                 false
             }
             Event::ListenerStarted(endpoint) => {
@@ -257,7 +239,7 @@ impl Server {
             .poll_timeout()
             .map_or(self.next_idle_check, |t| t.min(self.next_idle_check));
         tokio::select! {
-            Some((peer, ok)) = self.dial_rx.recv() => Wake(WakeKind::Dialled(peer, ok)),
+            (peer, ok) = self.dials.next_dial_end() => Wake(WakeKind::Dialled(peer, ok)),
             () = tokio::time::sleep_until(deadline.into()) => Wake(WakeKind::Timer),
         }
     }
@@ -266,14 +248,8 @@ impl Server {
     pub async fn woke(&mut self, wake: Wake) {
         match wake.0 {
             WakeKind::Dialled(peer, ok) => {
-                self.dialling.remove(&peer);
-                if ok {
-                    self.flush(peer).await;
-                } else {
-                    // The engine times the requests out and notes the
-                    // failure.
-                    self.waiting.remove(&peer);
-                    self.dht_only.remove(&peer);
+                for message in self.dials.dial_ended(peer, ok) {
+                    self.send_now(&peer, &message).await;
                 }
             }
             WakeKind::Timer => {
@@ -300,15 +276,8 @@ impl Server {
     }
 
     async fn close_idle(&mut self, now: Instant) {
-        let idle: Vec<PeerId> = self
-            .dht_only
-            .iter()
-            .filter(|(_, used)| now.duration_since(**used) >= self.config.idle)
-            .map(|(peer, _)| *peer)
-            .collect();
-        for peer in idle {
+        for peer in self.dials.take_idle(now, self.config.idle) {
             tracing::debug!(%peer, "closing an idle DHT connection");
-            self.dht_only.remove(&peer);
             self.peers.remove(&peer);
             self.service.disconnect(&peer).await;
         }
@@ -328,9 +297,7 @@ impl Server {
 
     async fn message(&mut self, peer: PeerId, envelope: Envelope) {
         let now = Instant::now();
-        if let Some(used) = self.dht_only.get_mut(&peer) {
-            *used = now;
-        }
+        self.dials.used(&peer);
         let remote = self.peers.get(&peer).copied().flatten();
         let endpoints = envelope.reachable_at(remote);
         let server = !endpoints.is_empty();
@@ -363,9 +330,7 @@ impl Server {
     }
 
     async fn send_now(&mut self, peer: &PeerId, message: &Message) -> bool {
-        if let Some(used) = self.dht_only.get_mut(peer) {
-            *used = Instant::now();
-        }
+        self.dials.used(peer);
         let bytes = Envelope {
             reachable: self.reachable(),
             message: message.clone(),
@@ -380,37 +345,13 @@ impl Server {
     async fn send(&mut self, to: Contact, message: Message) {
         if self.peers.contains_key(&to.id) {
             self.send_now(&to.id, &message).await;
-            return;
+        } else {
+            self.dials.send_after_dial(to, message);
         }
-        if to.endpoints.is_empty() {
-            return;
-        }
-        if !self.dialling.contains(&to.id) && self.dialling.len() >= MAX_DIALS {
-            return;
-        }
-        let queue = self.waiting.entry(to.id).or_default();
-        if queue.len() >= MAX_WAITING {
-            return;
-        }
-        queue.push(message);
-        if !self.dialling.insert(to.id) {
-            return;
-        }
-        self.dht_only.insert(to.id, Instant::now());
-        let service = self.service.clone();
-        let done = self.dial_tx.clone();
-        let timeout = self.config.engine.request_timeout;
-        tokio::spawn(async move {
-            let ok = matches!(
-                tokio::time::timeout(timeout, service.connect(to.id, &to.endpoints)).await,
-                Ok(Ok(_))
-            );
-            let _ = done.send((to.id, ok));
-        });
     }
 
     async fn flush(&mut self, peer: PeerId) {
-        for message in self.waiting.remove(&peer).unwrap_or_default() {
+        for message in self.dials.take_waiting(&peer) {
             self.send_now(&peer, &message).await;
         }
     }
