@@ -180,40 +180,88 @@ async fn holders_in_the_settings_are_checked_at_open() {
     node.shutdown().await;
 }
 
+/// Alice, Bob and their mutual friend Carol, befriended on fixed loopback
+/// ports, Alice naming Carol as her holder: Bob has delivered a first
+/// message to Alice, then Alice left and Bob saw her go offline.
+struct MutualFriend {
+    _root: tempfile::TempDir,
+    dirs: Vec<std::path::PathBuf>,
+    alice_port: u16,
+    carol_port: u16,
+    carol_contact: Contact,
+    carol: Peer,
+    bob: Peer,
+    alice_id: chat_core::PeerId,
+    bob_id: chat_core::PeerId,
+}
+
+impl MutualFriend {
+    async fn alice_away() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let (alice_port, bob_port, carol_port) = (free_port(), free_port(), free_port());
+        let mut dirs = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            let dir = root.path().join(name);
+            drop(chat_core::Profile::create(&dir, name, None).unwrap());
+            dirs.push(dir);
+        }
+        let mut carol = open_with(&dirs[2], fixed(carol_port)).await;
+        let carol_contact = Contact {
+            id: Some(carol.id()),
+            addr: Endpoint::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], carol_port))),
+        };
+        let mut alice = open_with(&dirs[0], alice_config(alice_port, carol_contact)).await;
+        let mut bob = open_with(&dirs[1], fixed(bob_port)).await;
+        befriend(&mut carol, &mut alice).await;
+        befriend(&mut carol, &mut bob).await;
+        befriend(&mut alice, &mut bob).await;
+        let (alice_id, bob_id) = (alice.id(), bob.id());
+        let hello = bob.node.send(&alice_id, "hello").unwrap();
+        delivered(&mut bob, hello.id).await;
+
+        alice.stop().await;
+        bob.wait_for("alice offline", |e| {
+            matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
+        })
+        .await;
+        Self {
+            _root: root,
+            dirs,
+            alice_port,
+            carol_port,
+            carol_contact,
+            carol,
+            bob,
+            alice_id,
+            bob_id,
+        }
+    }
+
+    /// Alice back, with Carol as her holder.
+    async fn alice_back(dirs: &[std::path::PathBuf], port: u16, carol: Contact) -> Peer {
+        open_with(&dirs[0], alice_config(port, carol)).await
+    }
+}
+
+fn alice_config(port: u16, holder: Contact) -> NodeConfig {
+    let mut config = fixed(port);
+    config.holders = vec![holder];
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutual_friends_chat_node_holds_mail_between_its_friends() {
-    let root = tempfile::tempdir().unwrap();
-    let (alice_port, bob_port, carol_port) = (free_port(), free_port(), free_port());
-    let mut dirs = Vec::new();
-    for name in ["alice", "bob", "carol"] {
-        let dir = root.path().join(name);
-        drop(chat_core::Profile::create(&dir, name, None).unwrap());
-        dirs.push(dir);
-    }
-    let mut carol = open_with(&dirs[2], fixed(carol_port)).await;
-    let carol_contact = Contact {
-        id: Some(carol.id()),
-        addr: Endpoint::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], carol_port))),
-    };
-    let alice_config = || {
-        let mut config = fixed(alice_port);
-        config.holders = vec![carol_contact];
-        config
-    };
-    let mut alice = open_with(&dirs[0], alice_config()).await;
-    let mut bob = open_with(&dirs[1], fixed(bob_port)).await;
-    befriend(&mut carol, &mut alice).await;
-    befriend(&mut carol, &mut bob).await;
-    befriend(&mut alice, &mut bob).await;
-    let (alice_id, bob_id) = (alice.id(), bob.id());
-    let hello = bob.node.send(&alice_id, "hello").unwrap();
-    delivered(&mut bob, hello.id).await;
-
-    alice.stop().await;
-    bob.wait_for("alice offline", |e| {
-        matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
-    })
-    .await;
+    let MutualFriend {
+        _root,
+        dirs,
+        alice_port,
+        carol_contact,
+        carol,
+        bob,
+        alice_id,
+        bob_id,
+        ..
+    } = MutualFriend::alice_away().await;
     let text = "carol keeps this for you";
     bob.node.send(&alice_id, text).unwrap();
     // Bob deposits on his next tick (every 200 ms); 3 s is ample. Then he
@@ -221,7 +269,7 @@ async fn a_mutual_friends_chat_node_holds_mail_between_its_friends() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     bob.stop().await;
 
-    let mut alice = open_with(&dirs[0], alice_config()).await;
+    let mut alice = MutualFriend::alice_back(&dirs, alice_port, carol_contact).await;
     let got = receive(&mut alice, bob_id, 1).await;
     assert_eq!(got, [text]);
     alice.stop().await;
@@ -233,38 +281,17 @@ async fn a_mutual_friends_chat_node_holds_mail_between_its_friends() {
 /// hands it over when alice comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_held_by_a_friends_chat_node_survives_its_restart() {
-    let root = tempfile::tempdir().unwrap();
-    let (alice_port, bob_port, carol_port) = (free_port(), free_port(), free_port());
-    let mut dirs = Vec::new();
-    for name in ["alice", "bob", "carol"] {
-        let dir = root.path().join(name);
-        drop(chat_core::Profile::create(&dir, name, None).unwrap());
-        dirs.push(dir);
-    }
-    let mut carol = open_with(&dirs[2], fixed(carol_port)).await;
-    let carol_contact = Contact {
-        id: Some(carol.id()),
-        addr: Endpoint::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], carol_port))),
-    };
-    let alice_config = || {
-        let mut config = fixed(alice_port);
-        config.holders = vec![carol_contact];
-        config
-    };
-    let mut alice = open_with(&dirs[0], alice_config()).await;
-    let mut bob = open_with(&dirs[1], fixed(bob_port)).await;
-    befriend(&mut carol, &mut alice).await;
-    befriend(&mut carol, &mut bob).await;
-    befriend(&mut alice, &mut bob).await;
-    let (alice_id, bob_id) = (alice.id(), bob.id());
-    let hello = bob.node.send(&alice_id, "hello").unwrap();
-    delivered(&mut bob, hello.id).await;
-
-    alice.stop().await;
-    bob.wait_for("alice offline", |e| {
-        matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
-    })
-    .await;
+    let MutualFriend {
+        _root,
+        dirs,
+        alice_port,
+        carol_port,
+        carol_contact,
+        carol,
+        bob,
+        alice_id,
+        bob_id,
+    } = MutualFriend::alice_away().await;
     let text = "carol keeps this across her restart";
     bob.node.send(&alice_id, text).unwrap();
     // Carol's database has the box before anyone leaves.
@@ -286,7 +313,7 @@ async fn mail_held_by_a_friends_chat_node_survives_its_restart() {
     let carol = carol.stop().await;
     let carol = open_with(&carol, fixed(carol_port)).await;
 
-    let mut alice = open_with(&dirs[0], alice_config()).await;
+    let mut alice = MutualFriend::alice_back(&dirs, alice_port, carol_contact).await;
     let got = receive(&mut alice, bob_id, 1).await;
     assert_eq!(got, [text]);
     alice.stop().await;

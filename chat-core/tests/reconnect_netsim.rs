@@ -79,6 +79,37 @@ async fn open(dir: &Path, config: NodeConfig) -> (Node, NodeEvents) {
         .unwrap()
 }
 
+/// A public DHT server (a chat node in server mode) that everyone
+/// bootstraps from, running until [`Seed::stop`].
+struct Seed {
+    stop: oneshot::Sender<()>,
+    task: netsim::HostTask<()>,
+}
+
+impl Seed {
+    /// Starts it on `host` from the profile in `dir`; returns once it runs.
+    fn start(net: &Network, host: netsim::HostId, dir: std::path::PathBuf) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (up, is_up) = std::sync::mpsc::channel::<()>();
+        let task = net
+            .spawn(host, move || async move {
+                let (node, mut events) = open(&dir, config(DhtMode::Server, None)).await;
+                tokio::spawn(async move { while events.recv().await.is_some() {} });
+                up.send(()).unwrap();
+                let _ = stopped.await;
+                node.shutdown().await;
+            })
+            .unwrap();
+        is_up.recv().unwrap();
+        Self { stop, task }
+    }
+
+    fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.join().unwrap();
+    }
+}
+
 /// Waits until `deadline` for the first event `pick` accepts.
 async fn before<T>(
     who: &str,
@@ -314,18 +345,7 @@ fn a_resume_finds_a_connection_that_died_silently_and_reaches_the_friend_again()
     let bob_wan = t.wan_ip(nat);
     let net = Network::start(&t).unwrap();
 
-    let (seed_stop, seed_stopped) = oneshot::channel::<()>();
-    let (seed_up, seed_is_up) = std::sync::mpsc::channel::<()>();
-    let seed_task = net
-        .spawn(seed_host, move || async move {
-            let (node, mut events) = open(&seed_dir, config(DhtMode::Server, None)).await;
-            tokio::spawn(async move { while events.recv().await.is_some() {} });
-            seed_up.send(()).unwrap();
-            let _ = seed_stopped.await;
-            node.shutdown().await;
-        })
-        .unwrap();
-    seed_is_up.recv().unwrap();
+    let seed_node = Seed::start(&net, seed_host, seed_dir);
 
     // Alice at home, friends with Bob.
     let (invite_tx, invite_rx) = oneshot::channel::<String>();
@@ -455,8 +475,7 @@ fn a_resume_finds_a_connection_that_died_silently_and_reaches_the_friend_again()
     );
     away_stop.send(()).unwrap();
     assert_eq!(away.join().unwrap(), "back");
-    seed_stop.send(()).unwrap();
-    seed_task.join().unwrap();
+    seed_node.stop();
     net.shutdown();
 }
 
@@ -490,18 +509,7 @@ fn a_contact_is_reached_through_a_rendezvous_its_record_names() {
     let rendezvous_addr = SocketAddr::new(IpAddr::V4(t.ip(rendezvous_host)), PORT);
     let net = Network::start(&t).unwrap();
 
-    let (seed_stop, seed_stopped) = oneshot::channel::<()>();
-    let (seed_up, seed_is_up) = std::sync::mpsc::channel::<()>();
-    let seed_task = net
-        .spawn(seed_host, move || async move {
-            let (node, mut events) = open(&seed_dir, config(DhtMode::Server, None)).await;
-            tokio::spawn(async move { while events.recv().await.is_some() {} });
-            seed_up.send(()).unwrap();
-            let _ = seed_stopped.await;
-            node.shutdown().await;
-        })
-        .unwrap();
-    seed_is_up.recv().unwrap();
+    let seed_node = Seed::start(&net, seed_host, seed_dir);
 
     // A public crust peer that forwards rendezvous (as crust-node does).
     let (rendezvous_stop, rendezvous_stopped) = oneshot::channel::<()>();
@@ -636,7 +644,6 @@ fn a_contact_is_reached_through_a_rendezvous_its_record_names() {
     assert_eq!(path, chat_core::ConnectionPath::HolePunched);
     rendezvous_stop.send(()).unwrap();
     rendezvous_task.join().unwrap();
-    seed_stop.send(()).unwrap();
-    seed_task.join().unwrap();
+    seed_node.stop();
     net.shutdown();
 }
