@@ -44,8 +44,14 @@ pub(crate) const DHT_IDLE: Duration = Duration::from_secs(60);
 /// A wall clock that moved this much further (or less) than the monotonic
 /// clock means the machine was suspended, or its clock was set.
 const CLOCK_JUMP: Duration = Duration::from_secs(30);
-/// A publication that reached nobody is tried again after this long.
+/// A publication that reached nobody, or fewer of the servers we know
+/// than it could, is tried again after this long.
 const PUBLISH_RETRY: Duration = Duration::from_secs(5);
+/// How often in a row a publication that reached some servers but not all
+/// it could is tried again (a request that timed out on a busy server
+/// would otherwise leave the record with fewer holders until the next
+/// republication, an hour later).
+const PARTIAL_PUBLISH_RETRIES: u32 = 3;
 /// Address changes are published after this long, so a burst of them is
 /// one publication.
 const PUBLISH_SETTLE: Duration = Duration::from_millis(300);
@@ -165,6 +171,9 @@ pub(crate) struct DhtDriver {
     /// What the last publication was made from (before any shrinking).
     published: Option<(Vec<Endpoint>, Vec<Reach>)>,
     stored_at: usize,
+    /// Partial publications retried in a row (see
+    /// [`PARTIAL_PUBLISH_RETRIES`]).
+    partial_retries: u32,
     rejected: u64,
     /// Our endpoints as last computed (told to peers when we are a
     /// server).
@@ -260,6 +269,7 @@ impl DhtDriver {
             publish_due: Some(now),
             published: None,
             stored_at: 0,
+            partial_retries: 0,
             rejected: 0,
             endpoints,
             seen_endpoints: None,
@@ -650,8 +660,14 @@ impl DhtDriver {
             } => {
                 tracing::debug!(stored_at, ?stats, "DHT record published");
                 self.stored_at = stored_at;
+                let could = self.dht.table_len().min(Config::default().k);
                 if stored_at == 0 {
                     self.publish_due = Some(Instant::now() + PUBLISH_RETRY);
+                } else if stored_at < could && self.partial_retries < PARTIAL_PUBLISH_RETRIES {
+                    self.partial_retries += 1;
+                    self.publish_due = Some(Instant::now() + PUBLISH_RETRY);
+                } else {
+                    self.partial_retries = 0;
                 }
             }
             DhtEvent::RecordRejected { from, error } => {

@@ -259,6 +259,15 @@ impl Server {
                 if now >= self.next_idle_check {
                     self.next_idle_check = now + IDLE_CHECK;
                     self.close_idle(now).await;
+                    if self.dht.table_len() == 0 {
+                        // No server known yet: a first ping lost or
+                        // answered late (a busy peer) is never repeated
+                        // otherwise, so ask every connected peer again.
+                        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+                        for peer in peers {
+                            self.ping(peer).await;
+                        }
+                    }
                 }
                 if now >= self.next_report {
                     self.next_report = now + REPORT_INTERVAL;
@@ -288,8 +297,12 @@ impl Server {
     async fn connected(&mut self, peer: PeerId, ip: IpAddr) {
         self.peers.insert(peer, Some(ip));
         self.flush(peer).await;
-        // Not a request the engine waits for: the answer only tells the
-        // engine (`handle_from`) whether the peer is a server.
+        self.ping(peer).await;
+    }
+
+    /// Pings `peer`. Not a request the engine waits for: the answer only
+    /// tells the engine (`handle_from`) whether the peer is a server.
+    async fn ping(&mut self, peer: PeerId) {
         self.pings = self.pings.wrapping_add(1);
         self.send_now(&peer, &Message::Ping { id: self.pings })
             .await;
