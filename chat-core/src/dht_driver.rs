@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crust::dht::{Dials, Envelope};
-use crust::{Endpoint, Mapping, PeerId, Priority};
+use crust::{Endpoint, PeerId, Priority};
 use tokio::sync::oneshot;
 
 use crate::dht::{
@@ -290,28 +290,7 @@ impl DhtDriver {
     /// The endpoints our record names: our own (hints and listeners), then
     /// what UPnP or the NAT maps to us.
     fn record_endpoints(&self, own: Vec<Endpoint>) -> Vec<Endpoint> {
-        let report = self.service.nat_report();
-        let mut endpoints = own;
-        let mut add = |e: Endpoint| {
-            if !endpoints.contains(&e) {
-                endpoints.push(e);
-            }
-        };
-        if let Some(upnp) = &report.upnp {
-            if let Some(tcp) = upnp.tcp {
-                add(Endpoint::tcp(tcp));
-            }
-            if let Some(udp) = upnp.udp {
-                add(Endpoint::utp(udp));
-            }
-        }
-        if matches!(report.mapping, Mapping::EndpointIndependent)
-            && let Some(udp) = report.udp_external
-        {
-            add(Endpoint::utp(udp));
-        }
-        endpoints.truncate(MAX_RECORD_ENDPOINTS);
-        endpoints
+        crust::dht::reachable_endpoints(own, &self.service.nat_report(), MAX_RECORD_ENDPOINTS)
     }
 
     /// When [`wait`](Self::wait) has something to do, at the latest.

@@ -47,7 +47,7 @@ pub use message::{
     Contact, MAX_CONTACT_ENDPOINTS, MAX_MESSAGE_BYTES, MAX_NODES_PER_REPLY, Message, MessageError,
     WIRE_VERSION,
 };
-pub use mode::{Mode, ParseModeError};
+pub use mode::{Mode, ParseModeError, reachable_endpoints};
 pub use record::{
     MAX_CLOCK_SKEW_SECS, MAX_RECORD_BODY, MAX_RECORD_ENDPOINTS, MAX_RECORD_RENDEZVOUS,
     MAX_RECORD_TTL_SECS, MAX_RENDEZVOUS_ENDPOINTS, PeerRecord, RecordError, RecordStore,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Mapping, NatReport};
+use crate::{Endpoint, Mapping, NatReport};
 
 /// Whether a node offers itself as a DHT server: lists the endpoints it
 /// takes connections on in every [`Envelope`](super::Envelope), so others
@@ -37,6 +37,34 @@ impl Mode {
             Mode::Auto => report.mapping == Mapping::NoNat || report.upnp.is_some(),
         }
     }
+}
+
+/// The endpoints a node can be reached at: `own` (its listeners, or hints),
+/// then what a UPnP mapping or an endpoint-independent NAT maps to it,
+/// without repeats, at most `max`. What a server lists in its envelopes
+/// and a node names in its record.
+pub fn reachable_endpoints(own: Vec<Endpoint>, report: &NatReport, max: usize) -> Vec<Endpoint> {
+    let mut endpoints = own;
+    let mut add = |e: Endpoint| {
+        if !endpoints.contains(&e) {
+            endpoints.push(e);
+        }
+    };
+    if let Some(upnp) = &report.upnp {
+        if let Some(tcp) = upnp.tcp {
+            add(Endpoint::tcp(tcp));
+        }
+        if let Some(udp) = upnp.udp {
+            add(Endpoint::utp(udp));
+        }
+    }
+    if report.mapping == Mapping::EndpointIndependent
+        && let Some(udp) = report.udp_external
+    {
+        add(Endpoint::utp(udp));
+    }
+    endpoints.truncate(max);
+    endpoints
 }
 
 impl fmt::Display for Mode {
@@ -91,5 +119,34 @@ mod tests {
         };
         assert!(Mode::Auto.serves(&open));
         assert!(!Mode::Client.serves(&open));
+    }
+
+    #[test]
+    fn reachable_endpoints_add_mappings_once_and_are_bounded() {
+        let listener = Endpoint::tcp(([192, 168, 1, 5], 5483).into());
+        let upnp_tcp: std::net::SocketAddr = ([198, 51, 100, 7], 40_000).into();
+        let upnp_udp: std::net::SocketAddr = ([198, 51, 100, 7], 40_001).into();
+        let mut report = NatReport {
+            upnp: Some(crate::UpnpMapping {
+                external_ip: upnp_tcp.ip(),
+                udp: Some(upnp_udp),
+                tcp: Some(upnp_tcp),
+            }),
+            ..NatReport::default()
+        };
+        // An unknown NAT: its observed UDP address is no endpoint.
+        report.udp_external = Some(([198, 51, 100, 7], 50_000).into());
+        let all = reachable_endpoints(vec![listener], &report, 8);
+        assert_eq!(
+            all,
+            [listener, Endpoint::tcp(upnp_tcp), Endpoint::utp(upnp_udp)]
+        );
+        // Endpoint-independent: the same address UPnP gave is not repeated.
+        report.mapping = Mapping::EndpointIndependent;
+        report.udp_external = Some(upnp_udp);
+        assert_eq!(reachable_endpoints(vec![listener], &report, 8), all);
+        report.udp_external = Some(([198, 51, 100, 7], 50_000).into());
+        assert_eq!(reachable_endpoints(vec![listener], &report, 8).len(), 4);
+        assert_eq!(reachable_endpoints(vec![listener], &report, 2), all[..2]);
     }
 }

@@ -28,8 +28,8 @@ use super::dials::Dials;
 use super::engine::{Config, Dht, Event as DhtEvent, Output};
 use super::envelope::Envelope;
 use super::message::{Contact, MAX_CONTACT_ENDPOINTS, Message};
-use super::mode::Mode;
-use crate::{Endpoint, Event, Mapping, PeerId, Priority, SecretId, Service};
+use super::mode::{Mode, reachable_endpoints};
+use crate::{Endpoint, Event, PeerId, Priority, SecretId, Service};
 
 /// How long a message may wait for room in the peer's send queue: not at
 /// all (`tokio::time::timeout` polls the send once before it looks at the
@@ -160,28 +160,11 @@ impl Server {
         if !self.serving() {
             return Vec::new();
         }
-        let report = self.service.nat_report();
-        let mut endpoints = self.listeners.clone();
-        let mut add = |e: Endpoint| {
-            if !endpoints.contains(&e) {
-                endpoints.push(e);
-            }
-        };
-        if let Some(upnp) = &report.upnp {
-            if let Some(tcp) = upnp.tcp {
-                add(Endpoint::tcp(tcp));
-            }
-            if let Some(udp) = upnp.udp {
-                add(Endpoint::utp(udp));
-            }
-        }
-        if report.mapping == Mapping::EndpointIndependent
-            && let Some(udp) = report.udp_external
-        {
-            add(Endpoint::utp(udp));
-        }
-        endpoints.truncate(MAX_CONTACT_ENDPOINTS);
-        endpoints
+        reachable_endpoints(
+            self.listeners.clone(),
+            &self.service.nat_report(),
+            MAX_CONTACT_ENDPOINTS,
+        )
     }
 
     /// Takes one service event. Returns `true` when it was DHT traffic
