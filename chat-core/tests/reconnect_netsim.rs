@@ -25,14 +25,13 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chat_core::{
     DhtMode, Endpoint, Event, MessageState, Node, NodeConfig, NodeEvents, PeerId, Profile,
-    WallClock,
 };
-use common::{profiles, wait_on as wait};
+use common::{MovableClock, profiles, wait_on as wait};
 use netsim::{NatPreset, Network, Topology};
 use tokio::sync::oneshot;
 
@@ -305,24 +304,6 @@ fn every_contact_is_reconnected_when_the_address_changes() {
     assert_eq!(alice.join().unwrap(), ["before", "after"]);
     assert_eq!(carol.join().unwrap(), ["before", "after"]);
     net.shutdown();
-}
-
-/// A wall clock `offset` milliseconds off the system's.
-#[derive(Debug, Default)]
-struct MovableClock {
-    offset_ms: AtomicI64,
-}
-
-impl WallClock for MovableClock {
-    fn now(&self) -> SystemTime {
-        let offset = self.offset_ms.load(Ordering::SeqCst);
-        let shift = Duration::from_millis(offset.unsigned_abs());
-        if offset >= 0 {
-            SystemTime::now() + shift
-        } else {
-            SystemTime::now() - shift
-        }
-    }
 }
 
 #[test]

@@ -9,29 +9,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_core::{DhtStatus, Event, NodeConfig, WallClock};
-use common::{Peer, befriend, open_with, profiles};
-
-/// A wall clock `offset_ms` off the system's.
-#[derive(Debug, Default)]
-struct MovableClock {
-    offset_ms: AtomicI64,
-}
-
-impl WallClock for MovableClock {
-    fn now(&self) -> SystemTime {
-        let offset = self.offset_ms.load(Ordering::SeqCst);
-        let shift = Duration::from_millis(offset.unsigned_abs());
-        if offset >= 0 {
-            SystemTime::now() + shift
-        } else {
-            SystemTime::now() - shift
-        }
-    }
-}
+use chat_core::{DhtStatus, Event, NodeConfig};
+use common::{MovableClock, Peer, befriend, open_with, profiles};
 
 fn unix_secs() -> u64 {
     SystemTime::now()

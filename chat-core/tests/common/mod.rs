@@ -135,3 +135,22 @@ pub fn profiles<const N: usize>(root: &Path, names: [&str; N]) -> [PathBuf; N] {
         dir
     })
 }
+
+/// A wall clock `offset_ms` milliseconds off the system's, for playing a
+/// suspend and resume.
+#[derive(Debug, Default)]
+pub struct MovableClock {
+    pub offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl chat_core::WallClock for MovableClock {
+    fn now(&self) -> std::time::SystemTime {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        let shift = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            std::time::SystemTime::now() + shift
+        } else {
+            std::time::SystemTime::now() - shift
+        }
+    }
+}
