@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crust::mailbox::{Limits, Mailbox, Message as MailMessage, Policy, unix_now};
@@ -35,8 +36,16 @@ use crate::types::{ContactState, MessageId};
 
 /// Holders remembered per contact at most.
 pub(crate) const MAX_HOLDERS: usize = 4;
-/// A deposit not answered is tried again after this long.
-const DEPOSIT_RETRY: Duration = Duration::from_secs(30);
+/// A deposit not answered is tried again after this long (a holder
+/// answers within a round trip; this covers a send lost with a connection
+/// that died under it). Doubles with every try, up to [`RETRY_CAP`].
+const DEPOSIT_RETRY: Duration = Duration::from_secs(8);
+/// A deposit that failed outright (the holder was not reached, the send
+/// failed, or the holder refused) is tried again after this long, doubling
+/// with every try up to [`RETRY_CAP`].
+const FAILED_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of one deposit.
+const RETRY_CAP: Duration = Duration::from_secs(120);
 const META_PREFIX: &str = "holders:";
 /// Mail this node holds for its friends, in the profile directory: crust's
 /// SQLite mailbox (the store `crust-node --hold` keeps, with the same
@@ -59,11 +68,30 @@ pub(crate) struct MailState {
     holders: Vec<(PeerId, Vec<Endpoint>)>,
     /// What we hold for our friends ([`open_held`]).
     held: Mailbox,
-    /// Deposits in flight: tag → (recipient, message), and when each
-    /// message was last deposited (or tried).
+    /// Deposits in flight: tag → message, and each message's deposit
+    /// state.
     tags: HashMap<u64, MessageId>,
-    deposited: HashMap<MessageId, Option<Instant>>,
+    deposited: HashMap<MessageId, Deposit>,
     next_tag: u64,
+    /// Deposits that failed outright, reported by the tasks that sent
+    /// them; the next tick schedules their retry.
+    failed: Arc<Mutex<Vec<MessageId>>>,
+}
+
+/// Where one message's deposit stands.
+#[derive(Debug, Clone, Copy)]
+enum Deposit {
+    /// A holder has it.
+    Held,
+    /// Sent (or failed) `tries` times; tried again at `next`.
+    Trying { next: Instant, tries: u32 },
+}
+
+/// The wait after `tries` tries, starting from `first`.
+fn backoff(first: Duration, tries: u32) -> Duration {
+    first
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(RETRY_CAP)
 }
 
 impl std::fmt::Debug for MailState {
@@ -89,6 +117,15 @@ impl MailState {
             tags: HashMap::new(),
             deposited: HashMap::new(),
             next_tag: 1,
+            failed: Arc::default(),
+        }
+    }
+
+    /// A deposit of `id` failed outright: try it again soon, backing off
+    /// by the number of tries.
+    fn failed(&mut self, id: MessageId, now: Instant) {
+        if let Some(Deposit::Trying { next, tries }) = self.deposited.get_mut(&id) {
+            *next = now + backoff(FAILED_RETRY, *tries);
         }
     }
 
@@ -235,13 +272,14 @@ pub(crate) fn on_message(
         MailMessage::Deposited { tag } => {
             if let Some(id) = mail.tags.remove(&tag) {
                 tracing::debug!(holder = %peer, ?id, "mailbox: deposited");
-                mail.deposited.insert(id, None);
+                mail.deposited.insert(id, Deposit::Held);
             }
             Ok(Vec::new())
         }
         MailMessage::Refused { tag, reason } => {
             if let Some(id) = mail.tags.remove(&tag) {
                 tracing::info!(holder = %peer, %reason, ?id, "mailbox: deposit refused");
+                mail.failed(id, Instant::now());
             }
             Ok(Vec::new())
         }
@@ -267,7 +305,8 @@ pub(crate) fn on_message(
 /// and deposit messages waiting for offline friends with their holders.
 pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<PeerId>) {
     let mut to_dial: Vec<(PeerId, Vec<Endpoint>)> = Vec::new();
-    let mut deposits: Vec<(PeerId, Vec<Endpoint>, Vec<u8>)> = Vec::new();
+    let mut deposits: Vec<(PeerId, Vec<Endpoint>, MessageId, Vec<u8>)> = Vec::new();
+    let failed = lock(&shared.mail).failed.clone();
     {
         let mut mail = lock(&shared.mail);
         for (id, addrs) in &mail.holders {
@@ -298,13 +337,17 @@ pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<P
             })
             .unwrap_or_default();
         let now = Instant::now();
+        let failed = std::mem::take(&mut *lock(&mail.failed));
+        for id in failed {
+            mail.failed(id, now);
+        }
         for (recipient, holder, addrs, m) in pending {
-            match mail.deposited.get(&m.id) {
-                // Held already.
-                Some(None) => continue,
-                Some(Some(tried)) if now.duration_since(*tried) < DEPOSIT_RETRY => continue,
-                _ => {}
-            }
+            let tries = match mail.deposited.get(&m.id) {
+                None => 0,
+                Some(Deposit::Held) => continue,
+                Some(Deposit::Trying { next, .. }) if now < *next => continue,
+                Some(Deposit::Trying { tries, .. }) => *tries,
+            };
             let wire = Wire::Chat {
                 id: m.id.0,
                 seq: m.seq,
@@ -317,10 +360,17 @@ pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<P
             let tag = mail.next_tag;
             mail.next_tag += 1;
             mail.tags.insert(tag, m.id);
-            mail.deposited.insert(m.id, Some(now));
+            mail.deposited.insert(
+                m.id,
+                Deposit::Trying {
+                    next: now + backoff(DEPOSIT_RETRY, tries + 1),
+                    tries: tries + 1,
+                },
+            );
             deposits.push((
                 holder,
                 addrs,
+                m.id,
                 MailMessage::Deposit {
                     tag,
                     recipient,
@@ -338,26 +388,30 @@ pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<P
             }
         });
     }
-    let mut by_holder: HashMap<PeerId, (Vec<Endpoint>, Vec<Vec<u8>>)> = HashMap::new();
-    for (holder, addrs, bytes) in deposits {
+    type Batch = (Vec<Endpoint>, Vec<(MessageId, Vec<u8>)>);
+    let mut by_holder: HashMap<PeerId, Batch> = HashMap::new();
+    for (holder, addrs, id, bytes) in deposits {
         by_holder
             .entry(holder)
             .or_insert((addrs, Vec::new()))
             .1
-            .push(bytes);
+            .push((id, bytes));
     }
     for (holder, (addrs, messages)) in by_holder {
         let service = service.clone();
+        let failed = failed.clone();
         tokio::spawn(async move {
             if service.connection_info(&holder).await.is_none()
                 && let Err(e) = service.connect(holder, &addrs).await
             {
                 tracing::debug!(%holder, error = %e, "mailbox: holder not reached");
+                lock(&failed).extend(messages.into_iter().map(|(id, _)| id));
                 return;
             }
-            for bytes in messages {
+            for (id, bytes) in messages {
                 if let Err(e) = service.send(&holder, bytes, Priority::NORMAL).await {
                     tracing::debug!(%holder, error = %e, "mailbox: deposit not sent");
+                    lock(&failed).push(id);
                 }
             }
         });
@@ -367,6 +421,16 @@ pub(crate) fn tick(service: &crust::Service, shared: &Shared, online: &HashSet<P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deposit_retries_back_off_to_a_cap() {
+        assert_eq!(backoff(FAILED_RETRY, 1), Duration::from_secs(1));
+        assert_eq!(backoff(FAILED_RETRY, 2), Duration::from_secs(2));
+        assert_eq!(backoff(DEPOSIT_RETRY, 1), Duration::from_secs(8));
+        assert_eq!(backoff(DEPOSIT_RETRY, 3), Duration::from_secs(32));
+        assert_eq!(backoff(DEPOSIT_RETRY, 40), RETRY_CAP);
+        assert_eq!(backoff(FAILED_RETRY, u32::MAX), RETRY_CAP);
+    }
 
     #[test]
     fn held_mail_lives_in_the_profile_and_a_damaged_file_is_set_aside() {

@@ -239,8 +239,9 @@ impl App {
                 self.me = Some(me);
             }
             Update::Failed(e) => self.screen = Screen::Failed(e),
-            Update::Contacts(contacts) => {
+            Update::Lists { contacts, requests } => {
                 self.contacts = contacts;
+                self.requests = requests;
                 if let Some(name) = self.open_on_start.take() {
                     match self.contact_named(&name).map(|c| c.id) {
                         Some(peer) => self.select(peer),
@@ -254,7 +255,6 @@ impl App {
                     }
                 }
             }
-            Update::Requests(requests) => self.requests = requests,
             Update::History {
                 contact,
                 messages,

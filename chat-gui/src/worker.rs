@@ -142,10 +142,15 @@ pub enum Update {
     Ready(Me),
     /// The profile or the node could not be opened; nothing more will come.
     Failed(String),
-    /// The contact list.
-    Contacts(Vec<Contact>),
-    /// Pending friend requests.
-    Requests(Vec<FriendRequest>),
+    /// The contact list and the pending friend requests, read together so
+    /// a window never shows a request already accepted beside the friend
+    /// it made (the two used to arrive as two updates, one frame apart).
+    Lists {
+        /// The contact list.
+        contacts: Vec<Contact>,
+        /// Pending friend requests.
+        requests: Vec<FriendRequest>,
+    },
     /// The newest page of a conversation, oldest first.
     History {
         /// Whose.
@@ -392,13 +397,12 @@ fn changes_contacts(event: &Event) -> bool {
 }
 
 fn refresh(node: &Node, out: &Outbox) {
-    match node.contacts() {
-        Ok(contacts) => out.send(Update::Contacts(contacts)),
-        Err(e) => out.send(Update::Error(format!("contacts: {e}"))),
-    }
-    match node.requests() {
-        Ok(requests) => out.send(Update::Requests(requests)),
-        Err(e) => out.send(Update::Error(format!("friend requests: {e}"))),
+    let contacts = node.contacts();
+    let requests = node.requests();
+    match (contacts, requests) {
+        (Ok(contacts), Ok(requests)) => out.send(Update::Lists { contacts, requests }),
+        (Err(e), _) => out.send(Update::Error(format!("contacts: {e}"))),
+        (_, Err(e)) => out.send(Update::Error(format!("friend requests: {e}"))),
     }
 }
 
