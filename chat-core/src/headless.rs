@@ -425,9 +425,12 @@ fn request_json(r: &FriendRequest) -> Json {
 }
 
 fn contact_json(c: &Contact) -> Json {
-    let (online, last_seen) = match &c.presence {
-        Presence::Online(_) => (true, None),
-        Presence::Offline { last_seen_ms } => (false, *last_seen_ms),
+    let (online, connecting, last_seen) = match &c.presence {
+        Presence::Online(_) => (true, false, None),
+        Presence::Offline {
+            last_seen_ms,
+            connecting,
+        } => (false, *connecting, *last_seen_ms),
     };
     Json::Obj(vec![
         ("id", Json::Str(c.id.to_string())),
@@ -442,6 +445,7 @@ fn contact_json(c: &Contact) -> Json {
         ),
         ("verified", Json::Bool(c.verified)),
         ("online", Json::Bool(online)),
+        ("connecting", Json::Bool(connecting)),
         ("path", c.presence.path().map_or(Json::Null, Json::Str)),
         ("last_seen_ms", last_seen.map_or(Json::Null, Json::Int)),
         ("unread", Json::Int(c.unread as i64)),

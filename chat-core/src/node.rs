@@ -800,11 +800,16 @@ impl Node {
                 .collect::<Result<Vec<_>, StoreError>>()
         })?;
         let online = lock(&self.shared.online);
+        let dialling = lock(&self.shared.connecting);
         Ok(rows
             .into_iter()
             .map(|(row, unread, undelivered)| {
                 let presence = online.get(&row.id).cloned();
-                row.into_contact(presence, unread, undelivered)
+                let mut contact = row.into_contact(presence, unread, undelivered);
+                if let crate::Presence::Offline { connecting, .. } = &mut contact.presence {
+                    *connecting = dialling.contains(&contact.id);
+                }
+                contact
             })
             .collect())
     }

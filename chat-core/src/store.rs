@@ -713,6 +713,7 @@ impl ContactRow {
                 Some(info) => Presence::Online(info),
                 None => Presence::Offline {
                     last_seen_ms: self.last_seen,
+                    connecting: false,
                 },
             },
             unread,

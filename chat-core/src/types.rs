@@ -203,6 +203,10 @@ pub enum Presence {
     Offline {
         /// When we were last connected.
         last_seen_ms: Option<i64>,
+        /// The connection dropped and the node is dialling the contact
+        /// again right now ([`crate::Event::ContactConnecting`]): a contact
+        /// list shows "connecting" rather than "offline".
+        connecting: bool,
     },
 }
 

@@ -126,6 +126,7 @@ async fn two_nodes_chat_through_the_line_protocol() {
     assert!(contacts.contains("\"name\":\"bob\""), "{contacts}");
     assert!(contacts.contains("\"state\":\"friend\""), "{contacts}");
     assert!(contacts.contains("\"online\":true"), "{contacts}");
+    assert!(contacts.contains("\"connecting\":false"), "{contacts}");
     assert!(contacts.contains("\"path\":\"direct "), "{contacts}");
 
     alice.say("history bob").await;

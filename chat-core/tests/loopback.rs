@@ -255,7 +255,8 @@ async fn messages_to_an_offline_friend_are_queued_and_delivered_when_it_returns(
         if matches!(
             alice.node.contact(&b).unwrap().presence,
             Presence::Offline {
-                last_seen_ms: Some(_)
+                last_seen_ms: Some(_),
+                ..
             }
         ) {
             break;

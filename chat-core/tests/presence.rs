@@ -191,6 +191,14 @@ async fn a_dropped_friend_is_reconnected_with_backoff_and_shown_connecting() {
     )
     .await;
     assert!(a.node.is_connecting(&b_id));
+    // The contact list says so too: offline, but being dialled.
+    assert!(matches!(
+        a.node.contact(&b_id).unwrap().presence,
+        Presence::Offline {
+            connecting: true,
+            ..
+        }
+    ));
 
     // Bob forgets where alice is, and comes back where he was.
     let db = rusqlite::Connection::open(dir_b.join("history.sqlite")).unwrap();

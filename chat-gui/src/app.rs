@@ -784,10 +784,18 @@ impl App {
                     (ContactState::RequestSent, _) => "request sent".to_owned(),
                     (ContactState::Declined, _) => "declined".to_owned(),
                     (_, Presence::Online(info)) => chat_core::describe_path(info),
-                    (_, Presence::Offline { .. }) if contact.undelivered > 0 => {
-                        format!("offline, {} waiting", contact.undelivered)
+                    (_, Presence::Offline { connecting, .. }) => {
+                        let state = if *connecting {
+                            "connecting…"
+                        } else {
+                            "offline"
+                        };
+                        if contact.undelivered > 0 {
+                            format!("{state}, {} waiting", contact.undelivered)
+                        } else {
+                            state.to_owned()
+                        }
                     }
-                    (_, Presence::Offline { .. }) => "offline".to_owned(),
                 };
                 ui.weak(format!("   {detail}"));
                 if response.clicked() {

@@ -160,6 +160,8 @@ pub struct SettingsForm {
     pub upnp: bool,
     /// uTP besides TCP.
     pub utp: bool,
+    /// Whether to serve the DHT that finds friends who moved.
+    pub dht_mode: chat_core::DhtMode,
     /// New passphrase.
     pub passphrase: String,
     /// Repeated.
@@ -177,6 +179,7 @@ impl SettingsForm {
         self.hints = lines(&settings.address_hints);
         self.upnp = settings.upnp;
         self.utp = settings.utp;
+        self.dht_mode = settings.dht_mode;
         self.loaded = Some(settings);
     }
 
@@ -218,6 +221,7 @@ impl SettingsForm {
             .collect();
         settings.upnp = self.upnp;
         settings.utp = self.utp;
+        settings.dht_mode = self.dht_mode;
         Ok(settings)
     }
 }
@@ -694,6 +698,14 @@ impl Dialogs {
                 ui.label("Transports");
                 ui.checkbox(&mut form.utp, "Also connect over UDP (uTP)");
                 ui.end_row();
+                ui.label("Finding friends (DHT)");
+                ui.vertical(|ui| {
+                    for mode in chat_core::DhtMode::ALL {
+                        let text = format!("{mode}: {}", mode.describe());
+                        ui.radio_value(&mut form.dht_mode, mode, text);
+                    }
+                });
+                ui.end_row();
             });
             if let Some(error) = &form.error {
                 ui.colored_label(ui.visuals().error_fg_color, error);
@@ -779,9 +791,15 @@ pub(crate) fn presence_text(presence: &Presence) -> String {
             format!("online, {}{rtt}", chat_core::describe_path(info))
         }
         Presence::Offline {
+            connecting: true, ..
+        } => "connecting…".to_owned(),
+        Presence::Offline {
             last_seen_ms: Some(_),
+            ..
         } => "offline (seen before)".to_owned(),
-        Presence::Offline { last_seen_ms: None } => "offline (never connected)".to_owned(),
+        Presence::Offline {
+            last_seen_ms: None, ..
+        } => "offline (never connected)".to_owned(),
     }
 }
 

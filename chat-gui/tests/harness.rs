@@ -397,6 +397,13 @@ fn every_dialog_opens_from_the_menus_and_closes() {
                         .as_ref()
                         .is_some_and(|s| s.loaded.is_some())
                 });
+                // The DHT role shows as a choice of three, and the choice
+                // goes into the settings that are saved.
+                let form = h.state().dialogs.settings.as_ref().unwrap();
+                assert_eq!(form.dht_mode, chat_core::DhtMode::Auto);
+                click(&mut h, "server: always serve others (a public host)");
+                let form = h.state().dialogs.settings.as_ref().unwrap();
+                assert_eq!(form.parse().unwrap().dht_mode, chat_core::DhtMode::Server);
                 // A bad listen address is refused with a message, and the
                 // form stays open with what was typed.
                 h.state_mut().dialogs.settings.as_mut().unwrap().listen = "not an address".into();

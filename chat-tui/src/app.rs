@@ -537,7 +537,10 @@ impl App {
                 }
                 self.refresh_lists();
             }
-            Event::ContactOnline { .. } | Event::ContactOffline { .. } => self.refresh_lists(),
+            Event::ContactOnline { .. }
+            | Event::ContactOffline { .. }
+            | Event::ContactConnecting { .. }
+            | Event::ContactReconnectFailed { .. } => self.refresh_lists(),
             Event::FriendRequest(request) => {
                 let name = request.name.clone();
                 self.refresh_lists();

@@ -26,9 +26,16 @@ pub(crate) const SETTINGS_ROWS: &[&str] = &[
     "Listen (TCP)",
     "Bootstrap peers",
     "UPnP",
+    "DHT role",
     "Address hints",
     "Passphrase",
 ];
+/// The settings rows that toggle or cycle rather than take text.
+const ROW_UPNP: usize = 3;
+const ROW_DHT: usize = 4;
+const ROW_HINTS: usize = 5;
+/// The passphrase row: typed blind, never shown.
+pub(crate) const ROW_PASSPHRASE: usize = 6;
 
 /// An open popup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,11 +499,15 @@ impl App {
                     }
                     KeyCode::Enter | KeyCode::Char(' ') => {
                         match *selected {
-                            3 => {
+                            ROW_UPNP => {
                                 settings.upnp = !settings.upnp;
                                 self.store_settings(settings);
                             }
-                            5 => *editing = Some(TextInput::default()),
+                            ROW_DHT => {
+                                settings.dht_mode = settings.dht_mode.next();
+                                self.store_settings(settings);
+                            }
+                            ROW_PASSPHRASE => *editing = Some(TextInput::default()),
                             row => {
                                 let current = setting_text(settings, row);
                                 *editing = Some(TextInput::with_text(&current));
@@ -608,7 +619,7 @@ impl App {
                     return;
                 }
             },
-            4 => match parse_all(&list_field(text)) {
+            ROW_HINTS => match parse_all(&list_field(text)) {
                 Ok(endpoints) => settings.address_hints = endpoints,
                 Err(item) => {
                     self.error(format!(
@@ -618,7 +629,7 @@ impl App {
                 }
             },
             2 => settings.bootstrap = list_field(text),
-            5 => {
+            ROW_PASSPHRASE => {
                 let new = (!text.is_empty()).then_some(text);
                 match self.backend.change_passphrase(new) {
                     Ok(()) => self.info(if new.is_some() {
@@ -648,8 +659,9 @@ pub(crate) fn setting_text(settings: &Settings, row: usize) -> String {
         0 => settings.display_name.clone(),
         1 => join(&settings.listen),
         2 => settings.bootstrap.join(", "),
-        3 => if settings.upnp { "on" } else { "off" }.to_owned(),
-        4 => join(&settings.address_hints),
+        ROW_UPNP => if settings.upnp { "on" } else { "off" }.to_owned(),
+        ROW_DHT => format!("{}: {}", settings.dht_mode, settings.dht_mode.describe()),
+        ROW_HINTS => join(&settings.address_hints),
         _ => String::new(),
     }
 }

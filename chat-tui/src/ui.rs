@@ -13,7 +13,7 @@ use unicode_width::UnicodeWidthStr;
 use crate::app::{App, ContactRow};
 use crate::commands::COMMANDS;
 use crate::conversation::{self, state_word};
-use crate::popup::{ContactMode, Popup, SETTINGS_ROWS, setting_text};
+use crate::popup::{ContactMode, Popup, ROW_PASSPHRASE, SETTINGS_ROWS, setting_text};
 use crate::theme;
 
 /// Draws the whole screen.
@@ -133,6 +133,12 @@ fn render_contacts(app: &App, frame: &mut Frame<'_>, area: Rect) {
                     (_, ContactState::RequestSent) => ("?", theme::dim()),
                     (_, ContactState::Declined) => ("✗", theme::error()),
                     (Presence::Online(_), _) => ("●", theme::online()),
+                    (
+                        Presence::Offline {
+                            connecting: true, ..
+                        },
+                        _,
+                    ) => ("◌", theme::dim()),
                     (Presence::Offline { .. }, _) => ("○", theme::dim()),
                 };
                 let right = match (&c.presence, c.state) {
@@ -140,6 +146,12 @@ fn render_contacts(app: &App, frame: &mut Frame<'_>, area: Rect) {
                     (_, ContactState::RequestSent) => "pending".to_owned(),
                     (_, ContactState::Declined) => "declined".to_owned(),
                     (Presence::Online(info), _) => path_short(info).to_owned(),
+                    (
+                        Presence::Offline {
+                            connecting: true, ..
+                        },
+                        _,
+                    ) => "connecting".to_owned(),
                     _ => String::new(),
                 };
                 let unread = if c.unread > 0 {
@@ -215,14 +227,24 @@ fn render_header(app: &App, frame: &mut Frame<'_>, area: Rect) {
         (Presence::Online(info), _) => format!("online · {}", path_long(info)),
         (
             Presence::Offline {
-                last_seen_ms: Some(ms),
+                last_seen_ms,
+                connecting,
             },
             _,
         ) => {
-            let t = app.zone.local(*ms);
-            format!("offline · last seen {}", t.format("%Y-%m-%d %H:%M"))
+            let state = if *connecting {
+                "connecting…"
+            } else {
+                "offline"
+            };
+            match last_seen_ms {
+                Some(ms) => {
+                    let t = app.zone.local(*ms);
+                    format!("{state} · last seen {}", t.format("%Y-%m-%d %H:%M"))
+                }
+                None => format!("{state} · never seen"),
+            }
         }
-        (Presence::Offline { last_seen_ms: None }, _) => "offline · never seen".to_owned(),
     };
     let verified = if c.verified { " ✓" } else { "" };
     let waiting = if c.undelivered > 0 {
@@ -587,6 +609,9 @@ fn render_popup(app: &App, popup: &Popup, frame: &mut Frame<'_>, screen: Rect) {
                     "Path",
                     match &c.presence {
                         Presence::Online(info) => path_long(info),
+                        Presence::Offline {
+                            connecting: true, ..
+                        } => "connecting…".to_owned(),
                         Presence::Offline { .. } => "offline".to_owned(),
                     },
                 ));
@@ -706,9 +731,11 @@ fn render_popup(app: &App, popup: &Popup, frame: &mut Frame<'_>, screen: Rect) {
             let mut lines = Vec::new();
             for (i, label) in SETTINGS_ROWS.iter().enumerate() {
                 let value = match (i, editing) {
-                    (5, Some(field)) if i == *selected => "•".repeat(field.text().chars().count()),
+                    (ROW_PASSPHRASE, Some(field)) if i == *selected => {
+                        "•".repeat(field.text().chars().count())
+                    }
                     (_, Some(field)) if i == *selected => field.text().to_owned(),
-                    (5, _) => "Enter to set or change (empty = none)".to_owned(),
+                    (ROW_PASSPHRASE, _) => "Enter to set or change (empty = none)".to_owned(),
                     _ => setting_text(settings, i),
                 };
                 let style = if i == *selected {

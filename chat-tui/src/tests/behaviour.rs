@@ -328,3 +328,29 @@ fn settings_toggle_upnp_and_edit_listen() {
     press(&mut app, KeyCode::Enter);
     assert_eq!(fake.0.borrow().settings.listen.len(), 2);
 }
+
+#[test]
+fn settings_cycle_the_dht_role_and_save_it() {
+    let fake = Fake::populated();
+    let mut app = app_with(&fake, 80, 24);
+    press(&mut app, KeyCode::F(8));
+    for _ in 0..4 {
+        press(&mut app, KeyCode::Down);
+    }
+    assert!(screen(&app).contains("DHT role         auto: serve others when reachable"));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Enter);
+        seen.push(fake.0.borrow().settings.dht_mode);
+    }
+    assert_eq!(
+        seen,
+        [
+            chat_core::DhtMode::Server,
+            chat_core::DhtMode::Client,
+            chat_core::DhtMode::Auto
+        ]
+    );
+    press(&mut app, KeyCode::Enter);
+    assert!(screen(&app).contains("DHT role         server: always serve others"));
+}

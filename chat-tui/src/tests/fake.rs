@@ -42,6 +42,7 @@ pub(crate) fn contact(n: u8, name: &str, state: ContactState) -> Contact {
         addrs: vec![std::net::SocketAddr::from(([192, 0, 2, 7], 5000 + u16::from(n))).into()],
         presence: Presence::Offline {
             last_seen_ms: Some(now() - 3 * 60 * MINUTE),
+            connecting: false,
         },
         unread: 0,
         undelivered: 0,

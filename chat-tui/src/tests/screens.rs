@@ -186,3 +186,18 @@ fn delivery_state_moves_on_screen() {
     assert!(screen(&app).contains("✓✓ alice: one more thing"));
     assert!(screen(&app).contains("last message delivered"));
 }
+
+#[test]
+fn a_contact_being_redialled_shows_as_connecting() {
+    let fake = Fake::populated();
+    if let chat_core::Presence::Offline { connecting, .. } =
+        &mut fake.0.borrow_mut().contacts[1].presence
+    {
+        *connecting = true;
+    }
+    let mut app = app_with(&fake, 80, 24);
+    press(&mut app, KeyCode::Char('2'));
+    let text = screen(&app);
+    assert!(text.contains("2◌ carol connecting"), "{text}");
+    assert!(text.contains("carol · connecting… · last seen"), "{text}");
+}

@@ -28,6 +28,24 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order a settings screen offers them.
+    pub const ALL: [Mode; 3] = [Mode::Auto, Mode::Server, Mode::Client];
+
+    /// What the mode means, in a few words for a settings screen.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Auto => "serve others when reachable (no NAT, or UPnP)",
+            Mode::Server => "always serve others (a public host)",
+            Mode::Client => "never serve others (only look up and publish)",
+        }
+    }
+
+    /// The mode after this one in [`Mode::ALL`], wrapping around.
+    pub fn next(self) -> Mode {
+        let i = Mode::ALL.iter().position(|m| *m == self).unwrap_or(0);
+        Mode::ALL[(i + 1) % Mode::ALL.len()]
+    }
+
     /// Whether a node in this mode serves, given what crust knows about
     /// the NAT in front of it.
     pub fn serves(self, report: &NatReport) -> bool {
@@ -101,9 +119,16 @@ mod tests {
 
     #[test]
     fn modes_parse_print_and_decide() {
-        for mode in [Mode::Auto, Mode::Server, Mode::Client] {
+        for mode in Mode::ALL {
             assert_eq!(mode.to_string().parse::<Mode>(), Ok(mode));
         }
+        // `next` visits every mode once and comes back.
+        let mut seen = vec![Mode::Auto];
+        while seen.last().map(|m| m.next()) != Some(Mode::Auto) {
+            seen.push(seen.last().unwrap().next());
+            assert!(seen.len() <= Mode::ALL.len());
+        }
+        assert_eq!(seen, Mode::ALL);
         let err = "servre".parse::<Mode>().err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
