@@ -217,6 +217,7 @@ mod tests {
                         udp: vec!["192.0.2.9:4000".parse().expect("an address")],
                         tcp: vec![],
                         mapping: Default::default(),
+                        tcp_mapping: Default::default(),
                     },
                 },
             }),

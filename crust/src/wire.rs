@@ -70,9 +70,14 @@ pub(crate) struct Candidates {
     /// endpoint-independent side and a random-port side use the birthday
     /// technique (`nat::punch`).
     pub(crate) mapping: MappingHint,
+    /// How the sender's NAT maps its TCP listener's port, as the echoes of
+    /// connections that left from it show: the birthday technique over
+    /// TCP (`service/nat/tcp_birthday.rs`) when UDP cannot be used.
+    pub(crate) tcp_mapping: MappingHint,
 }
 
-/// The sender's UDP mapping behaviour, as far as a punching peer cares.
+/// The sender's UDP (or TCP) mapping behaviour, as far as a punching peer
+/// cares.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) enum MappingHint {
     /// Not known, or neither of the others (no NAT, sequential ports).
@@ -355,6 +360,7 @@ mod tests {
             udp: vec!["192.0.2.1:5".parse().unwrap(), "[::1]:7".parse().unwrap()],
             tcp: vec!["203.0.113.9:80".parse().unwrap()],
             mapping: MappingHint::RandomPerDestination,
+            tcp_mapping: MappingHint::EndpointIndependent,
         };
         let hello = Hello {
             observed: "198.51.100.2:4000".parse().unwrap(),

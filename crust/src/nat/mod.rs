@@ -12,6 +12,8 @@ pub(crate) mod upnp;
 
 pub(crate) use datagram::Datagram;
 pub(crate) use local::{behind_nat, local_ips};
-pub(crate) use punch::{BIRTHDAY_SOCKETS, Birthday, Budget, Probe, PunchPlan};
+pub(crate) use punch::{
+    BIRTHDAY_PROBES, BIRTHDAY_SOCKETS, Birthday, Budget, FIRST_NAT_PORT, Probe, PunchPlan,
+};
 pub(crate) use report::classify;
 pub use report::{Mapping, NatReport, Observation, PortAllocation, UpnpMapping};

@@ -93,6 +93,12 @@ pub struct NatReport {
     pub mapping: Mapping,
     /// How it allocates ports.
     pub port_allocation: PortAllocation,
+    /// How the NAT maps the TCP listener's port: from the echoes of our
+    /// outgoing connections that left from that port (the only ones of
+    /// `tcp_observed` that show it).
+    pub tcp_mapping: Mapping,
+    /// How it allocates ports for those.
+    pub tcp_port_allocation: PortAllocation,
     /// UPnP IGD mappings, if a gateway made them.
     pub upnp: Option<UpnpMapping>,
 }

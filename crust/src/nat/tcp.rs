@@ -36,7 +36,7 @@ fn socket_for(addr: SocketAddr) -> io::Result<TcpSocket> {
 /// A listener on `addr` whose port outgoing connections can share.
 ///
 /// A port already in use fails with `AddrInUse` and, on Linux, an error
-/// message naming the sockets that hold it (from `/proc/net/tcp*`): one
+/// message naming the sockets that hold it (from `/proc/thread-self/net`): one
 /// matrix run in about 500 saw this in a fresh network namespace, cause
 /// unknown; the next one will say what held the port.
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -69,9 +69,11 @@ fn explain_in_use(addr: SocketAddr, e: io::Error) -> io::Error {
     )
 }
 
-/// The TCP sockets of this network namespace bound to `port`, as
-/// `/proc/net/tcp` and `tcp6` list them: "local remote state uid inode".
-/// Empty where there is no such file.
+/// The TCP sockets of this thread's network namespace bound to `port`, as
+/// `/proc/thread-self/net/tcp` and `tcp6` list them: "local remote state
+/// uid inode". (`/proc/net` is the main thread's namespace, not ours when
+/// this thread entered another, as netsim's hosts do.) Empty where there
+/// is no such file.
 fn port_holders(port: u16) -> Vec<String> {
     const STATES: [&str; 12] = [
         "?",
@@ -89,7 +91,7 @@ fn port_holders(port: u16) -> Vec<String> {
     ];
     let suffix = format!(":{port:04X}");
     let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    for file in ["/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(file) else {
             continue;
         };

@@ -25,7 +25,9 @@ use crate::secure::{ChannelConfig, NOISE_PARAMS};
 
 /// The version of crust's wire protocol. 2: `Candidates` carry a
 /// `MappingHint` (the birthday technique), which version 1 cannot decode.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: they also carry a TCP `MappingHint` (the birthday technique over
+/// TCP), which version 2 cannot decode.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Longest network id accepted.
 pub const MAX_NETWORK_ID_LEN: usize = 64;
 /// Largest handshake message accepted; real ones are under 300 bytes.

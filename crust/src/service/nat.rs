@@ -44,6 +44,8 @@ use crate::secure::Intent;
 use crate::utp::{OtherDatagram, UtpSocket};
 use crate::wire::{Candidates, Hello, MappingHint, Outgoing, Packet, Signal};
 
+mod tcp_birthday;
+
 /// Echo requests sent per peer before giving up on it.
 const ECHO_TRIES: u32 = 4;
 /// Between echo retries.
@@ -238,6 +240,13 @@ impl AttemptBudget {
         tokio::time::sleep_until(slot.into()).await;
     }
 
+    /// Waits for the next free slot, reserved at once: the birthday
+    /// technique over TCP, which takes nearly every slot.
+    async fn spray_slot(&self) {
+        let slot = lock(&self.budget).reserve(Instant::now());
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
     fn taken(&self) -> u64 {
         lock(&self.budget).taken()
     }
@@ -267,6 +276,9 @@ struct Driver {
     tcp_listen: Vec<SocketAddr>,
     observations: HashMap<PeerId, Observation>,
     tcp_observed: HashMap<PeerId, SocketAddr>,
+    /// Echoes of outgoing TCP connections that left from the listener's
+    /// port: what the NAT does with that port (`NatReport::tcp_mapping`).
+    tcp_observations: HashMap<PeerId, Observation>,
     /// Connected peers and how (a relayed circuit rides on one of these).
     connected: HashMap<PeerId, ConnectionInfo>,
     upnp: Option<UpnpMapping>,
@@ -303,6 +315,7 @@ pub(super) fn spawn(
         tcp_listen: Vec::new(),
         observations: HashMap::new(),
         tcp_observed: HashMap::new(),
+        tcp_observations: HashMap::new(),
         connected: HashMap::new(),
         upnp: None,
         upnp_task: None,
@@ -476,6 +489,22 @@ impl Driver {
             }
             _ => {
                 self.tcp_observed.insert(peer, hello.observed);
+                // `Connected` came first, on the same channel.
+                let from_listener = self.connected.get(&peer).is_some_and(|info| {
+                    info.direction == super::Direction::Outgoing
+                        && self
+                            .tcp_listen
+                            .iter()
+                            .any(|l| l.port() == info.local_addr.port())
+                });
+                if from_listener {
+                    let observation = Observation {
+                        peer,
+                        server: remote,
+                        observed: hello.observed,
+                    };
+                    self.tcp_observations.insert(peer, observation);
+                }
                 self.update_report();
                 if let (Some(port), Some(_)) = (hello.udp_port, self.udp_local) {
                     let server = SocketAddr::new(remote.ip(), port);
@@ -569,15 +598,23 @@ impl Driver {
                 plan
             });
             let birthday = s.birthday;
+            // The birthday technique over TCP, where UDP's cannot run (see
+            // `tcp_birthday`); it replaces the plain TCP punches.
+            let tcp_birthday = if birthday || !self.inner.config.tcp_hole_punching {
+                None
+            } else {
+                self.start_tcp_birthday(id)
+            };
             // Plain dials and punches alternate, most promising candidate
             // first: they queue in this order for the budget's TCP slots.
             let dials = self.start_tcp_dials(id);
-            let punches = if self.inner.config.tcp_hole_punching && !birthday {
-                self.start_tcp_punch(id)
-            } else {
-                Vec::new()
-            };
-            let mut handles = Vec::with_capacity(dials.len() + punches.len());
+            let punches =
+                if self.inner.config.tcp_hole_punching && !birthday && tcp_birthday.is_none() {
+                    self.start_tcp_punch(id)
+                } else {
+                    Vec::new()
+                };
+            let mut handles: Vec<_> = tcp_birthday.into_iter().collect();
             let (mut dials, mut punches) = (dials.into_iter(), punches.into_iter());
             loop {
                 let (dial, punch) = (dials.next(), punches.next());
@@ -988,56 +1025,11 @@ impl Driver {
                 let Some((stream, initiator)) = tcp_punch_role(&inner, peer, stream).await else {
                     return;
                 };
-                let handshake = async {
-                    let stream: super::BoxedStream = Box::new(stream);
-                    if initiator {
-                        crate::secure::SecureChannel::connect(
-                            stream,
-                            &inner.secret,
-                            &inner.config.channel,
-                            Some(peer),
-                            Intent::Connect,
-                        )
-                        .await
-                    } else {
-                        crate::secure::SecureChannel::accept(
-                            stream,
-                            &inner.secret,
-                            &inner.config.channel,
-                        )
-                        .await
-                    }
-                };
-                match handshake.await {
-                    Ok(channel) if channel.remote() == peer => {
-                        tracing::debug!(%peer, %addr, initiator, "TCP hole punched");
-                        let dialled = super::Dialled {
-                            channel,
-                            transport: super::Transport::Tcp,
-                            remote_addr: addr,
-                            local_addr: local,
-                            // The initiator counts as the dialler on both
-                            // sides, so the duplicate rule agrees.
-                            direction: if initiator {
-                                super::Direction::Outgoing
-                            } else {
-                                super::Direction::Incoming
-                            },
-                            path: ConnectionPath::HolePunched,
-                            started: Some(started),
-                        };
-                        let _ = commands.send(Command::Register {
-                            dialled: Box::new(dialled),
-                            reply: None,
-                        });
-                        let _ = input.send(NatInput::Direct { peer });
-                    }
-                    Ok(channel) => tracing::debug!(%peer, actual = %channel.remote(),
-                        "TCP punch reached another peer"),
-                    Err(e) => {
-                        tracing::debug!(%peer, %addr, error = %e, "TCP punch handshake failed")
-                    }
-                }
+                let ends = (addr, local);
+                finish_punched_tcp(
+                    &inner, &commands, &input, peer, stream, initiator, ends, started,
+                )
+                .await;
             });
             tasks.push(task);
         }
@@ -1224,6 +1216,7 @@ impl Driver {
             udp,
             tcp,
             mapping: mapping_hint(&report),
+            tcp_mapping: hint(report.tcp_mapping, report.tcp_port_allocation),
         }
     }
 
@@ -1250,6 +1243,11 @@ impl Driver {
         observations.sort_by_key(|o| (o.server, o.peer));
         let (mapping, port_allocation, udp_external) =
             nat::classify(&self.local_ips, local_port, &observations);
+        let mut tcp_echoes: Vec<Observation> = self.tcp_observations.values().copied().collect();
+        tcp_echoes.sort_by_key(|o| (o.server, o.peer));
+        let tcp_port = self.tcp_listen.first().map_or(0, |a| a.port());
+        let (tcp_mapping, tcp_port_allocation, _) =
+            nat::classify(&self.local_ips, tcp_port, &tcp_echoes);
         let mut tcp_observed: Vec<SocketAddr> = self.tcp_observed.values().copied().collect();
         tcp_observed.sort();
         tcp_observed.dedup();
@@ -1280,6 +1278,8 @@ impl Driver {
             tcp_observed,
             mapping,
             port_allocation,
+            tcp_mapping,
+            tcp_port_allocation,
             upnp: self.upnp.clone(),
         };
         let changed = {
@@ -1473,6 +1473,58 @@ async fn tcp_punch_role(
     }
 }
 
+/// The handshake on a hole-punched TCP connection (`initiator`: ours is
+/// the Noise initiator's role), and its registration if it reached `peer`.
+/// `ends` are the remote and local addresses the connection is known by.
+#[allow(clippy::too_many_arguments)]
+async fn finish_punched_tcp(
+    inner: &Inner,
+    commands: &mpsc::UnboundedSender<Command>,
+    input: &mpsc::UnboundedSender<NatInput>,
+    peer: PeerId,
+    stream: tokio::net::TcpStream,
+    initiator: bool,
+    (remote_addr, local_addr): (SocketAddr, SocketAddr),
+    started: Instant,
+) {
+    let stream: super::BoxedStream = Box::new(stream);
+    let (secret, config) = (&inner.secret, &inner.config.channel);
+    let channel = if initiator {
+        crate::secure::SecureChannel::connect(stream, secret, config, Some(peer), Intent::Connect)
+            .await
+    } else {
+        crate::secure::SecureChannel::accept(stream, secret, config).await
+    };
+    match channel {
+        Ok(channel) if channel.remote() == peer => {
+            tracing::debug!(%peer, %remote_addr, initiator, "TCP hole punched");
+            let dialled = super::Dialled {
+                channel,
+                transport: super::Transport::Tcp,
+                remote_addr,
+                local_addr,
+                // The initiator counts as the dialler on both sides, so
+                // the duplicate rule agrees.
+                direction: if initiator {
+                    super::Direction::Outgoing
+                } else {
+                    super::Direction::Incoming
+                },
+                path: ConnectionPath::HolePunched,
+                started: Some(started),
+            };
+            let _ = commands.send(Command::Register {
+                dialled: Box::new(dialled),
+                reply: None,
+            });
+            let _ = input.send(NatInput::Direct { peer });
+        }
+        Ok(channel) => tracing::debug!(%peer, actual = %channel.remote(),
+            "TCP punch reached another peer"),
+        Err(e) => tracing::debug!(%peer, %remote_addr, error = %e, "TCP punch handshake failed"),
+    }
+}
+
 /// Maps our ports, renews them at half the lease, removes them when told
 /// to stop. No gateway: one debug line, nothing else.
 async fn run_upnp(
@@ -1577,7 +1629,12 @@ fn random_u64() -> u64 {
 
 /// What our candidates say about our UDP mapping.
 fn mapping_hint(report: &NatReport) -> MappingHint {
-    match (report.mapping, report.port_allocation) {
+    hint(report.mapping, report.port_allocation)
+}
+
+/// What our candidates say about a mapping.
+fn hint(mapping: nat::Mapping, ports: nat::PortAllocation) -> MappingHint {
+    match (mapping, ports) {
         (nat::Mapping::EndpointIndependent, _) => MappingHint::EndpointIndependent,
         (nat::Mapping::EndpointDependent, nat::PortAllocation::Random) => {
             MappingHint::RandomPerDestination
