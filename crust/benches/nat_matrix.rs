@@ -138,9 +138,9 @@ fn main() {
         started.elapsed()
     );
     println!(
-        "| pair | success | path | p50 | p95 | attempts (mean) | direct ≤ 10 s | to direct p50 / p95 |"
+        "| pair | success | path | p50 | p95 | attempts (mean) | direct ≤ 10 s | to direct p50 / p95 | signal → first packet p50 / p95 (RTT) | signal → direct connected p50 / p95 (RTT) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let (mut total, mut ok, mut direct_runs) = (0, 0, 0);
     for (pair, outcomes) in pairs.iter().zip(results.iter()) {
         let successes: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_ok()).collect();
@@ -195,8 +195,28 @@ fn main() {
                 .get(((to_direct.len() as f64 - 1.0) * q).round() as usize)
                 .map_or("—".to_owned(), |d| format!("{} ms", d.as_millis()))
         };
+        // From the rendezvous signal, in round trips of the path.
+        let rtts = |pick: fn(&crust::TraversalTiming) -> Option<Duration>| {
+            let mut v: Vec<f64> = outcomes
+                .iter()
+                .filter(|o| o.direct_after.is_some_and(|d| d <= Duration::from_secs(10)))
+                .filter_map(|o| o.direct_timing.as_ref().and_then(pick))
+                .map(|d| d.as_secs_f64() / conditions.rtt.as_secs_f64())
+                .collect();
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| {
+                v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+            };
+            match (at(0.5), at(0.95)) {
+                (Some(p50), Some(p95)) => format!("{p50:.1} / {p95:.1} ({})", v.len()),
+                _ => "—".to_owned(),
+            }
+        };
+        let first_packet = rtts(|t| t.first_packet);
+        let connected = rtts(|t| Some(t.connected));
         println!(
-            "| {} | {}/{} | {} | {} | {} | {} | {}/{} | {} / {} |",
+            "| {} | {}/{} | {} | {} | {} | {} | {}/{} | {} / {} | {first_packet} | {connected} |",
             name(pair),
             successes.len(),
             outcomes.len(),

@@ -83,6 +83,7 @@ pub use secure::{ChannelConfig, FrameError, HandshakeError, Intent};
 pub use service::{
     ConnectError, ConnectionInfo, ConnectionPath, DialError, Direction, Event, Events,
     LanDiscovery, LostReason, Priority, SendError, Service, ServiceError, Transport,
+    TraversalTiming,
 };
 
 /// crust's version and the commit it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)`:

@@ -37,6 +37,7 @@ pub(crate) fn online(port: u16) -> chat_core::Presence {
         local_addr: ([192, 0, 2, 1], 5483).into(),
         direction: Direction::Outgoing,
         rtt: Some(std::time::Duration::from_millis(12)),
+        traversal: None,
     })
 }
 

@@ -404,6 +404,8 @@ impl Actor {
             .unwrap_or_else(|p| p.into_inner())
             .get(&peer)
             .copied();
+        let traversal = punch_start.and_then(|p| p.timing());
+        let punch_start = punch_start.map(|p| p.started);
         let (path, started) = match (path, punch_start) {
             (ConnectionPath::Direct, Some(at)) if transport == Transport::Utp => {
                 (ConnectionPath::HolePunched, Some(at))
@@ -428,6 +430,7 @@ impl Actor {
             local_addr,
             direction,
             rtt: None,
+            traversal,
         };
         if direction == Direction::Outgoing {
             self.record_in_cache(peer, endpoint);

@@ -103,6 +103,24 @@ pub struct ConnectionInfo {
     pub direction: Direction,
     /// The latest round-trip time measured by keep-alives.
     pub rtt: Option<Duration>,
+    /// For a connection found by a traversal attempt (hole-punched, or a
+    /// direct dial or relay of the attempt): its timing from the moment
+    /// both sides started punching.
+    pub traversal: Option<TraversalTiming>,
+}
+
+/// The timing of the traversal attempt that found a connection, from the
+/// rendezvous signal: the moment our side started punching (the requester
+/// half a measured round trip after sending `Sync`, the answerer when
+/// `Sync` arrives), which is when both sides start together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraversalTiming {
+    /// To the first packet from the peer on a path of the attempt (a probe
+    /// or its ack, or a TCP connection established); `None` if none came
+    /// before the connection (a relayed one, or one the peer's dial made).
+    pub first_packet: Option<Duration>,
+    /// To this connection's finished handshake.
+    pub connected: Duration,
 }
 
 /// How urgent a message is: 0 is the most urgent, 14 the least.
@@ -390,16 +408,50 @@ pub(crate) struct Inner {
     nat: mpsc::UnboundedSender<NatInput>,
     /// The latest NAT report.
     nat_report: RwLock<NatReport>,
-    /// Peers with a traversal attempt in progress, and when it started: a
+    /// Peers with a traversal attempt in progress, and its timing: a
     /// connection they make to us is hole-punched.
-    punching: Mutex<HashMap<PeerId, Instant>>,
+    punching: Mutex<HashMap<PeerId, Punching>>,
     /// Our ends of relayed circuits.
     circuits: relay::Circuits,
     /// Circuits we relay for others.
     relay_table: relay::RelayTable,
 }
 
+/// A traversal attempt in progress with a peer.
+#[derive(Debug, Clone, Copy)]
+struct Punching {
+    /// When the attempt started (the rendezvous included).
+    started: Instant,
+    /// When we started punching.
+    signal: Option<Instant>,
+    /// When the first packet from the peer came on a path of the attempt.
+    first_packet: Option<Instant>,
+}
+
+impl Punching {
+    /// The timing of a connection registered now.
+    fn timing(&self) -> Option<TraversalTiming> {
+        let signal = self.signal?;
+        Some(TraversalTiming {
+            first_packet: self
+                .first_packet
+                .map(|at| at.saturating_duration_since(signal)),
+            connected: signal.elapsed(),
+        })
+    }
+}
+
 impl Inner {
+    /// A packet from `peer` came on a path of its traversal attempt.
+    fn punch_heard(&self, peer: &PeerId) {
+        let mut punching = self.punching.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = punching.get_mut(peer)
+            && p.signal.is_some()
+        {
+            p.first_packet.get_or_insert_with(Instant::now);
+        }
+    }
+
     fn emit(&self, event: Event) {
         // The receiver may be gone; the service goes on regardless.
         let _ = self.events.send((event, None));

@@ -574,6 +574,11 @@ impl Driver {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
+            let peer = s.peer;
+            self.note_signal(peer);
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             s.birthday = !matches!(birthday, Birthday::Off);
             let mut targets = s.theirs.udp.clone();
             let both_sequential = ours == MappingHint::SequentialPerDestination
@@ -732,10 +737,16 @@ impl Driver {
                 if let Some(plan) = &mut s.plan {
                     plan.heard_from(from);
                 }
+                self.inner.punch_heard(&s.peer);
                 self.send(&Datagram::PunchAck { session }, from, None).await;
                 self.maybe_dial(session, from);
             }
-            Datagram::PunchAck { session } => self.maybe_dial(session, from),
+            Datagram::PunchAck { session } => {
+                if let Some(s) = self.sessions.get(&session) {
+                    self.inner.punch_heard(&s.peer);
+                }
+                self.maybe_dial(session, from);
+            }
         }
     }
 
@@ -841,6 +852,7 @@ impl Driver {
         if id != session {
             return;
         }
+        self.inner.punch_heard(&s.peer);
         if matches!(datagram, Datagram::Punch { .. }) {
             let ack = Datagram::PunchAck { session }.encode();
             if let Err(e) = socket.send_datagram(&ack, from).await {
@@ -1226,7 +1238,24 @@ impl Driver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(peer)
-            .or_insert(started);
+            .or_insert(super::Punching {
+                started,
+                signal: None,
+                first_packet: None,
+            });
+    }
+
+    /// We start punching towards `peer` now: the rendezvous signal, from
+    /// which `TraversalTiming` counts.
+    fn note_signal(&self, peer: PeerId) {
+        let mut punching = self
+            .inner
+            .punching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = punching.get_mut(&peer) {
+            p.signal.get_or_insert_with(Instant::now);
+        }
     }
 
     fn forget_punching(&self, peer: &PeerId) {
@@ -1421,6 +1450,7 @@ async fn tcp_dial(
                 }
                 Err(_) => continue,
             };
+        inner.punch_heard(&peer);
         let _ = stream.set_nodelay(true);
         let local_addr = stream.local_addr().ok()?;
         let channel = crate::secure::SecureChannel::connect(
@@ -1487,6 +1517,7 @@ async fn finish_punched_tcp(
     (remote_addr, local_addr): (SocketAddr, SocketAddr),
     started: Instant,
 ) {
+    inner.punch_heard(&peer);
     let stream: super::BoxedStream = Box::new(stream);
     let (secret, config) = (&inner.secret, &inner.config.channel);
     let channel = if initiator {

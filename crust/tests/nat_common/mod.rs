@@ -98,6 +98,9 @@ pub struct Outcome {
     pub direct_after: Option<Duration>,
     /// The path and transport of that direct connection.
     pub direct: Option<(ConnectionPath, Transport)>,
+    /// `a`'s timing of that direct connection from the rendezvous signal
+    /// (`ConnectionInfo::traversal`).
+    pub direct_timing: Option<crust::TraversalTiming>,
     /// The routers' counters every [`SAMPLE_EVERY`] from the start of
     /// `connect_via` (`nat-a`, `nat-b`; `None` for a Linux router or the
     /// second side of a shared NAT).
@@ -314,10 +317,12 @@ pub fn run_pair_with(
             let mut attempts = 0;
             let mut result = Err(String::from("not tried"));
             let mut remote = None;
+            let mut traversal = None;
             while attempts < max_attempts {
                 attempts += 1;
                 match service.connect_via(b_id, r_id).await {
                     Ok(info) => {
+                        traversal = info.traversal;
                         result = Ok((info.path, info.transport));
                         remote = Some(info.remote_addr);
                         break;
@@ -332,6 +337,7 @@ pub fn run_pair_with(
                 Ok((path, transport)) if is_direct(path) => Some((elapsed, (*path, *transport))),
                 _ => None,
             };
+            let mut timing = direct.and(traversal);
             if result.is_ok() {
                 let _ = service
                     .send(&b_id, &b"through the NAT"[..], crust::Priority::NORMAL)
@@ -354,6 +360,7 @@ pub fn run_pair_with(
                             // Seen late: the time is an upper bound.
                             let at = info.connect_time.unwrap_or(start.elapsed());
                             direct = Some((at, (info.path, info.transport)));
+                            timing = info.traversal;
                         }
                     }
                 }
@@ -367,13 +374,22 @@ pub fn run_pair_with(
                             && is_direct(&info.path)
                         {
                             direct = Some((start.elapsed(), (info.path, info.transport)));
+                            timing = info.traversal;
                         }
                     }
                 }
             }
             let report = service.nat_report();
             service.shutdown().await;
-            (result, elapsed, attempts, report, remote, changes, direct)
+            (
+                result,
+                elapsed,
+                attempts,
+                report,
+                remote,
+                changes,
+                (direct, timing),
+            )
         })
         .unwrap();
 
@@ -433,8 +449,9 @@ pub fn run_pair_with(
         a_changes,
         remote_addr,
         b_ip,
-        direct_after: direct.map(|(at, _)| at),
-        direct: direct.map(|(_, d)| d),
+        direct_after: direct.0.map(|(at, _)| at),
+        direct: direct.0.map(|(_, d)| d),
+        direct_timing: direct.1,
         nat_samples,
     }
 }
