@@ -104,15 +104,26 @@ fn main() {
     ));
     let results: Arc<Mutex<Vec<Vec<Outcome>>>> =
         Arc::new(Mutex::new(vec![Vec::new(); pairs.len()]));
+    let lost: Arc<Mutex<Vec<String>>> = Arc::default();
     let started = std::time::Instant::now();
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
-            let (work, results) = (work.clone(), results.clone());
+            let (work, results, lost) = (work.clone(), results.clone(), lost.clone());
             std::thread::spawn(move || {
                 loop {
                     let next = work.lock().unwrap().pop();
                     let Some((i, pair, seed)) = next else { break };
-                    let outcome = nat_common::run_pair(pair, conditions, seed, attempts);
+                    // A run whose simulated host failed (not crust: the
+                    // harness, say) is told and left out, not the end of
+                    // the whole matrix.
+                    let run = std::panic::catch_unwind(|| {
+                        nat_common::run_pair(pair, conditions, seed, attempts)
+                    });
+                    let Ok(outcome) = run else {
+                        eprintln!("{pair:?} seed {seed}: the run failed (see the panic above)");
+                        lost.lock().unwrap().push(format!("{pair:?} seed {seed}"));
+                        continue;
+                    };
                     eprintln!(
                         "{:?} seed {seed}: {:?} in {:?} ({} attempts), direct: {:?} after {:?}",
                         pair,
@@ -235,4 +246,8 @@ fn main() {
         );
     }
     println!("\n{ok}/{total} runs connected, {direct_runs}/{total} direct within 10 s");
+    let lost = lost.lock().unwrap();
+    if !lost.is_empty() {
+        println!("{} runs failed in the harness and are left out: {lost:?}", lost.len());
+    }
 }

@@ -252,6 +252,60 @@ fn the_birthday_technique_gets_a_random_port_nat_through_a_port_restricted_one()
     assert_eq!(got, (0..nat_common::STREAM).collect::<Vec<_>>(), "lost");
 }
 
+/// The birthday technique over TCP: `a`'s router blocks UDP but maps TCP
+/// endpoint-independently, `b`'s maps each TCP destination to a random
+/// port. `b` opens listeners on fresh ports, each sending one SYN to `a`'s
+/// listener mapping; `a` sends SYNs from its listener's port to random
+/// ports of `b`'s address. A match within 10 s is ≈ 98% likely
+/// (ARCHITECTURE.md), so a miss gets a second run (another seed) before
+/// the test fails.
+#[test]
+fn the_birthday_technique_over_tcp_gets_a_random_port_nat_through_a_udp_blocking_one() {
+    if !prerequisites(&[]) {
+        return;
+    }
+    let conditions = Conditions {
+        direct_within: Some(Duration::from_secs(10)),
+        ..WAN
+    };
+    let pair = Pair {
+        a: Side::Nat(NatPreset::UdpBlocked),
+        b: Side::Nat(NatPreset::SymmetricRandom),
+        same_nat: false,
+    };
+    let mut runs = Vec::new();
+    for seed in [8, 9] {
+        let o = run_pair_with(pair, conditions, seed, 1, |_| {});
+        eprintln!(
+            "seed {seed}: {:?}, direct {:?} after {:?}, {:?}",
+            o.result, o.direct, o.direct_after, o.direct_timing
+        );
+        assert!(o.result.is_ok(), "{o:?}");
+        assert!(o.b_got_message, "the message did not arrive");
+        assert_eq!(o.report_a.tcp_mapping, Mapping::EndpointIndependent);
+        assert_eq!(o.report_b.tcp_mapping, Mapping::EndpointDependent);
+        assert_eq!(o.report_b.tcp_port_allocation, PortAllocation::Random);
+        assert_within_budget(&o, true);
+        assert_within_budget(&o, false);
+        let direct = o.direct;
+        runs.push(o);
+        if direct.is_some() {
+            break;
+        }
+    }
+    let o = runs.last().unwrap();
+    assert_eq!(
+        o.direct,
+        Some((ConnectionPath::HolePunched, Transport::Tcp)),
+        "no direct connection in two runs: {runs:?}"
+    );
+    let timing = o.direct_timing.expect("the traversal's timing");
+    assert!(timing.first_packet.is_some_and(|f| f <= timing.connected));
+    let mut got = o.b_sequence.clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..nat_common::STREAM).collect::<Vec<_>>(), "lost");
+}
+
 #[test]
 fn a_relayed_connection_switches_to_direct_without_losing_a_message() {
     if !prerequisites(&[]) {
