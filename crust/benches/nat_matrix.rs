@@ -248,6 +248,9 @@ fn main() {
     println!("\n{ok}/{total} runs connected, {direct_runs}/{total} direct within 10 s");
     let lost = lost.lock().unwrap();
     if !lost.is_empty() {
-        println!("{} runs failed in the harness and are left out: {lost:?}", lost.len());
+        println!(
+            "{} runs failed in the harness and are left out: {lost:?}",
+            lost.len()
+        );
     }
 }
