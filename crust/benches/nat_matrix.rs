@@ -7,8 +7,10 @@
 //! `cargo bench -p crust --bench nat_matrix` as root. Environment:
 //! `NAT_MATRIX_SEEDS` (default 3), `NAT_MATRIX_JOBS` pairs at once
 //! (default 4), `NAT_MATRIX_ATTEMPTS` per run (default 2),
-//! `NAT_MATRIX_FILTER` (run only pairs whose name contains it), `RUST_LOG`
-//! (crust's logs on stderr).
+//! `NAT_MATRIX_FILTER` (run only pairs whose name contains it),
+//! `NAT_MATRIX_FIRST_SEED` (default 1000: seeds 1000, 1001, …),
+//! `NAT_MATRIX_LINUX_PLAIN` (set: the Linux router without miniupnpd is a
+//! kind too), `RUST_LOG` (crust's logs on stderr).
 
 // A bench binary: a poisoned lock or a failed run should stop it loudly.
 #![allow(clippy::unwrap_used)]
@@ -46,6 +48,7 @@ fn main() {
             .unwrap_or(default)
     };
     let seeds = env("NAT_MATRIX_SEEDS", 3);
+    let first_seed = env("NAT_MATRIX_FIRST_SEED", 1000);
     let jobs = env("NAT_MATRIX_JOBS", 4).max(1) as usize;
     let attempts = env("NAT_MATRIX_ATTEMPTS", 2) as u32;
     let filter = std::env::var("NAT_MATRIX_FILTER").unwrap_or_default();
@@ -57,6 +60,11 @@ fn main() {
     let mut kinds: Vec<Side> = NatPreset::ALL.iter().map(|p| Side::Nat(*p)).collect();
     if linux {
         kinds.push(Side::Linux { upnp: true });
+        // The Linux router without miniupnpd too: its own NAT behaviour,
+        // which the UPnP mapping otherwise hides.
+        if std::env::var_os("NAT_MATRIX_LINUX_PLAIN").is_some() {
+            kinds.push(Side::Linux { upnp: false });
+        }
     }
     let mut pairs = Vec::new();
     for (i, a) in kinds.iter().enumerate() {
@@ -98,7 +106,7 @@ fn main() {
         pairs
             .iter()
             .enumerate()
-            .flat_map(|(i, p)| (0..seeds).map(move |s| (i, *p, 1000 + s)))
+            .flat_map(|(i, p)| (0..seeds).map(move |s| (i, *p, first_seed + s)))
             .rev()
             .collect(),
     ));
