@@ -938,19 +938,8 @@ fn apply(
             let contact = s.contact(&peer)?;
             if contact.is_some() {
                 s.set_last_seen(&peer, now_ms())?;
-                actions.push(Action::Emit(Event::ContactOnline {
-                    contact: peer,
-                    path: info,
-                }));
             }
-            actions.push(Action::Send(
-                peer,
-                Wire::Hello {
-                    name: shared.name(),
-                    addrs: shared.my_addrs(false),
-                    friend: contact.is_some_and(|c| c.state == ContactState::Friend),
-                },
-            ));
+            online_and_hello(actions, shared, peer, info, contact.as_ref());
             let rendezvous = lock(&shared.rendezvous).clone();
             if !rendezvous.is_empty() {
                 actions.push(Action::Send(peer, rendezvous_message(&rendezvous)));
@@ -1004,20 +993,7 @@ fn apply(
             lock(&shared.online).insert(peer, info.clone());
             actions.push(Action::ReportNetwork);
             let contact = s.contact(&peer)?;
-            if contact.is_some() {
-                actions.push(Action::Emit(Event::ContactOnline {
-                    contact: peer,
-                    path: info,
-                }));
-            }
-            actions.push(Action::Send(
-                peer,
-                Wire::Hello {
-                    name: shared.name(),
-                    addrs: shared.my_addrs(false),
-                    friend: contact.is_some_and(|c| c.state == ContactState::Friend),
-                },
-            ));
+            online_and_hello(actions, shared, peer, info, contact.as_ref());
         }
         CrustEvent::LostPeer { peer, reason } => {
             tracing::debug!(%peer, %reason, "lost peer");
@@ -1371,6 +1347,32 @@ async fn via_rendezvous(service: &crust::Service, peer: PeerId, via: Vec<Reach>)
 }
 
 /// Our rendezvous peers, as told to a contact.
+/// A connection to `peer` is up over `info` (new, or replacing another):
+/// a contact is reported online, and everyone gets our hello (name,
+/// addresses, and whether we count them a friend).
+fn online_and_hello(
+    actions: &mut Vec<Action>,
+    shared: &Shared,
+    peer: PeerId,
+    info: crust::ConnectionInfo,
+    contact: Option<&crate::store::ContactRow>,
+) {
+    if contact.is_some() {
+        actions.push(Action::Emit(Event::ContactOnline {
+            contact: peer,
+            path: info,
+        }));
+    }
+    actions.push(Action::Send(
+        peer,
+        Wire::Hello {
+            name: shared.name(),
+            addrs: shared.my_addrs(false),
+            friend: contact.is_some_and(|c| c.state == ContactState::Friend),
+        },
+    ));
+}
+
 fn rendezvous_message(peers: &[PeerId]) -> Wire {
     Wire::Rendezvous {
         peers: peers
