@@ -71,6 +71,16 @@ pub struct Config {
     /// A traversal attempt opens a relayed circuit through the rendezvous
     /// if no direct path works this long after punching started.
     pub relay_after: Duration,
+    /// A peer reachable only through a relayed circuit: after this long,
+    /// a whole traversal attempt (fresh echoes, rendezvous through the
+    /// relaying peer, punching, TCP) runs again, then after twice as long
+    /// each time up to [`relay_upgrade_max`](Self::relay_upgrade_max)
+    /// (each delay jittered by ±25%; a change of our network starts over),
+    /// until a direct path replaces the circuit. The side with the smaller
+    /// peer id drives the retries. `None`: never.
+    pub relay_upgrade: Option<Duration>,
+    /// The longest delay between two upgrade attempts.
+    pub relay_upgrade_max: Duration,
     /// TCP hole punching (a simultaneous open from the listener's port)
     /// alongside UDP hole punching for uTP. Off, a traversal attempt
     /// punches for uTP only (and still dials the peer's TCP candidates).
@@ -105,6 +115,8 @@ impl Default for Config {
             punch_timeout: Duration::from_secs(10),
             relay_circuits: 64,
             relay_after: Duration::from_secs(3),
+            relay_upgrade: Some(Duration::from_secs(30)),
+            relay_upgrade_max: Duration::from_secs(300),
             tcp_hole_punching: true,
             lan_discovery: None,
         }

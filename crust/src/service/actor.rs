@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::link::{self, LinkCtl, LinkId, PeerQueue, ReaderEnd};
+use super::order::DeliveryOrder;
 use super::{
     BoxedStream, ConnectError, ConnectionInfo, ConnectionPath, Dialled, Direction, Event, Inner,
     LostReason, NatInput, ServiceError, Transport,
@@ -109,7 +110,15 @@ struct LinkEntry {
 
 struct PeerEntry {
     queue: Arc<PeerQueue>,
+    /// The link the leader keeps (the follower predicts it).
     current: LinkId,
+    /// The link our writer sends on: the current one for the leader; the
+    /// follower stays on its link until the leader superseded it (or it
+    /// failed), so its old link's close marker comes before anything it
+    /// sends on the new one.
+    sending: LinkId,
+    /// Holds the current link's data until the other links are done.
+    order: Arc<DeliveryOrder>,
     links: Vec<LinkEntry>,
     /// Set when the current link was superseded by the peer and we wait for
     /// its replacement until this instant.
@@ -462,6 +471,8 @@ impl Actor {
                     PeerEntry {
                         queue: queue.clone(),
                         current: id,
+                        sending: id,
+                        order: Arc::default(),
                         links: Vec::new(),
                         replacement_deadline: None,
                     },
@@ -505,11 +516,22 @@ impl Actor {
             ctl.clone(),
         ));
         let entry = self.peers.get_mut(&peer)?;
+        // The follower keeps sending where it did until the leader
+        // supersedes that link (see `order.rs`).
+        let sending_usable = entry
+            .links
+            .iter()
+            .any(|l| l.id == entry.sending && !l.retiring);
         entry.links.push(link);
+        entry.order.open(id);
         if wins {
             entry.current = id;
             entry.replacement_deadline = None;
-            queue.set_active(id);
+            entry.order.set_current(id);
+            if leader || is_new_peer || !sending_usable {
+                entry.sending = id;
+                queue.set_active(id);
+            }
         }
         if leader {
             // The leader decides: every other link goes.
@@ -525,6 +547,12 @@ impl Actor {
         if wins && !is_new_peer {
             tracing::info!(%peer, %remote_addr, ?direction, ?path, "connection replaced");
             self.inner.emit(Event::ConnectionChanged {
+                peer,
+                info: info.clone(),
+            });
+            // The NAT driver tracks which peers are reachable only through
+            // a relay.
+            let _ = self.inner.nat.send(NatInput::Connected {
                 peer,
                 info: info.clone(),
             });
@@ -567,8 +595,10 @@ impl Actor {
         // always follow it.
         let internal = self.internal_tx.clone();
         let remote = (remote_addr, transport);
+        let order = self.peers.get(&peer)?.order.clone();
         self.tasks.spawn(async move {
-            let end = link::run_reader(reader, peer, remote, inner, queue, ctl).await;
+            let end = link::run_reader(reader, (peer, id), remote, inner, queue, ctl, &order).await;
+            order.close(id);
             let _ = internal.send(Internal::LinkEnded {
                 peer,
                 link: id,
@@ -603,6 +633,11 @@ impl Actor {
             ended.ctl.kill();
         }
         if entry.current != link {
+            // The follower's old link is done: send on the current one.
+            if entry.sending == link && entry.current().is_some() {
+                entry.sending = entry.current;
+                entry.queue.set_active(entry.current);
+            }
             return;
         }
         if let ReaderEnd::Killed = end {
@@ -617,8 +652,10 @@ impl Actor {
         {
             let (next_id, info) = (next.id, next.info.clone());
             entry.current = next_id;
+            entry.sending = next_id;
             entry.replacement_deadline = None;
             entry.queue.set_active(next_id);
+            entry.order.set_current(next_id);
             if leader {
                 for other in entry.links.iter_mut() {
                     if other.id != next_id && !other.retiring {
@@ -628,6 +665,10 @@ impl Actor {
                 }
             }
             tracing::info!(%peer, remote = %info.remote_addr, "connection replaced");
+            let _ = self.inner.nat.send(NatInput::Connected {
+                peer,
+                info: info.clone(),
+            });
             self.inner.emit(Event::ConnectionChanged { peer, info });
             return;
         }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, Semaphore};
 
+use super::order::DeliveryOrder;
 use super::{Event, Inner, LostReason};
 use crate::id::PeerId;
 use crate::secure::frame::LANES;
@@ -189,13 +190,15 @@ pub(super) enum ReaderEnd {
 }
 
 /// Reads frames until the link ends, turning data into events.
+/// Data waits for its turn in `order` (see `order.rs`).
 pub(super) async fn run_reader<R: AsyncRead + Unpin>(
     mut reader: SecureReader<R>,
-    peer: PeerId,
+    (peer, link): (PeerId, LinkId),
     (remote, transport): (std::net::SocketAddr, super::Transport),
     inner: Arc<Inner>,
     queue: Arc<PeerQueue>,
     ctl: Arc<LinkCtl>,
+    order: &DeliveryOrder,
 ) -> ReaderEnd {
     let budget = Arc::new(Semaphore::new(inner.config.receive_buffer_limit.max(1)));
     let timeout = inner.config.peer_timeout;
@@ -217,6 +220,10 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 return malformed("data on the control lane");
             }
             Some(Incoming::Data(data)) => {
+                tokio::select! {
+                    () = order.turn(link, super::order::HOLD) => {}
+                    () = ctl.killed() => return ReaderEnd::Killed,
+                }
                 // Bounded by the budget so a slow application slows the
                 // sender instead of growing memory.
                 let want = u32::try_from(data.len().min(inner.config.receive_buffer_limit.max(1)))
@@ -228,6 +235,7 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 let _ = inner
                     .events
                     .send((Event::NewMessage { peer, data }, permit));
+                order.delivered(link);
             }
             Some(Incoming::Ping { nonce }) => {
                 queue.push_control(Outgoing::control(&Packet::Pong { nonce }))

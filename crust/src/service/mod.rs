@@ -22,7 +22,9 @@ mod dial;
 mod discovery;
 mod link;
 mod nat;
+mod order;
 mod relay;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::actor::Command;
+use super::upgrade::{NetworkKey, Step, Upgrades};
 use super::{ConnectError, ConnectionInfo, ConnectionPath, Event, Inner};
 use crate::config::Endpoint;
 use crate::id::PeerId;
@@ -291,6 +292,9 @@ struct Driver {
     echo_servers: HashMap<PeerId, SocketAddr>,
     next_reecho: Instant,
     sessions: HashMap<u64, Session>,
+    /// When to try again to upgrade our relayed peers (those with a
+    /// larger id than ours) to a direct path.
+    upgrades: Upgrades,
 }
 
 /// Spawns the driver.
@@ -306,6 +310,7 @@ pub(super) fn spawn(
         .map(|a| a.ip())
         .or_else(|| inner.config.listen.first().map(|a| a.ip()))
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let upgrades = Upgrades::new(inner.config.relay_upgrade, inner.config.relay_upgrade_max);
     let driver = Driver {
         local_ips: nat::local_ips(bound_ip),
         inner,
@@ -324,6 +329,7 @@ pub(super) fn spawn(
         echo_servers: HashMap::new(),
         next_reecho: Instant::now() + REECHO,
         sessions: HashMap::new(),
+        upgrades,
     };
     tokio::spawn(driver.run(input, datagrams));
 }
@@ -368,7 +374,11 @@ impl Driver {
             };
             [Some(s.deadline), punch, s.relay_at].into_iter().flatten()
         });
-        echoes.chain(sessions).chain(Some(self.next_reecho)).min()
+        echoes
+            .chain(sessions)
+            .chain(Some(self.next_reecho))
+            .chain(self.upgrades.next_at())
+            .min()
     }
 
     fn on_input(&mut self, msg: NatInput) {
@@ -387,10 +397,11 @@ impl Driver {
             NatInput::Signal { via, from, signal } => self.on_signal(via, from, signal),
             NatInput::Connected { peer, info } => {
                 self.connected.insert(peer, info.clone());
-                if matches!(info.path, ConnectionPath::Relayed { .. }) {
+                if let ConnectionPath::Relayed { via } = info.path {
                     // Answer the caller, but keep punching: a direct path
                     // found later replaces the circuit.
                     lock(&self.relayed_only).insert(peer);
+                    self.schedule_upgrade(peer, via);
                     for s in self.sessions.values_mut().filter(|s| s.peer == peer) {
                         if let Some(reply) = s.reply.take() {
                             let _ = reply.send(Ok(info.clone()));
@@ -399,9 +410,11 @@ impl Driver {
                     return;
                 }
                 lock(&self.relayed_only).remove(&peer);
+                self.upgraded(&peer);
                 self.end_sessions_with(peer, Some(&info));
             }
             NatInput::Direct { peer } => {
+                self.upgraded(&peer);
                 // Otherwise `Connected` follows and ends the sessions (with
                 // the caller's answer).
                 if lock(&self.relayed_only).remove(&peer) {
@@ -411,6 +424,7 @@ impl Driver {
             }
             NatInput::Lost { peer } => {
                 lock(&self.relayed_only).remove(&peer);
+                self.upgrades.stop(&peer);
                 self.connected.remove(&peer);
                 // Echo answers from a peer we lost are still true, but an
                 // answer can no longer be refreshed; keep them.
@@ -539,6 +553,7 @@ impl Driver {
                 self.request_echo(peer, server);
             }
         }
+        self.upgrade_steps(now);
         // Echo requests due.
         let mut due = Vec::new();
         self.echoes.retain(|nonce, e| {
@@ -974,6 +989,84 @@ impl Driver {
         });
     }
 
+    /// `peer` is reachable only through `via`: the smaller id retries the
+    /// upgrade to a direct path now and then (see `upgrade.rs`).
+    fn schedule_upgrade(&mut self, peer: PeerId, via: PeerId) {
+        if self.inner.id < peer {
+            self.upgrades
+                .relayed(peer, via, Instant::now(), random_u64());
+        }
+    }
+
+    /// `peer` is reached other than through a relay.
+    fn upgraded(&mut self, peer: &PeerId) {
+        if let Some(attempts) = self.upgrades.stop(peer) {
+            tracing::info!(%peer, attempts, "relayed connection upgraded to a direct path");
+        }
+    }
+
+    /// Upgrade retries due: fresh echoes first, then the attempts.
+    fn upgrade_steps(&mut self, now: Instant) {
+        let Self {
+            upgrades, sessions, ..
+        } = self;
+        let steps = upgrades.poll(now, &mut random_u64, |peer| {
+            sessions.values().any(|s| s.peer == *peer)
+        });
+        for step in steps {
+            match step {
+                Step::Echo => {
+                    let servers: Vec<_> = self.echo_servers.iter().map(|(p, s)| (*p, *s)).collect();
+                    for (peer, server) in servers {
+                        self.request_echo(peer, server);
+                    }
+                }
+                Step::Start { peer, via, attempt } => self.start_upgrade(peer, via, attempt),
+            }
+        }
+    }
+
+    /// Runs a traversal attempt with a peer we reach only through `via`,
+    /// as [`connect_via`](Self::connect_via) does but with nobody waiting
+    /// for the answer; the relayed circuit stays until a direct path
+    /// replaces it (no new circuit is opened: the peer is connected).
+    fn start_upgrade(&mut self, peer: PeerId, via: PeerId, attempt: u32) {
+        if !lock(&self.relayed_only).contains(&peer) || self.inner.queue(&peer).is_none() {
+            self.upgrades.stop(&peer);
+            return;
+        }
+        if self.inner.queue(&via).is_none() || self.sessions.len() >= MAX_SESSIONS / 2 {
+            tracing::debug!(%peer, %via, attempt, "upgrade attempt skipped: relay gone or busy");
+            return;
+        }
+        tracing::info!(%peer, %via, attempt, "trying to upgrade a relayed connection");
+        let session = random_u64();
+        let now = Instant::now();
+        let candidates = self.candidates();
+        self.signal(
+            via,
+            peer,
+            Signal::Connect {
+                session,
+                candidates,
+            },
+        );
+        self.sessions.insert(
+            session,
+            Session::new(
+                peer,
+                via,
+                Stage::AwaitingAccept,
+                now,
+                now + self.inner.config.punch_timeout,
+                Candidates::default(),
+                self.inner.id < peer,
+                None,
+            ),
+        );
+        self.note_punching(peer, now);
+    }
+
     /// Direct TCP to the peer's listeners, alongside the punching.
     fn start_tcp_dials(&self, session: u64) -> Vec<TcpTask> {
         let Some(s) = self.sessions.get(&session) else {
@@ -1325,6 +1418,8 @@ impl Driver {
             }
         };
         if changed {
+            let key = NetworkKey::of(&report);
+            self.upgrades.network(key, Instant::now(), &mut random_u64);
             tracing::debug!(?report, "NAT report changed");
             self.inner.emit(Event::NatReport(report));
         }
