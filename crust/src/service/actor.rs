@@ -16,15 +16,18 @@
 //! uTP at once keeps the first to finish). The
 //! leader retires every other connection: its writer finishes the messages
 //! it started and says `Close(Superseded)`. The *follower* applies the same
-//! preference to choose where it sends meanwhile, but never closes a
-//! connection on its own: it only retires one the leader superseded, and
-//! then sends on its best remaining connection — or, if none is left, waits
-//! one handshake timeout for the leader's choice to arrive. So both sides
-//! end on the same connection, the peer stays connected throughout (no
-//! `LostPeer`, one `ConnectionChanged` per switch), and messages queued
-//! but not yet started move to the new connection; no message is lost, but
-//! messages sent just before and just after a switch may arrive out of
-//! order (they travel on two connections).
+//! preference to predict the leader's choice (its `current`, which events
+//! report), but never closes a connection on its own and keeps sending
+//! where it did: it only retires a connection the leader superseded
+//! (finishing what it started there and saying `Close(Superseded)` in
+//! turn), and then sends on its current connection — or, if none is left,
+//! waits one handshake timeout for the leader's choice to arrive. So both
+//! sides end on the same connection, the peer stays connected throughout
+//! (no `LostPeer`, one `ConnectionChanged` per switch), and messages queued
+//! but not yet started move to the new connection. No message is lost, and
+//! none is reordered: each side's old connection ends with its close marker
+//! before or while the new one carries data, and the receiver holds the
+//! current connection's data until the others are done (`order.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

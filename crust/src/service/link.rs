@@ -4,7 +4,8 @@
 //! connection under it is replaced (simultaneous dial). Each connection
 //! ("link") runs two tasks: [`run_writer`] takes chunks from the queue, most
 //! urgent lane first, while its link is the queue's active one; [`run_reader`]
-//! turns frames into events. A link that is no longer active finishes the
+//! turns frames into events, data in the order the peer's `DeliveryOrder`
+//! allows (`order.rs`). A link that is no longer active finishes the
 //! messages it started and then only sends keep-alives (it may become active
 //! again); a retired link finishes what it started, says
 //! `Close(Superseded)`, and stops writing.

@@ -9,8 +9,10 @@
 //! duplicate connection replaces the one in use), then `LostPeer`.
 //!
 //! When two connections to one peer exist (both sides dialled at once, one
-//! side dialled over TCP and uTP at once, a restarted peer), both sides end
-//! on the same one without a `LostPeer`; see `actor.rs` for the rule.
+//! side dialled over TCP and uTP at once, a restarted peer, a relayed
+//! connection upgraded to a direct one), both sides end on the same one
+//! without a `LostPeer` and without reordering messages; see `actor.rs`
+//! for the rule and `order.rs` for the order.
 //!
 //! Sending bypasses the actor: [`Service::send`] encodes the message and
 //! puts it in the peer's queue (`link.rs`), from which the connection's
@@ -252,8 +254,8 @@ pub enum Event {
     /// one to the same peer (a duplicate connection was resolved, or the
     /// one in use failed while another was open). The peer stayed
     /// connected: no `LostPeer` came before and no `ConnectSuccess` comes
-    /// after. Messages sent just before and just after the switch may
-    /// arrive out of order; none queued is lost.
+    /// after. None queued is lost, and messages arrive in the order they
+    /// were sent (per priority) across the switch.
     ConnectionChanged {
         /// The peer.
         peer: PeerId,
@@ -657,6 +659,15 @@ impl Service {
     /// [`ConnectionInfo::path`]). Returns at once if already connected.
     /// Success is also reported as [`Event::ConnectSuccess`], failure as
     /// [`Event::ConnectFailure`].
+    ///
+    /// If nothing direct works, the connection is relayed through
+    /// `rendezvous` (end to end encrypted). It does not stay so: the
+    /// attempt goes on punching until [`Config::punch_timeout`], and after
+    /// that the service tries the whole traversal again now and then
+    /// ([`Config::relay_upgrade`], backing off to
+    /// [`Config::relay_upgrade_max`]) until a direct path replaces the
+    /// circuit, announced by [`Event::ConnectionChanged`] — without a
+    /// message lost or reordered.
     pub async fn connect_via(
         &self,
         peer: PeerId,
@@ -696,13 +707,16 @@ impl Service {
     }
 
     /// Queues `data` for `peer`. Waits while the peer's queue is over
-    /// [`Config::send_queue_limit`]. Delivery is in order per priority
-    /// while one connection carries the peer; when a duplicate connection
-    /// replaces it ([`Event::ConnectionChanged`]) messages already queued
-    /// move to the new one and none is lost, but messages started on the
-    /// old one may arrive after later ones sent on the new one. Messages
-    /// still queued when the peer is lost are dropped. The bytes are not
-    /// copied before they are encrypted.
+    /// [`Config::send_queue_limit`]. Delivery is in order per priority,
+    /// also when another connection replaces the one in use
+    /// ([`Event::ConnectionChanged`]: a duplicate resolved, or a relayed
+    /// connection upgraded to a direct one, see
+    /// [`Config::relay_upgrade`]): messages already queued move to the new
+    /// one, none is lost, and the receiver delivers what the old one still
+    /// carries before anything from the new one (waiting at most 5 s for
+    /// an old connection that went silent). Messages still queued when the
+    /// peer is lost are dropped. The bytes are not copied before they are
+    /// encrypted.
     pub async fn send(
         &self,
         peer: &PeerId,

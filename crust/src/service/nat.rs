@@ -24,6 +24,10 @@
 //!    the extra socket that first heard the peer.
 //! 5. The session ends when the peer is connected, or at the deadline; its
 //!    tasks are aborted and its extra sockets closed.
+//!
+//! A peer left on a relayed circuit gets the whole session again now and
+//! then, driven by the smaller id, until a direct path replaces the circuit
+//! ([`Upgrades`], `upgrade.rs`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
