@@ -47,6 +47,11 @@ pub(crate) enum Packet<'a> {
         #[serde(borrow, with = "serde_bytes")]
         data: &'a [u8],
     },
+    /// The data messages that follow on this connection come after the
+    /// first `sent` data messages the sender sent us, on any connection.
+    /// Written before the first data message a sender puts on a connection
+    /// after it sent on another one (`service/order.rs`).
+    After { sent: u64 },
 }
 
 /// The first control message on a connection.
@@ -249,6 +254,9 @@ pub(crate) enum Incoming {
         session: u64,
         data: Bytes,
     },
+    After {
+        sent: u64,
+    },
 }
 
 /// Decodes a message; `None` if it is not a valid packet.
@@ -283,6 +291,7 @@ pub(crate) fn decode(message: Bytes) -> Option<Incoming> {
             session,
             data: Bytes::copy_from_slice(data),
         },
+        Packet::After { sent } => Incoming::After { sent },
     })
 }
 
@@ -299,6 +308,7 @@ mod tests {
             Packet::Ping { nonce: 7 },
             Packet::Pong { nonce: u64::MAX },
             Packet::Close(CloseReason::Superseded),
+            Packet::After { sent: 1 << 40 },
         ] {
             let decoded = decode(encode(&packet).into()).unwrap();
             let expected = match packet {
@@ -306,6 +316,7 @@ mod tests {
                 Packet::Ping { nonce } => Incoming::Ping { nonce },
                 Packet::Pong { nonce } => Incoming::Pong { nonce },
                 Packet::Close(r) => Incoming::Close(r),
+                Packet::After { sent } => Incoming::After { sent },
                 _ => unreachable!(),
             };
             assert_eq!(decoded, expected);

@@ -26,7 +26,8 @@ use crate::secure::{ChannelConfig, NOISE_PARAMS};
 /// The version of crust's wire protocol. 2: `Candidates` carry a
 /// `MappingHint` (the birthday technique), which version 1 cannot decode.
 /// 3: they also carry a TCP `MappingHint` (the birthday technique over
-/// TCP), which version 2 cannot decode.
+/// TCP), and the `After` packet (in-order delivery across a switch of
+/// connections) exists; version 2 can decode neither.
 pub const PROTOCOL_VERSION: u16 = 3;
 /// Longest network id accepted.
 pub const MAX_NETWORK_ID_LEN: usize = 64;

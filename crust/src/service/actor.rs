@@ -16,18 +16,17 @@
 //! uTP at once keeps the first to finish). The
 //! leader retires every other connection: its writer finishes the messages
 //! it started and says `Close(Superseded)`. The *follower* applies the same
-//! preference to predict the leader's choice (its `current`, which events
-//! report), but never closes a connection on its own and keeps sending
-//! where it did: it only retires a connection the leader superseded
-//! (finishing what it started there and saying `Close(Superseded)` in
-//! turn), and then sends on its current connection — or, if none is left,
-//! waits one handshake timeout for the leader's choice to arrive. So both
-//! sides end on the same connection, the peer stays connected throughout
-//! (no `LostPeer`, one `ConnectionChanged` per switch), and messages queued
-//! but not yet started move to the new connection. No message is lost, and
-//! none is reordered: each side's old connection ends with its close marker
-//! before or while the new one carries data, and the receiver holds the
-//! current connection's data until the others are done (`order.rs`).
+//! preference to choose where it sends meanwhile (predicting the leader's
+//! choice), but never closes a connection on its own: it only retires one
+//! the leader superseded (finishing what it started there and saying
+//! `Close(Superseded)` in turn), and then sends on its best remaining
+//! connection — or, if none is left, waits one handshake timeout for the
+//! leader's choice to arrive. So both sides end on the same connection,
+//! the peer stays connected throughout (no `LostPeer`, one
+//! `ConnectionChanged` per switch), and messages queued but not yet
+//! started move to the new connection. No message is lost, and none is
+//! reordered: a connection that takes over says how many messages came
+//! before, and the receiver waits for those (`order.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,14 +112,8 @@ struct LinkEntry {
 
 struct PeerEntry {
     queue: Arc<PeerQueue>,
-    /// The link the leader keeps (the follower predicts it).
     current: LinkId,
-    /// The link our writer sends on: the current one for the leader; the
-    /// follower stays on its link until the leader superseded it (or it
-    /// failed), so its old link's close marker comes before anything it
-    /// sends on the new one.
-    sending: LinkId,
-    /// Holds the current link's data until the other links are done.
+    /// Keeps the peer's messages in order across its links.
     order: Arc<DeliveryOrder>,
     links: Vec<LinkEntry>,
     /// Set when the current link was superseded by the peer and we wait for
@@ -474,7 +467,6 @@ impl Actor {
                     PeerEntry {
                         queue: queue.clone(),
                         current: id,
-                        sending: id,
                         order: Arc::default(),
                         links: Vec::new(),
                         replacement_deadline: None,
@@ -519,21 +511,21 @@ impl Actor {
             ctl.clone(),
         ));
         let entry = self.peers.get_mut(&peer)?;
-        // The follower keeps sending where it did until the leader
-        // supersedes that link (see `order.rs`).
-        let sending_usable = entry
-            .links
-            .iter()
-            .any(|l| l.id == entry.sending && !l.retiring);
+        // A link replaced because it may be stale (the peer restarted, or
+        // moved) is likely dead: the new one's data does not wait for it.
+        let stale = entry
+            .current()
+            .filter(|c| !c.retiring && relayed(&c.info) == relayed(&info))
+            .filter(|c| c.since.elapsed() >= handshake_timeout)
+            .map(|c| c.id);
         entry.links.push(link);
         entry.order.open(id);
         if wins {
             entry.current = id;
             entry.replacement_deadline = None;
-            entry.order.set_current(id);
-            if leader || is_new_peer || !sending_usable {
-                entry.sending = id;
-                queue.set_active(id);
+            queue.set_active(id);
+            if let Some(stale) = stale {
+                entry.order.close(stale);
             }
         }
         if leader {
@@ -636,11 +628,6 @@ impl Actor {
             ended.ctl.kill();
         }
         if entry.current != link {
-            // The follower's old link is done: send on the current one.
-            if entry.sending == link && entry.current().is_some() {
-                entry.sending = entry.current;
-                entry.queue.set_active(entry.current);
-            }
             return;
         }
         if let ReaderEnd::Killed = end {
@@ -655,10 +642,8 @@ impl Actor {
         {
             let (next_id, info) = (next.id, next.info.clone());
             entry.current = next_id;
-            entry.sending = next_id;
             entry.replacement_deadline = None;
             entry.queue.set_active(next_id);
-            entry.order.set_current(next_id);
             if leader {
                 for other in entry.links.iter_mut() {
                     if other.id != next_id && !other.retiring {

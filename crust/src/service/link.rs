@@ -5,7 +5,7 @@
 //! ("link") runs two tasks: [`run_writer`] takes chunks from the queue, most
 //! urgent lane first, while its link is the queue's active one; [`run_reader`]
 //! turns frames into events, data in the order the peer's `DeliveryOrder`
-//! allows (`order.rs`). A link that is no longer active finishes the
+//! keeps across links (`order.rs`). A link that is no longer active finishes the
 //! messages it started and then only sends keep-alives (it may become active
 //! again); a retired link finishes what it started, says
 //! `Close(Superseded)`, and stops writing.
@@ -45,6 +45,11 @@ struct QueueState {
     /// Links told to finish what they started and close with `Superseded`.
     retiring: HashSet<LinkId>,
     closed: bool,
+    /// Data messages taken by writers so far, and the link that took the
+    /// last one: a link taking one after another did says `After` first
+    /// (`order.rs`).
+    taken: u64,
+    last_taker: Option<LinkId>,
 }
 
 /// Messages waiting to be sent to one peer.
@@ -220,11 +225,13 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
             Some(Incoming::Data(_)) if lane == CONTROL_LANE => {
                 return malformed("data on the control lane");
             }
-            Some(Incoming::Data(data)) => {
+            Some(Incoming::After { sent }) => {
                 tokio::select! {
-                    () = order.turn(link, super::order::HOLD) => {}
+                    () = order.after(link, sent, super::order::HOLD) => {}
                     () = ctl.killed() => return ReaderEnd::Killed,
                 }
+            }
+            Some(Incoming::Data(data)) => {
                 // Bounded by the budget so a slow application slows the
                 // sender instead of growing memory.
                 let want = u32::try_from(data.len().min(inner.config.receive_buffer_limit.max(1)))
@@ -236,7 +243,7 @@ pub(super) async fn run_reader<R: AsyncRead + Unpin>(
                 let _ = inner
                     .events
                     .send((Event::NewMessage { peer, data }, permit));
-                order.delivered(link);
+                order.delivered();
             }
             Some(Incoming::Ping { nonce }) => {
                 queue.push_control(Outgoing::control(&Packet::Pong { nonce }))
@@ -337,6 +344,7 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
         let mut retiring = false;
         while writer.pending() < FLUSH_AT {
             let mut popped = false;
+            let mut after = None;
             let next = {
                 let mut state = queue.lock();
                 if let Some(reason) = state.closing.remove(&link) {
@@ -356,6 +364,11 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
                             Some(message) => {
                                 if lane != usize::from(CONTROL_LANE) {
                                     state.bytes -= message.len();
+                                    if state.last_taker != Some(link) {
+                                        after = Some(state.taken);
+                                        state.last_taker = Some(link);
+                                    }
+                                    state.taken += 1;
                                 }
                                 in_progress[lane] = Some((message, 0));
                                 popped = true;
@@ -368,6 +381,9 @@ pub(super) async fn run_writer<W: AsyncWrite + Unpin>(
             };
             if popped {
                 queue.space.notify_waiters();
+            }
+            if let Some(sent) = after {
+                writer.push_message(CONTROL_LANE, &wire::encode(&Packet::After { sent }));
             }
             let Some(lane) = next else { break };
             let Some((message, offset)) = &mut in_progress[lane] else {
