@@ -376,8 +376,15 @@ fn a_relayed_connection_becomes_direct_on_its_own_once_a_path_opens() {
             at <= opened + DIRECT_WITHIN,
             "{name} went direct {at:?} after the start, the block was lifted at {opened:?}"
         );
-        // One switch: relayed to direct, nothing after.
-        assert_eq!(seen.changes.len(), 1, "{name}: {:?}", seen.changes);
+        // The first switch goes direct, and the peer never falls back to
+        // the relay (a second direct path, TCP beside uTP, may still
+        // replace the first: one event per switch).
+        assert!(is_direct(&seen.changes[0].0), "{name}: {:?}", seen.changes);
+        assert!(
+            seen.changes.iter().all(|(path, _, _)| is_direct(path)),
+            "{name}: {:?}",
+            seen.changes
+        );
     }
 }
 
