@@ -1655,26 +1655,45 @@ async fn finish_punched_tcp(
     }
 }
 
+/// The first pause before searching for a UPnP gateway again, or retrying a
+/// mapping that failed; it doubles up to [`UPNP_RETRY_MAX`]. A gateway may
+/// answer late (a router still starting: netsim's miniupnpd under load
+/// missed the one search of a service started beside it, so that peer
+/// never had its mapping), or appear later (a laptop joins a network).
+const UPNP_RETRY: Duration = Duration::from_secs(2);
+/// The longest pause between two searches or mapping tries.
+const UPNP_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Maps our ports, renews them at half the lease, removes them when told
-/// to stop. No gateway: one debug line, nothing else.
+/// to stop. No gateway: one debug line, and another search after a pause
+/// that doubles up to [`UPNP_RETRY_MAX`].
 async fn run_upnp(
     request: nat::upnp::Request,
     input: mpsc::UnboundedSender<NatInput>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let searched = tokio::task::spawn_blocking(|| nat::upnp::search(Duration::from_secs(1)));
-    let gateway = tokio::select! {
-        found = searched => match found {
-            Ok(Ok(gateway)) => Arc::new(gateway),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "UPnP unavailable");
-                return;
-            }
-            Err(_) => return,
-        },
-        _ = &mut stop => return,
+    let mut pause = UPNP_RETRY;
+    let gateway = loop {
+        let searched = tokio::task::spawn_blocking(|| nat::upnp::search(Duration::from_secs(1)));
+        tokio::select! {
+            found = searched => match found {
+                Ok(Ok(gateway)) => break Arc::new(gateway),
+                Ok(Err(e)) if pause == UPNP_RETRY => {
+                    tracing::debug!(error = %e, "UPnP unavailable; searching again later");
+                }
+                Ok(Err(e)) => tracing::trace!(error = %e, "UPnP unavailable"),
+                Err(_) => return,
+            },
+            _ = &mut stop => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = &mut stop => return,
+        }
+        pause = (pause * 2).min(UPNP_RETRY_MAX);
     };
     let mut current: Option<UpnpMapping> = None;
+    let mut pause = UPNP_RETRY;
     loop {
         let (gw, previous) = (gateway.clone(), current.clone());
         let mapped =
@@ -1696,10 +1715,19 @@ async fn run_upnp(
             }
             Err(_) => return,
         }
-        // Renew well before the lease runs out.
+        // Renew well before the lease runs out; retry a failed mapping
+        // sooner.
         let renew = (request.lease / 2).max(Duration::from_secs(1));
+        let wait = if current.is_some() {
+            pause = UPNP_RETRY;
+            renew
+        } else {
+            let wait = pause.min(renew);
+            pause = (pause * 2).min(UPNP_RETRY_MAX);
+            wait
+        };
         tokio::select! {
-            () = tokio::time::sleep(renew) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = &mut stop => break,
         }
     }
