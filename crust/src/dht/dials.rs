@@ -69,7 +69,7 @@ impl Dials {
     }
 
     /// Treats the connection to `peer` as opened for one purpose: it is
-    /// returned by [`idle`](Self::idle) once unused for long enough.
+    /// returned by [`take_idle`](Self::take_idle) once unused for long enough.
     pub fn close_when_idle(&mut self, peer: PeerId) {
         self.dht_only.entry(peer).or_insert_with(Instant::now);
     }

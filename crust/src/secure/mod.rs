@@ -2,9 +2,9 @@
 //! length-prefixed, chunked frames.
 //!
 //! [`SecureChannel::connect`] / [`SecureChannel::accept`] run the handshake
-//! ([`handshake`] module docs give the messages); [`SecureChannel::split`]
+//! (the `handshake` module docs give the messages); [`SecureChannel::split`]
 //! gives a [`SecureReader`] that yields whole messages and a
-//! [`SecureWriter`] that chunks them ([`frame`] module docs give the
+//! [`SecureWriter`] that chunks them (the `frame` module docs give the
 //! format). The service drives one of these per connection; they work over
 //! TCP today and over any other `AsyncRead + AsyncWrite` transport.
 

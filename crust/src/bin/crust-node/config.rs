@@ -30,7 +30,7 @@ pub(crate) struct Options {
     #[serde(default)]
     pub(crate) no_utp: bool,
 
-    /// Peer to bootstrap from, as [ID@]IP:PORT (TCP) or [ID@]utp:IP:PORT;
+    /// Peer to bootstrap from, as `[ID@]IP:PORT` (TCP) or `[ID@]utp:IP:PORT`;
     /// repeat for several.
     #[arg(long = "bootstrap", value_name = "CONTACT")]
     #[serde(default, deserialize_with = "parsed")]
