@@ -294,13 +294,23 @@ fn the_birthday_technique_over_tcp_gets_a_random_port_nat_through_a_udp_blocking
         }
     }
     let o = runs.last().unwrap();
-    assert_eq!(
-        o.direct,
-        Some((ConnectionPath::HolePunched, Transport::Tcp)),
+    // Hole-punched, or "direct" when `b`'s SYN came in through the hole
+    // `a`'s probe opened and `a`'s listener accepted it (an incoming TCP
+    // connection during an attempt counts as direct).
+    assert!(
+        matches!(
+            o.direct,
+            Some((
+                ConnectionPath::HolePunched | ConnectionPath::Direct,
+                Transport::Tcp
+            ))
+        ),
         "no direct connection in two runs: {runs:?}"
     );
     let timing = o.direct_timing.expect("the traversal's timing");
-    assert!(timing.first_packet.is_some_and(|f| f <= timing.connected));
+    // No first packet is seen for a connection our listener accepted.
+    assert!(timing.first_packet.is_none_or(|f| f <= timing.connected));
+    assert!(timing.connected <= o.direct_after.unwrap());
     let mut got = o.b_sequence.clone();
     got.sort_unstable();
     assert_eq!(got, (0..nat_common::STREAM).collect::<Vec<_>>(), "lost");

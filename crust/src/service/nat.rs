@@ -428,6 +428,9 @@ impl Driver {
             }
             NatInput::Lost { peer } => {
                 lock(&self.relayed_only).remove(&peer);
+                if !self.sessions.values().any(|s| s.peer == peer) {
+                    self.forget_punching(&peer);
+                }
                 self.upgrades.stop(&peer);
                 self.connected.remove(&peer);
                 // Echo answers from a peer we lost are still true, but an
@@ -482,7 +485,12 @@ impl Driver {
                 }
             }
         }
-        self.forget_punching(&peer);
+        // After `Direct` (no `info`) the actor may not have registered the
+        // new connection yet, and it reads the attempt's timing from the
+        // entry: the `Connected` that follows the registration forgets it.
+        if info.is_some() {
+            self.forget_punching(&peer);
+        }
     }
 
     fn on_hello(
@@ -1329,17 +1337,25 @@ impl Driver {
         }
     }
 
+    /// A session with `peer` (already in `sessions`) started: its timing
+    /// is kept unless another session with the peer runs.
     fn note_punching(&self, peer: PeerId, started: Instant) {
-        self.inner
+        let fresh = super::Punching {
+            started,
+            signal: None,
+            first_packet: None,
+        };
+        let alone = self.sessions.values().filter(|s| s.peer == peer).count() <= 1;
+        let mut punching = self
+            .inner
             .punching
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(peer)
-            .or_insert(super::Punching {
-                started,
-                signal: None,
-                first_packet: None,
-            });
+            .unwrap_or_else(|p| p.into_inner());
+        if alone {
+            punching.insert(peer, fresh);
+        } else {
+            punching.entry(peer).or_insert(fresh);
+        }
     }
 
     /// We start punching towards `peer` now: the rendezvous signal, from
