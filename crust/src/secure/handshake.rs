@@ -9,8 +9,10 @@
 //! 3. initiator → responder: `s, se` with the initiator's payload.
 //!
 //! A payload carries the protocol version, the network id, the sender's
-//! Ed25519 identity, its signature over the sender's Noise static key, and
-//! (from the initiator) why it dialled. Each side checks the other's
+//! Ed25519 identity, its signature over the sender's Noise static key,
+//! (from the initiator) why it dialled, and which run of its identity the
+//! sender is (a random value per service start, so a restart is told from
+//! a second connection). Each side checks the other's
 //! payload before going on, so the initiator reveals its identity only to a
 //! responder that proved its own. The whole handshake runs under a timeout.
 
@@ -27,7 +29,9 @@ use crate::secure::{ChannelConfig, NOISE_PARAMS};
 /// `MappingHint` (the birthday technique), which version 1 cannot decode.
 /// 3: they also carry a TCP `MappingHint` (the birthday technique over
 /// TCP), and the `After` packet (in-order delivery across a switch of
-/// connections) exists; version 2 can decode neither.
+/// connections) exists, and the handshake payload says which run of its
+/// identity the sender is (`session`, to tell a restart); version 2 can
+/// decode none of these.
 pub const PROTOCOL_VERSION: u16 = 3;
 /// Longest network id accepted.
 pub const MAX_NETWORK_ID_LEN: usize = 64;
@@ -126,6 +130,8 @@ pub(crate) struct HandshakePayload {
     #[serde(with = "serde_bytes")]
     pub(crate) signature: Vec<u8>,
     pub(crate) intent: Intent,
+    /// The sender's run of its identity (`ChannelConfig::session`).
+    pub(crate) session: u64,
 }
 
 /// Alters our own payload before it is sent; tests use it to play a
@@ -136,6 +142,7 @@ pub(crate) type HandshakePayloadTweak = fn(&mut HandshakePayload);
 pub(crate) struct Established {
     pub(crate) remote: PeerId,
     pub(crate) intent: Intent,
+    pub(crate) session: u64,
     pub(crate) ciphers: CipherPair,
 }
 
@@ -186,6 +193,7 @@ where
             identity: *secret.peer_id().as_bytes(),
             signature: secret.sign(&signed).to_vec(),
             intent,
+            session: params.session,
         };
         tweak(&mut payload);
         postcard::to_allocvec(&payload).map_err(|_| HandshakeError::MalformedPayload)
@@ -193,7 +201,7 @@ where
     let mut msg = vec![0u8; MAX_HANDSHAKE_MSG];
     let mut payload = vec![0u8; MAX_HANDSHAKE_MSG];
 
-    let (remote, intent, mut state) = match role {
+    let (remote, intent, session, mut state) = match role {
         Role::Initiator { expected, intent } => {
             let mut state = builder.build_initiator().map_err(HandshakeError::Noise)?;
             let n = state
@@ -205,7 +213,8 @@ where
             let n = state
                 .read_message(&received, &mut payload)
                 .map_err(HandshakeError::Noise)?;
-            let remote = verify(&payload[..n], state.get_remote_static(), params, secret)?.0;
+            let (remote, _, session) =
+                verify(&payload[..n], state.get_remote_static(), params, secret)?;
             if let Some(expected) = expected
                 && expected != remote
             {
@@ -220,7 +229,7 @@ where
                 .write_message(&ours, &mut msg)
                 .map_err(HandshakeError::Noise)?;
             write_msg(io, &msg[..n]).await?;
-            (remote, intent, state)
+            (remote, intent, session, state)
         }
         Role::Responder => {
             let mut state = builder.build_responder().map_err(HandshakeError::Noise)?;
@@ -239,9 +248,9 @@ where
             let n = state
                 .read_message(&received, &mut payload)
                 .map_err(HandshakeError::Noise)?;
-            let (remote, intent) =
+            let (remote, intent, session) =
                 verify(&payload[..n], state.get_remote_static(), params, secret)?;
-            (remote, intent, state)
+            (remote, intent, session, state)
         }
     };
     if !state.is_handshake_finished() {
@@ -251,6 +260,7 @@ where
     Ok(Established {
         remote,
         intent,
+        session,
         ciphers,
     })
 }
@@ -261,7 +271,7 @@ pub(crate) fn verify(
     remote_static: Option<&[u8]>,
     params: &ChannelConfig,
     secret: &SecretId,
-) -> Result<(PeerId, Intent), HandshakeError> {
+) -> Result<(PeerId, Intent, u64), HandshakeError> {
     // The version comes first and is read on its own, so that a peer
     // speaking a future layout still gets a clear "version mismatch".
     let (version, _) =
@@ -297,7 +307,7 @@ pub(crate) fn verify(
     if remote == secret.peer_id() {
         return Err(HandshakeError::SelfConnection);
     }
-    Ok((remote, payload.intent))
+    Ok((remote, payload.intent, payload.session))
 }
 
 async fn write_msg<S: AsyncWrite + Unpin>(io: &mut S, msg: &[u8]) -> Result<(), HandshakeError> {

@@ -48,6 +48,11 @@ pub struct ChannelConfig {
     pub max_frame_len: usize,
     /// Largest message accepted after reassembly.
     pub max_message_len: usize,
+    /// Which run of this identity we are, told to the peer in the
+    /// handshake so it can tell a restart of ours from a second connection
+    /// of the same run (`SecureChannel::remote_session`). `Service::start`
+    /// sets a fresh random value; 0 says nothing.
+    pub session: u64,
 }
 
 impl Default for ChannelConfig {
@@ -57,6 +62,7 @@ impl Default for ChannelConfig {
             handshake_timeout: Duration::from_secs(10),
             max_frame_len: MAX_FRAME_LEN,
             max_message_len: 16 * 1024 * 1024,
+            session: 0,
         }
     }
 }
@@ -66,6 +72,7 @@ pub struct SecureChannel<S> {
     io: S,
     remote: PeerId,
     intent: Intent,
+    remote_session: u64,
     encoder: FrameEncoder,
     decoder: FrameDecoder,
     max_frame_len: usize,
@@ -107,6 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
             io,
             remote: established.remote,
             intent: established.intent,
+            remote_session: established.session,
             encoder: FrameEncoder::new(ciphers.send, max_frame_len),
             decoder: FrameDecoder::new(ciphers.recv, config.max_message_len),
             max_frame_len,
@@ -121,6 +129,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SecureChannel<S> {
     /// Why the dialling side opened this connection.
     pub fn intent(&self) -> Intent {
         self.intent
+    }
+
+    /// Which run of its identity the other side is (its
+    /// [`ChannelConfig::session`]): two connections with different values
+    /// come from different runs, the later one from a restart.
+    pub fn remote_session(&self) -> u64 {
+        self.remote_session
     }
 
     /// Splits into halves that can be used from different tasks.

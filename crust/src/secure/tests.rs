@@ -343,3 +343,19 @@ async fn garbage_instead_of_a_handshake_is_refused() {
         Err(HandshakeError::Noise(_))
     ));
 }
+
+#[tokio::test]
+async fn each_side_learns_the_others_session() {
+    let (alice, bob) = (SecretId::generate(), SecretId::generate());
+    let alice_cfg = ChannelConfig {
+        session: 7,
+        ..config("test")
+    };
+    let bob_cfg = ChannelConfig {
+        session: 9,
+        ..config("test")
+    };
+    let (a, b) = pair_with(&alice, &alice_cfg, &bob, &bob_cfg, None).await;
+    assert_eq!(a.unwrap().remote_session(), 9);
+    assert_eq!(b.unwrap().remote_session(), 7);
+}

@@ -27,6 +27,15 @@
 //! started move to the new connection. No message is lost, and none is
 //! reordered: a connection that takes over says how many messages came
 //! before, and the receiver waits for those (`order.rs`).
+//!
+//! A restart is told apart from a race: each run of a service has its own
+//! session (a start time, `ChannelConfig::session`) that the handshake
+//! carries. A connection from a later run of the peer replaces the kept
+//! one at once, whatever its age and whoever dialled it, and both sides
+//! drop the earlier run's connections on their own (they are dead, or
+//! about to be; its messages in flight are lost with it); the new run's
+//! messages are ordered on their own. A connection from an earlier run
+//! (a handshake that finished late) is refused.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -110,12 +119,36 @@ struct LinkEntry {
     ctl: Arc<LinkCtl>,
 }
 
+/// How a newcomer's run of the peer compares with the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// The same run (or one side said nothing): the usual rules.
+    Same,
+    /// The peer restarted: the newcomer is its new run.
+    Later,
+    /// A connection from a run the peer already left behind.
+    Earlier,
+}
+
+fn compare_runs(ours: u64, newcomer: u64) -> Run {
+    if ours == 0 || newcomer == 0 || ours == newcomer {
+        Run::Same
+    } else if newcomer > ours {
+        Run::Later
+    } else {
+        Run::Earlier
+    }
+}
+
 struct PeerEntry {
     queue: Arc<PeerQueue>,
     current: LinkId,
     /// Keeps the peer's messages in order across its links.
     order: Arc<DeliveryOrder>,
     links: Vec<LinkEntry>,
+    /// The peer's run (`SecureChannel::remote_session`) its links belong
+    /// to; 0 if it said none.
+    session: u64,
     /// Set when the current link was superseded by the peer and we wait for
     /// its replacement until this instant.
     replacement_deadline: Option<Instant>,
@@ -400,6 +433,25 @@ impl Actor {
             started,
         } = dialled;
         let peer = channel.remote();
+        let session = channel.remote_session();
+        if let Some(entry) = self.peers.get(&peer)
+            && compare_runs(entry.session, session) == Run::Earlier
+        {
+            // The peer restarted and this connection comes from its earlier
+            // run (a handshake finished late): not a connection to keep.
+            tracing::debug!(%peer, "refusing a connection from an earlier run of the peer");
+            let (reader, writer) = channel.split();
+            drop(reader);
+            self.tasks.spawn(async move {
+                let mut writer = writer;
+                writer.push_message(
+                    crate::wire::CONTROL_LANE,
+                    &crate::wire::encode(&crate::wire::Packet::Close(CloseReason::Disconnect)),
+                );
+                let _ = writer.shutdown().await;
+            });
+            return None;
+        }
         // A connection made while a traversal attempt with the peer runs
         // came through the holes it punched (or its direct dials).
         let punch_start = self
@@ -469,10 +521,27 @@ impl Actor {
                         current: id,
                         order: Arc::default(),
                         links: Vec::new(),
+                        session,
                         replacement_deadline: None,
                     },
                 );
                 (queue, true, true)
+            }
+            Some(entry) if compare_runs(entry.session, session) == Run::Later => {
+                // The peer restarted: its earlier run's links are dead (or
+                // about to be), whatever their age, and its new run counts
+                // its messages from 0. They go at once, and the new run's
+                // messages are ordered on their own.
+                tracing::info!(%peer, "the peer restarted: dropping its earlier connections");
+                for old in entry.links.iter_mut() {
+                    old.retiring = true;
+                    entry.queue.close_link(old.id, CloseReason::Disconnect);
+                    old.ctl.kill();
+                    entry.order.close(old.id);
+                }
+                entry.session = session;
+                entry.order = Arc::default();
+                (entry.queue.clone(), true, false)
             }
             Some(entry) => {
                 let wins = match entry.current() {

@@ -477,6 +477,20 @@ impl Inner {
     }
 }
 
+/// An id for one run of a service, nonzero and larger for a later run on
+/// the same clock: microseconds since the Unix epoch, then 12 random bits
+/// so two runs started in the same microsecond still differ.
+fn new_session() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let mut random = [0u8; 2];
+    // Without the OS generator the clock alone still tells runs apart.
+    let _ = getrandom::fill(&mut random);
+    let low = u64::from(u16::from_le_bytes(random) & 0x0fff);
+    (u64::try_from(micros).unwrap_or(u64::MAX >> 12) << 12 | low).max(1)
+}
+
 /// A handle to a running service. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
@@ -495,7 +509,13 @@ impl fmt::Debug for Service {
 impl Service {
     /// Starts a service with this identity: opens the bootstrap cache, binds
     /// `config.listen`, and spawns the actor on the current tokio runtime.
-    pub async fn start(config: Config, secret: SecretId) -> Result<(Self, Events), ServiceError> {
+    pub async fn start(
+        mut config: Config,
+        secret: SecretId,
+    ) -> Result<(Self, Events), ServiceError> {
+        // A fresh run of this identity: peers that still hold a connection
+        // to an earlier run tell it from ours by this (`actor.rs`).
+        config.channel.session = new_session();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let utp = match config.utp {
             Some(addr) => {
