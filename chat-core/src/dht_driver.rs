@@ -44,8 +44,10 @@ pub(crate) const DHT_IDLE: Duration = Duration::from_secs(60);
 /// A wall clock that moved this much further (or less) than the monotonic
 /// clock means the machine was suspended, or its clock was set.
 const CLOCK_JUMP: Duration = Duration::from_secs(30);
-/// A publication that reached nobody, or fewer of the servers we know
-/// than it could, is tried again after this long.
+/// A publication that reached nobody, fewer of the servers we know than
+/// it could, or not the closest ones it learned of (they did not answer in
+/// time: slow, busy, or not dialled within the request timeout), is tried
+/// again after this long.
 const PUBLISH_RETRY: Duration = Duration::from_secs(5);
 /// How often in a row a publication that reached some servers but not all
 /// it could is tried again (a request that timed out on a busy server
@@ -635,14 +637,23 @@ impl DhtDriver {
                 }
             }
             DhtEvent::Published {
-                stored_at, stats, ..
+                stored_at,
+                missed,
+                stats,
+                ..
             } => {
-                tracing::debug!(stored_at, ?stats, "DHT record published");
-                self.stored_at = stored_at;
+                // A server whose requests timed out (slow, busy, or one we
+                // could not dial in time) may have left the table meanwhile
+                // or never entered it (learned from another's answer): the
+                // engine says how many of the closest it missed.
                 let could = self.dht.table_len().min(Config::default().k);
+                tracing::debug!(stored_at, missed, could, ?stats, "DHT record published");
+                self.stored_at = stored_at;
                 if stored_at == 0 {
                     self.publish_due = Some(Instant::now() + PUBLISH_RETRY);
-                } else if stored_at < could && self.partial_retries < PARTIAL_PUBLISH_RETRIES {
+                } else if (stored_at < could || missed > 0)
+                    && self.partial_retries < PARTIAL_PUBLISH_RETRIES
+                {
                     self.partial_retries += 1;
                     self.publish_due = Some(Instant::now() + PUBLISH_RETRY);
                 } else {

@@ -646,3 +646,69 @@ fn a_quick_restart_publishes_a_newer_version() {
     assert_eq!(old, Some(NOW * 1000 + 2300));
     assert_eq!(new, Some(NOW * 1000 + 2950));
 }
+
+#[test]
+fn a_publication_says_which_storers_it_missed() {
+    // We know one server; it names a second one, which never answers
+    // (slow, busy, or not dialled in time): the record goes to the first
+    // alone, and the event says one storer was missed, so the driver can
+    // publish again.
+    let now = Instant::now();
+    let config = Config::default();
+    let mut dht = Dht::new(config.clone(), secret(0), now, Duration::from_secs(NOW));
+    let first = Contact::new(secret_peer(1));
+    let slow = Contact {
+        endpoints: vec![Endpoint::tcp(
+            "198.51.100.9:5483".parse::<SocketAddr>().unwrap(),
+        )],
+        ..Contact::new(secret_peer(2))
+    };
+    dht.handle(now, &first, Message::Ping { id: 1 });
+    let endpoint = Endpoint::tcp("198.51.100.7:5483".parse::<SocketAddr>().unwrap());
+    let (q, out) = dht.publish(now, vec![endpoint], Vec::new()).unwrap();
+    let mut pending = out;
+    let mut events = Vec::new();
+    let mut stores = Vec::new();
+    let mut timed_out = false;
+    for _ in 0..10 {
+        let mut next = Vec::new();
+        for o in pending {
+            match o {
+                Output::Send {
+                    to,
+                    message: Message::FindNode { id, .. },
+                } if to.id == first.id => next.extend(dht.handle(
+                    now,
+                    &first,
+                    Message::Nodes {
+                        id,
+                        nodes: vec![slow.clone()],
+                    },
+                )),
+                Output::Send {
+                    to,
+                    message: Message::Store { .. },
+                } => stores.push(to.id),
+                Output::Event(e) => events.push(e),
+                Output::Send { .. } => {}
+            }
+        }
+        if next.is_empty() {
+            if timed_out {
+                break;
+            }
+            // The slow one's request times out.
+            timed_out = true;
+            next = dht.handle_timeout(now + config.request_timeout + Duration::from_millis(1));
+        }
+        pending = next;
+    }
+    assert_eq!(stores, vec![first.id]);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Published { query, stored_at: 1, missed: 1, .. } if *query == q
+        )),
+        "{events:?}"
+    );
+}

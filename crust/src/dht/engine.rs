@@ -118,6 +118,10 @@ pub enum Event {
         version: u64,
         /// How many nodes it was sent to.
         stored_at: usize,
+        /// How many nodes among the k closest did not answer the lookup in
+        /// time, so the record was not sent to them (a slow or busy node,
+        /// or one gone): worth publishing again soon.
+        missed: usize,
         /// How the lookup for the storers went.
         stats: LookupStats,
     },
@@ -426,6 +430,7 @@ impl Dht {
         self.pending
             .retain(|_, p| !matches!(p.kind, PendingKind::Lookup(pq) if pq == q));
         let (closest, closest_hops) = lookup.closest_responded(k);
+        let missed = lookup.failed_among_closest(k);
         let mut stats = LookupStats {
             hops: closest_hops,
             messages: lookup.messages,
@@ -468,6 +473,7 @@ impl Dht {
                     query: q,
                     version,
                     stored_at,
+                    missed,
                     stats,
                 }));
             }

@@ -181,6 +181,18 @@ impl Lookup {
         }
     }
 
+    /// How many nodes that did not answer in time would rank among the k
+    /// closest that did or did not (slow, or gone): a publication missed
+    /// them.
+    pub(crate) fn failed_among_closest(&self, k: usize) -> usize {
+        self.candidates
+            .values()
+            .filter(|c| matches!(c.state, State::Responded | State::Failed))
+            .take(k)
+            .filter(|c| c.state == State::Failed)
+            .count()
+    }
+
     /// The k closest nodes that answered, closest first, and the depth of
     /// the closest.
     pub(crate) fn closest_responded(&self, k: usize) -> (Vec<Contact>, u32) {
