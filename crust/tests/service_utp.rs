@@ -155,3 +155,36 @@ async fn the_bootstrap_cache_remembers_the_transport() {
         .await;
     assert_eq!((peer, addr), (a.id(), a_utp));
 }
+
+/// A service that shuts down and exits at once still says goodbye over
+/// uTP: uTP lives in user space, so the shutdown waits (briefly) for the
+/// peers to acknowledge its last bytes before the socket's driver stops
+/// with the last handle. Without that the goodbye died with the process
+/// and the peer waited for its peer timeout (here a minute, longer than
+/// the test waits) before it saw the peer gone.
+#[tokio::test]
+async fn a_service_that_shuts_down_and_exits_says_goodbye_over_utp() {
+    let mut a = Node::start_with(
+        crust::Config {
+            peer_timeout: Duration::from_secs(60),
+            ..config_with_utp()
+        },
+        SecretId::generate(),
+    )
+    .await;
+    let b = utp_node().await;
+    let b_id = b.id();
+    let a_utp = Endpoint::utp(a.utp.unwrap());
+    let info = b.service.connect(a.id(), &[a_utp]).await.unwrap();
+    assert_eq!(info.transport, Transport::Utp);
+    b.service.shutdown().await;
+    // The process ends: every handle goes, and with them uTP's driver.
+    drop(b);
+    let reason = a
+        .expect("b's goodbye", |e| match e {
+            Event::LostPeer { peer, reason } if peer == b_id => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, crust::LostReason::PeerShutdown);
+}

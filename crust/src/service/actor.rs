@@ -833,8 +833,21 @@ impl Actor {
         })
         .await;
         self.tasks.abort_all();
+        // TCP delivers what the writers wrote after we are gone (the
+        // kernel's job); uTP's driver stops with us, so wait, briefly,
+        // until the peers acknowledged it.
+        if let Some(socket) = &self.inner.utp
+            && !socket.flush(UTP_FLUSH).await
+        {
+            tracing::debug!("shutdown: a uTP peer did not acknowledge our last bytes");
+        }
     }
 }
+
+/// How long a shutdown waits for uTP peers to acknowledge the last bytes
+/// (a goodbye, the messages the writers finished): a few round trips on
+/// any path worth using, and no longer than a user would wait.
+const UTP_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn relayed(info: &ConnectionInfo) -> bool {
     matches!(info.path, ConnectionPath::Relayed { .. })

@@ -63,7 +63,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -94,6 +94,10 @@ const NOBUFS_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 /// `ENOBUFS` retries before the datagram is given up as lost (about 1 s),
 /// so a wedged interface cannot stall the driver forever.
 const NOBUFS_RETRIES: u32 = 1000;
+
+/// How often [`UtpSocket::flush`] looks whether every connection is
+/// flushed.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
 
 #[cfg(target_os = "linux")]
 const EMSGSIZE: i32 = 90;
@@ -190,6 +194,32 @@ impl std::fmt::Debug for UtpSocket {
 }
 
 impl UtpSocket {
+    /// Waits until every connection on this socket has had all it was
+    /// given acknowledged — the bytes written and, for a stream shut down,
+    /// its FIN — or has died, for at most `limit`; returns whether all
+    /// were. uTP lives in this process: the driver stops with the last
+    /// handle, taking unsent bytes with it, so a service calls this before
+    /// it stops, and its last messages (a goodbye) reach the peer.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let flushed = self
+                .shared
+                .lock()
+                .endpoint
+                .connections()
+                .all(|(_, c)| c.is_flushed());
+            if flushed {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.shared.wake_driver.notify_one();
+            tokio::time::sleep(FLUSH_POLL).await;
+        }
+    }
+
     /// Binds `addr` and starts the driver on the current tokio runtime.
     /// Datagrams that are not uTP (crust's own, which start with `b"CRST"`)
     /// arrive on the returned channel; when the caller falls behind by more

@@ -466,6 +466,20 @@ impl Connection {
         self.error
     }
 
+    /// Nothing of ours is left to deliver: every byte written has been
+    /// acknowledged, and so has our FIN if we closed (or the connection is
+    /// closed or dead). What a socket waits for before it stops.
+    pub fn is_flushed(&self) -> bool {
+        match self.state {
+            State::Closed | State::Dead => true,
+            _ => {
+                self.send_queue.is_empty()
+                    && self.unacked_bytes == 0
+                    && (!self.closing || self.fin_acked)
+            }
+        }
+    }
+
     /// The state machine has nothing left to do: it died or finished lingering.
     pub fn is_drained(&self) -> bool {
         self.state == State::Dead
