@@ -1052,6 +1052,18 @@ impl Driver {
             return;
         }
         tracing::info!(%peer, %via, attempt, "trying to upgrade a relayed connection");
+        self.request_traversal(peer, via, None);
+    }
+
+    /// Asks `peer`, through `via`, to start a traversal attempt with us
+    /// (our candidates in a `Connect` signal), and waits for its answer in
+    /// a new session; `reply`, if any, hears how the attempt ends.
+    fn request_traversal(
+        &mut self,
+        peer: PeerId,
+        via: PeerId,
+        reply: Option<oneshot::Sender<Result<ConnectionInfo, ConnectError>>>,
+    ) {
         let session = random_u64();
         let now = Instant::now();
         let candidates = self.candidates();
@@ -1073,7 +1085,7 @@ impl Driver {
                 now + self.inner.config.punch_timeout,
                 Candidates::default(),
                 self.inner.id < peer,
-                None,
+                reply,
             ),
         );
         self.note_punching(peer, now);
@@ -1171,31 +1183,7 @@ impl Driver {
             )));
             return;
         }
-        let session = random_u64();
-        let now = Instant::now();
-        let candidates = self.candidates();
-        self.signal(
-            via,
-            peer,
-            Signal::Connect {
-                session,
-                candidates,
-            },
-        );
-        self.sessions.insert(
-            session,
-            Session::new(
-                peer,
-                via,
-                Stage::AwaitingAccept,
-                now,
-                now + self.inner.config.punch_timeout,
-                Candidates::default(),
-                self.inner.id < peer,
-                Some(reply),
-            ),
-        );
-        self.note_punching(peer, now);
+        self.request_traversal(peer, via, Some(reply));
     }
 
     fn on_signal(&mut self, via: PeerId, from: PeerId, signal: Signal) {
