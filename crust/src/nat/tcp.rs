@@ -17,7 +17,7 @@
 //! services still cannot listen on one port.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -143,9 +143,75 @@ pub(crate) fn shared_port(listeners: &[SocketAddr], remote: SocketAddr) -> Optio
     Some(SocketAddr::new(ip, port))
 }
 
+/// The peer's TCP candidates in the order to try them: a TCP try takes a
+/// budget slot every other one at most, so the first SYN should be the
+/// one likely to meet the peer's. Across two NATs that is an address on
+/// the internet (the peer's mapped or observed listener, then UPnP and
+/// the predicted ports, as the peer listed them), not its LAN address,
+/// which our NAT sends to the internet where nothing answers. The order
+/// is kept as the peer listed it (local first) when the peer shares one
+/// of our public addresses (`our_public`: behind the same NAT, where its
+/// LAN address is the one that works without hairpinning).
+pub(crate) fn order_targets(theirs: &[SocketAddr], our_public: &[IpAddr]) -> Vec<SocketAddr> {
+    let mut targets = theirs.to_vec();
+    if theirs.iter().any(|a| our_public.contains(&a.ip())) {
+        return targets;
+    }
+    // A stable sort: the peer's order within each group.
+    targets.sort_by_key(|a| lan_only(a.ip()));
+    targets
+}
+
+/// Whether `ip` can only be reached inside a LAN (private, carrier-grade
+/// shared, link-local, loopback, unique-local).
+fn lan_only(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (a == 100 && (b & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn public_candidates_go_first_across_nats() {
+        let theirs = [
+            a("192.168.3.2:4000"),
+            a("100.64.1.2:4000"),
+            a("203.0.113.3:4000"),
+            a("203.0.113.3:4001"),
+        ];
+        let ours = [IpAddr::from([203, 0, 113, 2])];
+        assert_eq!(
+            order_targets(&theirs, &ours),
+            [theirs[2], theirs[3], theirs[0], theirs[1]]
+        );
+    }
+
+    #[test]
+    fn behind_the_same_nat_the_lan_address_stays_first() {
+        let theirs = [a("192.168.3.2:4000"), a("203.0.113.3:4000")];
+        let ours = [IpAddr::from([203, 0, 113, 3])];
+        assert_eq!(order_targets(&theirs, &ours), theirs);
+        // Only LAN addresses (loopback tests): as listed.
+        let theirs = [a("127.0.0.1:4000"), a("[::1]:4000")];
+        assert_eq!(order_targets(&theirs, &[]), theirs);
+    }
 
     #[tokio::test]
     async fn a_connection_can_leave_from_the_listeners_port() {

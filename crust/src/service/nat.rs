@@ -1098,7 +1098,7 @@ impl Driver {
         };
         let (peer, started, deadline) = (s.peer, s.started, s.deadline);
         let mut tasks = Vec::new();
-        for addr in s.theirs.tcp.clone() {
+        for addr in self.tcp_targets(&s.theirs.tcp) {
             let inner = self.inner.clone();
             let commands = self.commands.clone();
             let input = self.input_tx.clone();
@@ -1136,7 +1136,8 @@ impl Driver {
         let budget = s.budget.clone();
         let listeners = self.inner.nat_report().local_tcp;
         let mut tasks = Vec::new();
-        let targets = s.theirs.tcp.iter().copied().take(TCP_PUNCH_TARGETS);
+        let targets = self.tcp_targets(&s.theirs.tcp);
+        let targets = targets.into_iter().take(TCP_PUNCH_TARGETS);
         let targets =
             targets.filter_map(|addr| Some((nat::tcp::shared_port(&listeners, addr)?, addr)));
         for (local, addr) in targets {
@@ -1163,6 +1164,17 @@ impl Driver {
             tasks.push(task);
         }
         tasks
+    }
+
+    /// The peer's TCP candidates, the most likely to connect first (see
+    /// `nat::tcp::order_targets`).
+    fn tcp_targets(&self, theirs: &[SocketAddr]) -> Vec<SocketAddr> {
+        let report = self.inner.nat_report();
+        let mut ours: Vec<IpAddr> = report.tcp_observed.iter().map(|a| a.ip()).collect();
+        ours.extend(report.udp_observations.iter().map(|o| o.observed.ip()));
+        ours.extend(report.udp_external.map(|a| a.ip()));
+        ours.extend(report.upnp.as_ref().map(|m| m.external_ip));
+        nat::tcp::order_targets(theirs, &ours)
     }
 
     fn connect_via(
@@ -1511,6 +1523,9 @@ async fn tcp_punch(
         tracing::trace!(%local, %remote, "TCP punch try");
         match tokio::time::timeout(left.min(TCP_TRY), nat::tcp::connect_from(local, remote)).await {
             Ok(Ok(stream)) => {
+                // The peer's SYN or SYN-ACK came: the first packet, before
+                // the wait for the handshake's role (`tcp_punch_role`).
+                inner.punch_heard(&peer);
                 let _ = stream.set_nodelay(true);
                 return Some(stream);
             }
