@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crust::{
     ChannelConfig, Config, ConnectionPath, Event, PeerId, Priority, SecretId, Service, Transport,
 };
-use nat_common::{PORT, prerequisites};
+use nat_common::{PORT, join_network, prerequisites};
 use netsim::{Impairment, LinkConfig, NatPreset, Network, Topology};
 
 /// How long the first traversal attempt may punch: the block is lifted
@@ -336,29 +336,6 @@ fn relayed_then_open(seed: u64, stream: bool, relay_latency: Duration) -> (Seen,
     e_task.join().unwrap();
     net.shutdown();
     (seen_a, seen_b, opened)
-}
-
-/// Connects to both public hosts and waits (briefly) for two echoes.
-async fn join_network(
-    service: &Service,
-    r_id: PeerId,
-    r_addr: SocketAddr,
-    e_id: PeerId,
-    e_addr: SocketAddr,
-) {
-    for (id, addr) in [(r_id, r_addr), (e_id, e_addr)] {
-        for _ in 0..50 {
-            if service.connect(id, &[addr]).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    let wait = Instant::now();
-    while service.nat_report().udp_observations.len() < 2 && wait.elapsed() < Duration::from_secs(6)
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]

@@ -296,36 +296,7 @@ async fn a_silent_path_is_detected_by_keepalive() {
     // nothing passes, as when a NAT or a laptop lid cuts the path.
     let mut a = Node::start().await;
     let b = Node::start().await;
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-    let target = a.addr;
-    let (freeze_tx, freeze_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let (client, _) = proxy.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (cr, cw) = client.into_split();
-        let (sr, sw) = server.into_split();
-        let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
-                    mut to: tokio::net::tcp::OwnedWriteHalf,
-                    mut frozen: tokio::sync::watch::Receiver<bool>| async move {
-            use tokio::io::AsyncReadExt as _;
-            let mut buf = vec![0u8; 16384];
-            loop {
-                let n = match from.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if *frozen.borrow_and_update() {
-                    // Swallow everything from now on, keep the socket open.
-                    std::future::pending::<()>().await;
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        };
-        tokio::join!(pump(cr, sw, freeze_rx.clone()), pump(sr, cw, freeze_rx));
-    });
+    let (proxy_addr, freeze_tx) = common::freezable_proxy(a.addr).await;
     b.service.connect(a.id(), &[proxy_addr]).await.unwrap();
     let b_id = b.id();
     a.expect("connect", |e| {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::Node;
 use crust::{Config, Event, Priority, SecretId};
-use tokio::sync::watch;
 
 /// Long timers: the old connection is not found dead (peer timeout) nor
 /// out of the race window (handshake timeout) while the test runs, so
@@ -21,49 +20,6 @@ fn config() -> Config {
     config.peer_timeout = Duration::from_secs(60);
     config.channel.handshake_timeout = Duration::from_secs(30);
     config
-}
-
-/// A TCP proxy to `target` for one connection; `true` on the returned
-/// sender freezes it: nothing passes any more but both sockets stay open,
-/// as when the peer's machine vanished without a word.
-async fn freezable_proxy(
-    target: std::net::SocketAddr,
-) -> (std::net::SocketAddr, watch::Sender<bool>) {
-    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = proxy.local_addr().unwrap();
-    let (freeze_tx, freeze_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let (client, _) = proxy.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (cr, cw) = client.into_split();
-        let (sr, sw) = server.into_split();
-        let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
-                    mut to: tokio::net::tcp::OwnedWriteHalf,
-                    mut frozen: watch::Receiver<bool>| async move {
-            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-            let mut buf = vec![0u8; 16384];
-            loop {
-                let n = tokio::select! {
-                    read = from.read(&mut buf) => match read {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    },
-                    _ = frozen.wait_for(|f| *f) => 0,
-                };
-                if *frozen.borrow() {
-                    // Swallow everything from now on, keep the sockets open.
-                    let _keep = (from, to);
-                    std::future::pending::<()>().await;
-                    return;
-                }
-                if to.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        };
-        tokio::join!(pump(cr, sw, freeze_rx.clone()), pump(sr, cw, freeze_rx));
-    });
-    (addr, freeze_tx)
 }
 
 /// A secret whose id is smaller (`smaller`) or larger than `than`'s.
@@ -83,7 +39,7 @@ async fn restart_within_the_race_window(b_leads: bool) {
     let seed = *secret_ordered(a.id(), b_leads).to_bytes();
     let b_id = SecretId::from_bytes(&seed).peer_id();
 
-    let (proxy, freeze) = freezable_proxy(a.addr).await;
+    let (proxy, freeze) = common::freezable_proxy(a.addr).await;
     let mut b_old = Node::start_with(config(), SecretId::from_bytes(&seed)).await;
     b_old.service.connect(a.id(), &[proxy]).await.unwrap();
     a.expect("B's first connection", |e| {

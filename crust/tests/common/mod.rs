@@ -139,3 +139,46 @@ pub async fn unreachable_peer() -> (Service, Events) {
     };
     Service::start(config, SecretId::generate()).await.unwrap()
 }
+
+/// A TCP proxy to `target` for one connection; `true` on the returned
+/// sender freezes it: nothing passes any more but both sockets stay open,
+/// as when the peer's machine vanished without a word.
+pub async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = proxy.local_addr().unwrap();
+    let (freeze_tx, freeze_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let (client, _) = proxy.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (cr, cw) = client.into_split();
+        let (sr, sw) = server.into_split();
+        let pump = |mut from: tokio::net::tcp::OwnedReadHalf,
+                    mut to: tokio::net::tcp::OwnedWriteHalf,
+                    mut frozen: tokio::sync::watch::Receiver<bool>| async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut buf = vec![0u8; 16384];
+            loop {
+                let n = tokio::select! {
+                    read = from.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    },
+                    _ = frozen.wait_for(|f| *f) => 0,
+                };
+                if *frozen.borrow() {
+                    // Swallow everything from now on, keep the sockets open.
+                    let _keep = (from, to);
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::join!(pump(cr, sw, freeze_rx.clone()), pump(sr, cw, freeze_rx));
+    });
+    (addr, freeze_tx)
+}

@@ -456,8 +456,9 @@ pub fn run_pair_with(
     }
 }
 
-/// Connects to both public hosts and waits (briefly) for two echoes.
-async fn join_network(
+/// Connects to both public hosts and waits (briefly) for two echoes (and
+/// the UPnP mapping, where the service asks for one).
+pub async fn join_network(
     service: &Service,
     r_id: crust::PeerId,
     r_addr: SocketAddr,
