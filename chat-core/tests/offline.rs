@@ -90,11 +90,7 @@ async fn a_message_left_with_a_holder_reaches_an_offline_friend_after_the_sender
     delivered(&mut bob, hello.id).await;
 
     // Alice goes away; bob writes; the message is left with her holder.
-    alice.stop().await;
-    bob.wait_for("alice offline", |e| {
-        matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
-    })
-    .await;
+    goes_offline(alice, &mut bob).await;
     let text = "left with your holder while you were away";
     let away = bob.node.send(&alice_id, text).unwrap();
     tokio::time::timeout(Duration::from_secs(20), async {
@@ -140,6 +136,17 @@ async fn a_message_left_with_a_holder_reaches_an_offline_friend_after_the_sender
     bob.stop().await;
     alice.stop().await;
     holder.shutdown().await;
+}
+
+/// `leaving` stops, and `watcher` sees it go offline.
+async fn goes_offline(leaving: Peer, watcher: &mut Peer) {
+    let id = leaving.id();
+    leaving.stop().await;
+    watcher
+        .wait_for("offline", |e| {
+            matches!(e, Event::ContactOffline { contact } if *contact == id).then_some(())
+        })
+        .await;
 }
 
 async fn delivered(peer: &mut Peer, id: chat_core::MessageId) {
@@ -219,11 +226,7 @@ impl MutualFriend {
         let hello = bob.node.send(&alice_id, "hello").unwrap();
         delivered(&mut bob, hello.id).await;
 
-        alice.stop().await;
-        bob.wait_for("alice offline", |e| {
-            matches!(e, Event::ContactOffline { contact } if *contact == alice_id).then_some(())
-        })
-        .await;
+        goes_offline(alice, &mut bob).await;
         Self {
             _root: root,
             dirs,

@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crust::{
-    ChannelConfig, Config, ConnectionPath, Event, PeerId, Priority, SecretId, Service, Transport,
-};
+use crust::{Config, ConnectionPath, Event, PeerId, Priority, SecretId, Service, Transport};
 use nat_common::{PORT, join_network, prerequisites};
 use netsim::{Impairment, LinkConfig, NatPreset, Network, Topology};
 
@@ -42,22 +40,11 @@ const DIRECT_WITHIN: Duration = Duration::from_secs(12);
 
 fn config() -> Config {
     Config {
-        listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
-        utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
-        keepalive_interval: Duration::from_millis(500),
-        peer_timeout: Duration::from_secs(5),
-        dial_timeout: Duration::from_secs(3),
         punch_timeout: PUNCH_TIMEOUT,
         relay_after: Duration::from_secs(1),
         relay_upgrade: Some(Duration::from_secs(1)),
         relay_upgrade_max: Duration::from_secs(2),
-        upnp: false,
-        channel: ChannelConfig {
-            network_id: "crust-nat-tests".into(),
-            handshake_timeout: Duration::from_secs(5),
-            ..Default::default()
-        },
-        ..Config::default()
+        ..nat_common::test_config(false)
     }
 }
 

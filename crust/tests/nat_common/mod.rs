@@ -156,7 +156,9 @@ pub const STREAM: u32 = 40;
 /// Between them.
 pub const STREAM_GAP: Duration = Duration::from_millis(25);
 
-fn test_config(upnp: bool) -> Config {
+/// The peers' config in every NAT test: both transports on [`PORT`], short
+/// keep-alive and timeouts.
+pub fn test_config(upnp: bool) -> Config {
     Config {
         listen: vec![SocketAddr::from(([0, 0, 0, 0], PORT))],
         utp: Some(SocketAddr::from(([0, 0, 0, 0], PORT))),
